@@ -1,0 +1,38 @@
+"""The ``onebit`` command: one sub-command per job, each defined in the module that owns it.
+
+Each module named here provides ``add_arguments(parser)`` and ``main(args) -> int``; it is
+imported only when its sub-command runs, so ``onebit --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from onebit.utils import suggest
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("onebit.train.cli", "train a binary network (drop-in for the seeds' main.py)"),
+    "models": ("onebit.models.cli", "list the registered models with parameter counts"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="onebit", description="Binary neural networks in PyTorch.")
+    parser.add_argument("command", help="one of: " + ", ".join(COMMANDS))
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        print("\ncommands:\n" + "\n".join(f"  {k:<10} {v[1]}" for k, v in COMMANDS.items()))
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        parser.error(f"unknown command {command!r}{suggest(command, COMMANDS)}")
+    module = importlib.import_module(COMMANDS[command][0])
+    sub = argparse.ArgumentParser(prog=f"onebit {command}", description=COMMANDS[command][1])
+    module.add_arguments(sub)
+    return int(module.main(sub.parse_args(rest)) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The plain 1-bit quantizers. Method-specific ones (RBNN, IR-Net, ReActNet...) live beside
+this file, one module per method, and register themselves the same way."""
+from __future__ import annotations
+
+import torch
+
+from onebit.quant.base import Quantizer, register_quantizer
+from onebit.quant.functional import clipped_identity_grad, sign_with_surrogate
+
+
+@register_quantizer("ste_sign")
+class SteSign(Quantizer):
+    r"""Binarize with ``sign`` (0 -> +1); gradient passes straight through where ``|x| <= clip``.
+
+    .. math:: q(x) = \operatorname{sign}(x), \qquad \partial q / \partial x = 1_{|x| \le c}
+
+    The estimator of BinaryNet (Hubara et al., 2016, arXiv:1602.02830), larq's ``ste_sign``.
+    ``clip=None`` lets every gradient through (plain STE).
+    """
+
+    def __init__(self, clip: float | None = 1.0):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("_clip", torch.tensor(float("inf") if clip is None else float(clip)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sign_with_surrogate(x, clipped_identity_grad, self._clip.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"clip={self.clip}"
