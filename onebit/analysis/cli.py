@@ -1,0 +1,110 @@
+"""``onebit summary``: parameters, memory and BOPs/FLOPs of a registered model or a checkpoint.
+
+    onebit summary --model reactnet_a --dataset imagenet
+    onebit summary --checkpoint RUN/model_best.pth --json
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+from onebit.utils import suggest
+
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    # name: (num_classes, in_channels, image side)
+    "digits": (10, 1, 8),
+    "mnist": (10, 1, 28),
+    "fashion-mnist": (10, 1, 28),
+    "cifar10": (10, 3, 32),
+    "cifar100": (100, 3, 32),
+    "tinyimagenet": (200, 3, 64),
+    "imagenet": (1000, 3, 224),
+}
+
+
+def add_arguments(parser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a registered model name (see `onebit models`)")
+    source.add_argument("--checkpoint", help="a checkpoint saved by `onebit train` (dict with 'model' and 'config')")
+    parser.add_argument(
+        "--dataset", choices=sorted(DATASET_SHAPES),
+        help="sets classes, channels and image size (default: the checkpoint's, or the model's "
+             "own input size with 3 channels and 10 classes)",
+    )
+    parser.add_argument("--input_size", type=int, help="image side, overriding the dataset's")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _dataset_shape(name: str | None, model_name: str) -> tuple[int, int, int]:
+    from onebit.models import get_entry
+
+    if name is None:
+        return 10, 3, get_entry(model_name).input_size
+    if name not in DATASET_SHAPES:
+        raise ValueError(f"unknown dataset {name!r}{suggest(name, DATASET_SHAPES)}")
+    return DATASET_SHAPES[name]
+
+
+def _load_checkpoint(path: str):
+    """The checkpoint's model, rebuilt from its config with its weights, its name and input shape."""
+    import torch
+
+    from onebit.models import create_model
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
+        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(f"{path}: expected a dict with keys 'model' (state_dict) and 'config', found {found}")
+    config = checkpoint["config"]
+    if not isinstance(config, dict) or "model" not in config:
+        raise ValueError(f"{path}: the checkpoint's 'config' is not a dict naming its 'model'")
+    name = config["model"]
+    num_classes, in_channels, side = _dataset_shape(config.get("dataset"), name)
+    # the run's method flags (method, binary_type, pad_value...) are create_model's keyword-only options
+    options = {
+        key: config[key]
+        for key, p in inspect.signature(create_model).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and key in config
+    }
+    options.setdefault("in_channels", in_channels)
+    options.setdefault("image_size", side)
+    model = create_model(name, config.get("num_classes", num_classes), **options)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: the weights do not fit model {name!r} built from the config: {err}") from None
+    return model, name, options["in_channels"], options["image_size"]
+
+
+def _model_and_input(args):
+    from onebit.models import create_model
+
+    if args.checkpoint:
+        if args.dataset:
+            raise ValueError("--dataset does not apply to --checkpoint: the checkpoint's config names its data set")
+        model, name, in_channels, side = _load_checkpoint(args.checkpoint)
+        return model, name, in_channels, args.input_size or side
+    num_classes, in_channels, side = _dataset_shape(args.dataset, args.model)
+    side = args.input_size or side
+    return create_model(args.model, num_classes, in_channels=in_channels, image_size=side), args.model, in_channels, side
+
+
+def main(args) -> int:
+    import sys
+
+    from onebit.analysis.summary import summary
+
+    try:
+        model, name, in_channels, side = _model_and_input(args)
+        result = summary(model, (1, in_channels, side, side))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"onebit summary: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"model": name, **result.to_dict()}, indent=2))
+    else:
+        print(f"{name}: input {in_channels}x{side}x{side}\n\n{result}")
+    return 0
