@@ -1,7 +1,9 @@
 """The ``onebit`` command: one sub-command per job, each defined in the module that owns it.
 
-Each module named here provides ``add_arguments(parser)`` and ``main(args) -> int``; it is
-imported only when its sub-command runs, so ``onebit --help`` stays fast.
+Each module named here provides ``add_arguments(parser)`` and ``main(args) -> int``, and
+optionally ``parse(parser, argv)`` when its arguments need more than ``parser.parse_args``
+(``train`` merges recipe files). A module is imported only when its sub-command runs, so
+``onebit --help`` stays fast.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from onebit.utils import suggest
+from onebit.utils import ArgumentParser, suggest
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("onebit.train.cli", "train a binary network (drop-in for the seeds' main.py)"),
@@ -30,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         parser.error(f"unknown command {command!r}{suggest(command, COMMANDS)}")
     module = importlib.import_module(COMMANDS[command][0])
-    sub = argparse.ArgumentParser(prog=f"onebit {command}", description=COMMANDS[command][1])
+    sub = ArgumentParser(prog=f"onebit {command}", description=COMMANDS[command][1])
     module.add_arguments(sub)
-    return int(module.main(sub.parse_args(rest)) or 0)
+    args = module.parse(sub, rest) if hasattr(module, "parse") else sub.parse_args(rest)
+    return int(module.main(args) or 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,31 @@
+"""``onebit train``: the seeds' ``main.py`` command line, on CPU or GPU, one process or many."""
+from __future__ import annotations
+
+import sys
+
+from onebit.train.checkpoint import CheckpointError
+from onebit.train.config import add_train_arguments, resolve
+
+
+def add_arguments(parser) -> None:
+    add_train_arguments(parser)
+
+
+def parse(parser, argv: list[str]) -> dict:
+    """Flags, recipe file and (with --resume / -e) the saved run's config, resolved."""
+    return resolve(argv, parser)
+
+
+def main(config: dict) -> int:
+    from onebit.train.engine import Trainer
+
+    try:
+        trainer = Trainer(config)
+        if config["evaluate"]:
+            trainer.evaluate_checkpoint(config["evaluate"])
+        else:
+            trainer.fit()
+    except (ValueError, FileNotFoundError, CheckpointError, FloatingPointError) as e:
+        print(f"onebit train: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,222 @@
+"""The flags of ``onebit train`` and recipe files.
+
+Flags keep the names, short forms and defaults of the seeds' ``main.py`` (RBNN, seed 001
+where the two READMEs differ), so a seed command line runs unchanged. A recipe is a YAML
+file whose keys are flag names (``lr: 0.1``, ``batch_size: 256``); ``_base_`` names one or
+more files it inherits from (paths relative to the file, as mmclassification configs).
+Precedence: defaults < recipe (base first, then the file) < flags given on the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from onebit.utils import ArgumentParser, suggest
+
+LR_TYPES = ("cos", "step", "linear")
+OPTIMIZERS = ("sgd", "adam")
+# Recipe keys that are not flags: they describe the recipe or feed the model builder.
+RECIPE_KEYS = {"target_top1", "description", "model_kwargs", "_base_"}
+
+
+def _choice(name: str, choices: tuple[str, ...]):
+    """An argparse type that rejects a value with a 'did you mean' hint."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise argparse.ArgumentTypeError(f"invalid {name} {value!r}{suggest(value, choices)}")
+        return value
+
+    check.__name__ = name
+    return check
+
+
+def _model_name(value: str) -> str:
+    from onebit.models import get_entry
+
+    try:
+        get_entry(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
+def _method_name(value: str) -> str:
+    from onebit.quant import get_method
+
+    try:
+        get_method(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
+def _dataset_name(value: str) -> str:
+    from onebit.data import list_datasets
+
+    return _choice("dataset", tuple(list_datasets()))(value)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    g = p.add_argument_group("run")
+    g.add_argument("--config", metavar="FILE", help="YAML recipe; its keys are these flags' names (_base_ inherits)")
+    g.add_argument("--results_dir", default="./results", help="root folder of the runs (default ./results)")
+    g.add_argument("--save", default="", help="run folder name (default: <model>_<dataset>_<time>)")
+    g.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
+                   help="continue a run: its folder or checkpoint file (bare flag: results_dir/save, else the newest run)")
+    g.add_argument("-e", "--evaluate", metavar="FILE", help="evaluate this checkpoint on the test set and exit")
+    g.add_argument("--seed", type=int, default=1234, help="seeds Python, NumPy and torch (default 1234)")
+    g.add_argument("--gpus", default=None, help="CUDA device ids, e.g. 0,1 (default: cuda:0 when present, else CPU)")
+    g.add_argument("--workers", type=int, default=8, help="data loading workers of folder datasets (default 8)")
+    g.add_argument("--print_freq", "-p", type=int, default=100, help="log every N batches (default 100)")
+    g.add_argument("--time_estimate", type=int, default=1, help="every N epochs print the projected finish; 0 disables")
+    g.add_argument("--weight_hist", type=int, default=0, help="every N epochs write weight histograms (0: never)")
+    g.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=True,
+                   help="under DDP, normalise over the global batch (default on: results independent of process count)")
+
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", "-a", type=_model_name, default="resnet20_1w1a", help="registered model (onebit models)")
+    g.add_argument("--method", type=_method_name, default=None, help="binarization method (default: the model's own)")
+    g.add_argument("--dataset", type=_dataset_name, default="cifar10", help="dataset name (default cifar10)")
+    g.add_argument("--data_path", default="./data", help="folder holding the dataset (default ./data)")
+    g.add_argument("--use_dali", action="store_true", help="ImageNet loaders with NVIDIA DALI")
+    g.add_argument("--pad_value", type=float, default=0.0, choices=(0.0, 1.0),
+                   help="padding of binary convs: 0 as the papers, 1 for an exactly 1-bit network")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", "--epoch", type=int, default=1000, help="number of epochs (default 1000)")
+    g.add_argument("--batch_size", "-b", type=int, default=256, help="global training batch (default 256)")
+    g.add_argument("--batch_size_test", "-bt", type=int, default=128, help="evaluation batch (default 128)")
+    g.add_argument("--optimizer", type=_choice("optimizer", OPTIMIZERS), default="sgd", help="sgd (default) or adam")
+    g.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default 0.1)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    g.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay on all parameters (default 1e-4)")
+    g.add_argument("--lr_type", type=_choice("lr_type", LR_TYPES), default="cos", help="cos (default), step or linear")
+    g.add_argument("--lr_decay_step", type=int, nargs="+", default=None, help="milestones of --lr_type step, e.g. 30 60 90")
+    g.add_argument("--warm_up", action="store_true", help="5-epoch linear warm-up before the schedule")
+    g.add_argument("--mixup", type=float, nargs="?", const=0.1, default=0.0, metavar="ALPHA",
+                   help="mixup with Beta(ALPHA, ALPHA) (bare flag: 0.1, as RBNN)")
+    g.add_argument("--labelsmooth", type=float, nargs="?", const=0.1, default=0.0, metavar="EPS",
+                   help="label smoothing (bare flag: 0.1)")
+
+    g = p.add_argument_group("method options")
+    g.add_argument("--Tmin", type=float, default=1e-2, help="temperature t at epoch 0 (default 1e-2)")
+    g.add_argument("--Tmax", type=float, default=1e1, help="temperature t approached at the last epoch (default 1e1)")
+    g.add_argument("--rotation_update", type=int, default=1, help="RBNN: update the rotations every N epochs (default 1)")
+    g.add_argument("--a32", action="store_true", help="keep activations real (W1A32)")
+    g.add_argument("--use_gpu", action="store_true", help="RBNN: run the rotation SVDs on the GPU")
+
+
+def build_parser(prog: str = "onebit train") -> argparse.ArgumentParser:
+    p = ArgumentParser(prog=prog, description="Train a binary neural network.")
+    add_train_arguments(p)
+    return p
+
+
+def load_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML recipe with its ``_base_`` chain resolved (later files override earlier)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path in _seen:
+        raise ValueError(f"config inheritance loop: {' -> '.join(map(str, _seen + (path,)))}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of flag names to values")
+    bases = data.pop("_base_", [])
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        _merge(merged, load_recipe(path.parent / base, _seen + (path,)))
+    _merge(merged, data)
+    return merged
+
+
+def _merge(into: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = copy.deepcopy(v)
+
+
+def resolve(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
+    """Defaults < recipe file < command-line flags, as one plain dict of flag values."""
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    explicit = _explicit_dests(parser, argv)
+    config = vars(args)
+    if args.config:
+        recipe = load_recipe(args.config)
+        known = set(config) | RECIPE_KEYS
+        for key, value in recipe.items():
+            if key not in known:
+                raise ValueError(f"unknown key {key!r} in {args.config}{suggest(key, known)}")
+            if key not in explicit:
+                config[key] = _coerce(parser, key, value)
+    config.setdefault("model_kwargs", {})
+    _adopt_checkpoint_config(config, explicit)
+    return config
+
+
+# Keys of the config that define the network: an evaluated checkpoint brings its own.
+MODEL_KEYS = ("model", "method", "pad_value", "a32", "rotation_update", "use_gpu", "model_kwargs")
+
+
+def _adopt_checkpoint_config(config: dict[str, Any], explicit: set[str]) -> None:
+    """``--resume`` continues the saved run (its whole config, but for flags given now);
+    ``-e FILE`` rebuilds the saved network (its model keys, but for flags given now)."""
+    from onebit.train import checkpoint as ckpt_io
+
+    if config["resume"]:
+        path = ckpt_io.find_resume_checkpoint(config["resume"], config["results_dir"], config["save"],
+                                              config["model"], config["dataset"])
+        keys = None
+    elif config["evaluate"]:
+        path, keys = Path(config["evaluate"]), MODEL_KEYS
+    else:
+        return
+    saved = ckpt_io.load(path).get("config") or {}
+    for key, value in saved.items():
+        if key in config and key not in explicit and key not in ("resume", "evaluate") and (keys is None or key in keys):
+            config[key] = value
+    if config["resume"]:
+        config["resume"] = str(path)
+
+
+def _explicit_dests(parser: argparse.ArgumentParser, argv) -> set[str]:
+    """Names of the flags given on the command line (they win over the recipe).
+
+    argparse only fills in a default where the namespace lacks the attribute, so a
+    namespace pre-filled with a marker shows which flags the parse actually set.
+    """
+    unset = object()
+    ns = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != "help"})
+    parser.parse_known_args(argv, ns)
+    return {k for k, v in vars(ns).items() if v is not unset}
+
+
+def _coerce(parser: argparse.ArgumentParser, key: str, value: Any) -> Any:
+    """Check a recipe value with the flag's own type/choices, so a recipe fails like a flag."""
+    action = next((a for a in parser._actions if a.dest == key), None)
+    if action is None or value is None or action.type is None:
+        return value
+    values = value if isinstance(value, list) else [value]
+    try:
+        out = [action.type(v) if not isinstance(v, bool) else v for v in values]
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+        raise ValueError(f"bad value for {key!r} in config: {e}") from None
+    if action.choices is not None and any(v not in action.choices for v in out):
+        raise ValueError(f"bad value for {key!r} in config: {value!r} (choose from {list(action.choices)})")
+    return out if isinstance(value, list) else out[0]
+
+
+def save_config(config: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config, sort_keys=True))

@@ -1,0 +1,310 @@
+"""The training engine behind ``onebit train``.
+
+One epoch, in order (RBNN's main.py, made exact and resumable):
+
+1. seed every generator from ``(seed, epoch)``; set the learning rate (closed form);
+2. ``set_temperature(t(epoch))`` on every scheduled quantizer (``--Tmin/--Tmax``);
+3. ``on_epoch_start(epoch, epochs)`` on every module that has it (e.g. rotation updates);
+4. train over the epoch's batches (``after_step()`` on modules that have it, after each
+   optimizer step: weight clipping and the like);
+5. evaluate top-1/top-5, keep the best model, write ``checkpoint.pth`` atomically.
+
+SIGTERM/SIGINT finish the current batch, write a mid-epoch checkpoint and stop; ``--resume``
+continues from it (skipping the batches already done) with the same result as a run that
+was never interrupted.
+"""
+from __future__ import annotations
+
+import random
+import signal
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from onebit.data import build_data
+from onebit.models import create_model
+from onebit.quant.base import temperature_modules
+from onebit.train import checkpoint as ckpt_io
+from onebit.train.config import save_config
+from onebit.train.distributed import Distributed, convert_global_batchnorm
+from onebit.train.losses import ClassificationLoss
+from onebit.train.optim import build_optimizer, set_lr
+from onebit.train.runlog import RunLog, count_params, describe_device, progress
+
+def select_device(gpus: str | None, local_rank: int, warn) -> torch.device:
+    """``--gpus 0,1`` picks CUDA devices (the local rank's one under torchrun); without CUDA, the CPU."""
+    if not torch.cuda.is_available():
+        if gpus:
+            warn(f"--gpus {gpus} given but CUDA is not available: running on the CPU")
+        return torch.device("cpu")
+    ids = [int(i) for i in gpus.split(",")] if gpus else list(range(torch.cuda.device_count()))
+    return torch.device("cuda", ids[local_rank % len(ids)])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + 17) % 2**63
+
+
+def build_model(config: dict[str, Any], info) -> nn.Module:
+    """The network a config describes, sized for the dataset ``info``."""
+    return create_model(
+        config["model"],
+        info.num_classes,
+        in_channels=info.in_channels,
+        image_size=info.image_size,
+        method=config["method"],
+        binary_type=(not config["a32"], True),
+        pad_value=config["pad_value"],
+        **config.get("model_kwargs", {}),
+    )
+
+
+def accuracy_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """Number of samples whose label is the top-1 / among the top-5 predictions."""
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    hit = top.eq(labels[:, None])
+    return int(hit[:, 0].sum()), int(hit.any(dim=1).sum())
+
+
+class Trainer:
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.dist = Distributed.from_env(use_cuda=torch.cuda.is_available() and config["gpus"] != "cpu")
+        self.warnings: list[str] = []
+        self.device = select_device(config["gpus"], self.dist.local_rank, self.warnings.append)
+        seed_everything(config["seed"])
+        self.data = build_data(
+            config["dataset"], config["data_path"],
+            batch_size=config["batch_size"], batch_size_test=config["batch_size_test"],
+            workers=config["workers"], device=self.device, seed=config["seed"],
+            rank=self.dist.rank, world_size=self.dist.world_size, use_dali=config["use_dali"],
+        )
+        self.model = build_model(config, self.data.info).to(self.device)
+        self.loss = ClassificationLoss(config["labelsmooth"], config["mixup"])
+        self.stop_signal: int | None = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def net(self) -> nn.Module:
+        """The bare model (DDP unwrapped)."""
+        return getattr(self.model, "module", self.model)
+
+    def _hooks(self, name: str) -> list:
+        return [getattr(m, name) for m in self.net.modules() if callable(getattr(m, name, None))]
+
+    def _wrap_distributed(self) -> None:
+        if not self.dist.enabled:
+            return
+        if self.config["sync_bn"]:
+            convert_global_batchnorm(self.model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=True)
+
+    def _run_dir(self) -> Path:
+        c = self.config
+        if c["resume"]:  # resolved to the checkpoint file by the config
+            return Path(c["resume"]).parent
+        name = c["save"] or f"{c['model']}_{c['dataset']}_{datetime.now():%Y%m%d-%H%M%S}"
+        return Path(c["results_dir"]) / name
+
+    def _set_epoch_state(self, epoch: int) -> float:
+        """Learning rate and temperature of ``epoch`` (deterministic, safe to repeat on resume)."""
+        from onebit.quant.schedules import log_linear_temperature
+
+        lr = set_lr(self.optimizer, epoch, self.config)
+        t = log_linear_temperature(epoch, self.config["epochs"], self.config["Tmin"], self.config["Tmax"])
+        for m in temperature_modules(self.net):
+            m.set_temperature(t)
+        return lr
+
+    def _on_signal(self, signum, frame):
+        self.stop_signal = signum
+        signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        loss_sum = top1 = top5 = n = 0.0
+        for images, labels in self.data.test:
+            logits = self.model(images)
+            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+            c1, c5 = accuracy_counts(logits, labels)
+            top1, top5, n = top1 + c1, top5 + c5, n + labels.numel()
+        loss_sum, top1, top5, n = self.dist.sum([loss_sum, top1, top5, n])
+        return {"test_loss": loss_sum / n, "test_top1": 100.0 * top1 / n, "test_top5": 100.0 * top5 / n}
+
+    def evaluate_checkpoint(self, path: str) -> dict[str, float]:
+        """``-e FILE``: the config already holds the checkpoint's model keys (see config.resolve)."""
+        ckpt_io.load_model_state(self.net, ckpt_io.load(path), self.config["model"])
+        result = self.evaluate()
+        print(f"{path}: {self.config['model']} on {self.config['dataset']} test: "
+              f"top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  loss {result['test_loss']:.4f}")
+        return result
+
+    # ------------------------------------------------------------------ training
+    def _train_epoch(self, epoch: int, start_step: int, sums: list[float], log: RunLog) -> list[float]:
+        """Train one epoch from batch ``start_step``; ``sums`` = [loss*n, correct, n] so far."""
+        c = self.config
+        self.model.train()
+        after_step = self._hooks("after_step")
+        loader = self.data.train
+        loader.set_epoch(epoch)
+        total = len(loader) * c["batch_size"]
+        bar = progress(total, f"epoch {epoch + 1}/{c['epochs']}", self.dist.is_main)
+        bar.update(min(start_step * c["batch_size"], total))
+        for step, (images, labels) in enumerate(loader):
+            if step < start_step:
+                continue
+            images, labels_a, labels_b, lam = self.loss.mix(images, labels)
+            logits = self.model(images)
+            loss = self.loss(logits, labels_a, labels_b, lam)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch}, batch {step}: lower --lr?")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            for hook in after_step:
+                hook()
+            n = labels.numel()
+            correct = float((logits.argmax(1) == labels_a).sum())
+            sums = [sums[0] + loss.item() * n, sums[1] + correct, sums[2] + n]
+            bar.update(n * self.dist.world_size)
+            bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", top1=f"{100 * sums[1] / sums[2]:.1f}")
+            if c["print_freq"] and (step + 1) % c["print_freq"] == 0:
+                log.detail(f"epoch {epoch + 1} batch {step + 1}/{len(loader)} loss {sums[0] / sums[2]:.4f} "
+                           f"top-1 {100 * sums[1] / sums[2]:.2f}")
+            if self._should_stop():
+                self._stop_step = step + 1
+                break
+        bar.close()
+        return sums
+
+    def _should_stop(self) -> bool:
+        """A signal was received (by any process: all stop after the same batch)."""
+        stop = float(self.stop_signal is not None)
+        return self.dist.sum([stop])[0] > 0 if self.dist.enabled else bool(stop)
+
+    def _checkpoint(self, epoch: int, step: int, sums: list[float], best: float) -> dict[str, Any]:
+        return {
+            "format_version": ckpt_io.FORMAT_VERSION,
+            "model_name": self.config["model"],
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "train_sums": sums,
+            "best_top1": best,
+            "rng": ckpt_io.rng_state(),
+            "config": self.config,
+        }
+
+    def fit(self) -> dict[str, Any]:
+        c = self.config
+        main = self.dist.is_main
+        run_dir = self._run_dir()
+        log = RunLog(run_dir if main else None)
+        for w in self.warnings:
+            log.info(f"warning: {w}")
+        self.optimizer = build_optimizer(self.model, c)
+        start_epoch, start_step, sums, best = 0, 0, [0.0, 0.0, 0.0], 0.0
+        resume_rng = None
+        if c["resume"]:
+            state = ckpt_io.load(c["resume"])
+            ckpt_io.load_model_state(self.model, state, c["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            start_epoch, start_step, best = state["epoch"], state["step"], state["best_top1"]
+            sums = list(state["train_sums"]) if start_step else sums
+            resume_rng = state["rng"] if start_step else None
+            log.info(f"resumed from {state['path']} at epoch {start_epoch}" + (f", batch {start_step}" if start_step else ""))
+        self._wrap_distributed()
+        if main:
+            save_config(c, run_dir / "config.yaml")
+        info = self.data.info
+        log.info(f"onebit train: {c['model']} ({count_params(self.net) / 1e6:.3f}M params) on {info.name} "
+                 f"({info.train_size} train / {info.test_size} test, {info.num_classes} classes), "
+                 f"{describe_device(self.device)}, {self.dist.world_size} process(es)")
+        log.info(f"run folder: {run_dir}")
+        self._log_model_summary(log)
+
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        t_start, result = time.time(), {}
+        try:
+            for epoch in range(start_epoch, c["epochs"]):
+                t0 = time.time()
+                if resume_rng is not None:  # mid-epoch resume: the epoch's hooks already ran
+                    lr = self._set_epoch_state(epoch)
+                    ckpt_io.set_rng_state(resume_rng)
+                    resume_rng = None
+                else:
+                    seed_everything(epoch_seed(c["seed"], epoch))
+                    lr = self._set_epoch_state(epoch)
+                    for hook in self._hooks("on_epoch_start"):
+                        hook(epoch, c["epochs"])
+                    start_step, sums = 0, [0.0, 0.0, 0.0]
+                self._stop_step = 0
+                sums = self._train_epoch(epoch, start_step, sums, log)
+                if self._stop_step:
+                    if main:
+                        ckpt_io.save_atomic(self._checkpoint(epoch, self._stop_step, sums, best), run_dir / ckpt_io.CHECKPOINT)
+                    log.info(f"stopped by a signal at epoch {epoch + 1}, batch "
+                             f"{self._stop_step}; checkpoint written, continue with --resume {run_dir}")
+                    result = {"interrupted": True}
+                    break
+                tr_loss, tr_correct, tr_n = self.dist.sum(sums)
+                metrics = {"lr": lr, "train_loss": tr_loss / tr_n, "train_top1": 100 * tr_correct / tr_n, **self.evaluate()}
+                metrics["epoch_seconds"] = time.time() - t0
+                is_best = metrics["test_top1"] > best
+                best = max(best, metrics["test_top1"])
+                if main:
+                    state = self._checkpoint(epoch + 1, 0, [0.0, 0.0, 0.0], best)
+                    ckpt_io.save_atomic(state, run_dir / ckpt_io.CHECKPOINT)
+                    if is_best:
+                        ckpt_io.save_atomic({k: state[k] for k in ("format_version", "model_name", "model", "config",
+                                                                    "best_top1", "epoch")}, run_dir / ckpt_io.BEST)
+                    log.metrics(epoch, metrics)
+                    if c["weight_hist"] and (epoch + 1) % c["weight_hist"] == 0:
+                        log.weight_histograms(self.net, epoch)
+                log.info(f"epoch {epoch + 1}/{c['epochs']}  lr {lr:.5f}  train loss {metrics['train_loss']:.4f} "
+                         f"top-1 {metrics['train_top1']:.2f}  |  test loss {metrics['test_loss']:.4f} "
+                         f"top-1 {metrics['test_top1']:.2f} top-5 {metrics['test_top5']:.2f}  (best {best:.2f})  "
+                         f"{metrics['epoch_seconds']:.1f}s")
+                if c["time_estimate"] and (epoch + 1) % c["time_estimate"] == 0 and epoch + 1 < c["epochs"]:
+                    per_epoch = (time.time() - t_start) / (epoch + 1 - start_epoch)
+                    left = per_epoch * (c["epochs"] - epoch - 1)
+                    log.info(f"  {per_epoch:.1f}s/epoch, projected finish {datetime.now() + timedelta(seconds=left):%Y-%m-%d %H:%M} "
+                             f"(in {timedelta(seconds=round(left))})")
+                result = {"final_top1": metrics["test_top1"], "final_top5": metrics["test_top5"]}
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        seconds = time.time() - t_start
+        result.update({"best_top1": best, "seconds": seconds, "run_dir": str(run_dir)})
+        if "interrupted" not in result:
+            log.info(f"done: best test top-1 {best:.2f}% in {seconds:.0f}s; run folder: {run_dir}")
+        log.close()
+        self.dist.close()
+        return result
+
+    def _log_model_summary(self, log: RunLog) -> None:
+        try:
+            from onebit.analysis import summary
+        except ImportError:  # the summary module is not there yet
+            return
+        info = self.data.info
+        s = summary(self.net, (1, info.in_channels, info.image_size, info.image_size))
+        log.info(s.totals_text())
+

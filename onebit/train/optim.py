@@ -1,0 +1,53 @@
+"""Optimizers and learning-rate schedules.
+
+The schedule is a closed form of the epoch (set at every epoch start), so it needs no
+state of its own and a resumed run continues it exactly. Semantics follow RBNN's main.py:
+
+* ``--warm_up``: epochs 0..4 use ``lr * (e + 1) / 5``; the schedule then runs over the
+  remaining ``E - 5`` epochs.
+* ``cos``: ``lr * (1 + cos(pi * p)) / 2`` with ``p = (e - w) / (E - w)`` (CosineAnnealingLR
+  stepped once per epoch, eta_min 0);
+* ``step``: ``lr * 0.1 ** (number of milestones <= e)`` (MultiStepLR, gamma 0.1);
+* ``linear``: ``lr * (1 - p)`` (ReActNet's per-epoch linear decay).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+WARM_UP_EPOCHS = 5
+
+
+def lr_factor(epoch: int, epochs: int, lr_type: str, warm_up: bool = False, milestones=None) -> float:
+    """Multiplier of the base learning rate at ``epoch`` (0-based) of ``epochs``."""
+    w = WARM_UP_EPOCHS if warm_up else 0
+    if epoch < w:
+        return (epoch + 1) / w
+    if lr_type == "step":
+        return 0.1 ** sum(epoch >= m for m in (milestones or []))
+    p = (epoch - w) / max(epochs - w, 1)
+    if lr_type == "cos":
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    if lr_type == "linear":
+        return 1.0 - p
+    raise ValueError(f"unknown lr_type {lr_type!r}")
+
+
+def build_optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.Optimizer:
+    """SGD (momentum, weight decay on every parameter, as the seeds) or Adam."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"])
+    return torch.optim.Adam(params, lr=config["lr"], weight_decay=config["weight_decay"])
+
+
+def set_lr(optimizer: torch.optim.Optimizer, epoch: int, config: dict[str, Any]) -> float:
+    if config["lr_type"] == "step" and not config.get("lr_decay_step"):
+        raise ValueError("--lr_type step needs milestones: --lr_decay_step 30 60 90")
+    lr = config["lr"] * lr_factor(epoch, config["epochs"], config["lr_type"], config["warm_up"], config["lr_decay_step"])
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    return lr
