@@ -1,10 +1,59 @@
-"""Per-epoch schedules of the surrogate gradients' temperature."""
+"""Per-epoch schedules of the quantizers' parameters (all evaluated once per epoch, e = 0..E-1).
+
+The training engine computes the temperature ``t(e)`` from ``--Tmin/--Tmax`` and hands it to
+every module with ``set_temperature(t)``; each quantizer derives its own constants from it
+(``surrogate_scale`` for the ``k`` of RBNN, IR-Net and IE-Net). Methods scheduled on the
+epoch itself (ReCU's tau, FDA's number of terms and noise weight) compute their value in
+``on_epoch_start(epoch, epochs)`` with the functions below.
+"""
 from __future__ import annotations
 
 import math
 
+__all__ = ["log_linear_temperature", "surrogate_scale", "recu_tau", "fda_num_terms", "fda_noise_weight"]
+
+
+def _check_epoch(epoch: int, epochs: int) -> None:
+    if epochs <= 0:
+        raise ValueError(f"epochs must be positive, got {epochs}")
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+
 
 def log_linear_temperature(epoch: int, epochs: int, tmin: float, tmax: float) -> float:
-    """RBNN / IR-Net: ``t(e) = 10 ** (log10 Tmin + (log10 Tmax - log10 Tmin) * e / E)``."""
+    r"""RBNN ``cpt_tk`` / IR-Net EDE temperature: log-linear from ``tmin`` (epoch 0) towards ``tmax``.
+
+    .. math:: t(e) = 10^{\log_{10} T_{min} + (\log_{10} T_{max} - \log_{10} T_{min})\, e / E}
+
+    ``t(E)`` would be ``tmax``; the last epoch ``E - 1`` gets slightly less (E=1000, 1e-2..10: 9.93).
+    """
+    _check_epoch(epoch, epochs)
+    if tmin <= 0 or tmax <= 0:
+        raise ValueError(f"Tmin and Tmax must be positive, got Tmin={tmin}, Tmax={tmax}")
     lo, hi = math.log10(tmin), math.log10(tmax)
-    return 10 ** (lo + (hi - lo) * epoch / epochs)
+    return 10.0 ** (lo + (hi - lo) * epoch / epochs)
+
+
+def surrogate_scale(t: float) -> float:
+    """``k = max(1/t, 1)``: while ``t < 1``, ``k*t = 1`` keeps the surrogate's area/peak near an STE."""
+    return max(1.0 / t, 1.0)
+
+
+def recu_tau(epoch: int, epochs: int, tau_min: float = 0.85, tau_max: float = 0.99) -> float:
+    r"""ReCU's clamp quantile: :math:`\tau(e) = A e^{e/E} + B`, :math:`A = (\tau_{max}-\tau_{min})/(\mathrm{e}-1)`,
+    :math:`B = \tau_{min} - A`; from ``tau_min`` at epoch 0 towards ``tau_max`` at ``E``."""
+    _check_epoch(epoch, epochs)
+    a = (tau_max - tau_min) / (math.e - 1.0)
+    return a * math.exp(epoch / epochs) + tau_min - a
+
+
+def fda_num_terms(epoch: int, epochs: int) -> int:
+    """FDA's index of the last Fourier term of the sign's backward: ``9 + floor(9 e / E)`` (9 -> 17)."""
+    _check_epoch(epoch, epochs)
+    return 9 + int(epoch / epochs * 9)
+
+
+def fda_noise_weight(epoch: int, epochs: int) -> float:
+    """FDA's weight of the noise-adaptation term: ``0.05 (1 + cos(pi (e+1) / E))``, 0 at the last epoch."""
+    _check_epoch(epoch, epochs)
+    return 0.05 * (1.0 + math.cos(math.pi * (epoch + 1) / epochs))
