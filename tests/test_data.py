@@ -247,6 +247,20 @@ def test_cifar_train_augmentation_shifts_and_flips(tmp_path):
     assert torch.equal(test_pixels[0, 0, 0], torch.from_numpy(ramp[0, :32]).float())  # test split: untouched
 
 
+def test_mnist_train_augmentation_shifts_without_flips(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    ramp = np.broadcast_to((9 * np.arange(28) + 1).astype(np.uint8), (30, 28, 28))
+    for prefix, n in (("train", 30), ("t10k", 2)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", ramp[:n])
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.zeros(n, np.uint8))
+    data = build_data("mnist", tmp_path, batch_size=30)
+    x, _ = next(iter(data.train))
+    rows = torch.round((x * 0.3081 + 0.1307) * 255).to(torch.int64)[:, 0, 14]
+    shifts = {28 - int((row > 0).sum()) for row in rows}
+    assert shifts == {0, 1, 2} and all(row[row > 0].diff().unique().tolist() == [9] for row in rows)
+
+
 # ---------------------------------------------------------------- seeding, resume, distributed slicing
 
 

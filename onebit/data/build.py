@@ -3,17 +3,19 @@
 Normalisation and training augmentation (spec 1.9 for CIFAR, Tiny-ImageNet and ImageNet; our choices, marked, for
 the others). Test splits are never augmented or shuffled.
 
-| name          | held        | train augmentation                     | mean / std                                    |
-|---------------|-------------|----------------------------------------|-----------------------------------------------|
-| digits        | memory      | random 1-pixel shift (crop 8, pad 1)*  | train-split stats (0.3054 / 0.3760)*          |
-| mnist         | memory      | random crop 28 pad 2*                  | (0.1307 / 0.3081) usual MNIST stats*          |
-| fashion-mnist | memory      | random crop 28 pad 2 + h-flip*         | (0.2860 / 0.3530) train stats*                |
-| cifar10       | memory      | random crop 32 pad 4 + h-flip          | ImageNet stats (sic, RBNN)                    |
-| cifar100      | memory      | random crop 32 pad 4 + h-flip          | (0.507,0.487,0.441) / (0.267,0.256,0.276)     |
-| tinyimagenet  | JPEG folder | Resize 224, RandomRotation 20, h-flip  | (0.4802,0.4481,0.3975) / (0.2302,0.2265,0.2262) |
-| imagenet      | JPEG folder | RandomResizedCrop 224 (0.08-1.25), flip | ImageNet stats                               |
+| name          | held   | train augmentation                      | mean / std                                      |
+|---------------|--------|-----------------------------------------|-------------------------------------------------|
+| digits        | memory | random 1-pixel shift (crop 8, pad 1)*   | train-split stats (0.3054 / 0.3760)*            |
+| mnist         | memory | random crop 28 pad 2*                   | (0.1307 / 0.3081) usual MNIST stats*            |
+| fashion-mnist | memory | random crop 28 pad 2 + h-flip*          | (0.2860 / 0.3530) train stats*                  |
+| cifar10       | memory | random crop 32 pad 4 + h-flip           | ImageNet stats (sic, RBNN)                      |
+| cifar100      | memory | random crop 32 pad 4 + h-flip           | (0.507,0.487,0.441) / (0.267,0.256,0.276)       |
+| tinyimagenet  | folder | Resize 224, RandomRotation 20, h-flip   | (0.4802,0.4481,0.3975) / (0.2302,0.2265,0.2262) |
+| imagenet      | folder | RandomResizedCrop 224 (0.08-1.25), flip | ImageNet stats                                  |
 
 (*) not in the spec: RBNN's MNIST entry (Resize 96, 3-channel stats on 1-channel images) does not run.
+Deviation: RBNN evaluates Tiny-ImageNet with the training batch size ``-b``; here every test split uses
+``batch_size_test`` (same results in eval mode).
 """
 from __future__ import annotations
 
@@ -75,8 +77,9 @@ class FolderRecipe:
 
 
 def _read_idx_dataset(folder_names: list[str], name: str, data_path, split: str) -> formats.Split:
-    expected = "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"
-    return formats.read_mnist(formats.find_folder(data_path, folder_names, formats.MNIST_FILES["train"][0], name, expected), split)
+    expected = ", ".join(f"{stem}.gz" for stem in (*formats.MNIST_FILES["train"], *formats.MNIST_FILES["test"]))
+    folder = formats.find_folder(data_path, folder_names, formats.MNIST_FILES["train"][0], name, expected)
+    return formats.read_mnist(folder, split)
 
 
 def _read_cifar(num_classes: int, data_path, split: str) -> formats.Split:
@@ -84,7 +87,8 @@ def _read_cifar(num_classes: int, data_path, split: str) -> formats.Split:
         folder = formats.find_folder(data_path, ["cifar-10-batches-py"], "data_batch_1", "cifar10",
                                      "cifar-10-batches-py/{data_batch_1..5, test_batch}")
     else:
-        folder = formats.find_folder(data_path, ["cifar-100-python"], "train", "cifar100", "cifar-100-python/{train, test}")
+        folder = formats.find_folder(data_path, ["cifar-100-python"], "train", "cifar100",
+                                     "cifar-100-python/{train, test}")
     return formats.read_cifar(folder, split, num_classes)
 
 
@@ -153,7 +157,8 @@ def build_data(
         train, test = recipe.read(data_path, "train"), recipe.read(data_path, "test")
         c, h = train.images.shape[1:3]
         if test.images.shape[1:] != train.images.shape[1:]:
-            raise ValueError(f"{name}: test images {test.images.shape[1:]} differ from train images {train.images.shape[1:]}")
+            raise ValueError(f"{name}: test images {test.images.shape[1:]} differ from train images "
+                             f"{train.images.shape[1:]}")
         info = DataInfo(name, recipe.num_classes, c, h, len(train.labels), len(test.labels), recipe.mean, recipe.std)
         normalise = dict(mean=recipe.mean, std=recipe.std, **common)
         return Data(
@@ -165,15 +170,19 @@ def build_data(
 
     recipe = _folder_recipes()[name]
     train_samples, test_samples, num_classes = recipe.samples(data_path)
-    info = DataInfo(name, num_classes, 3, recipe.image_size, len(train_samples), len(test_samples), recipe.mean, recipe.std)
+    info = DataInfo(name, num_classes, 3, recipe.image_size, len(train_samples), len(test_samples),
+                    recipe.mean, recipe.std)
     if use_dali:
         from onebit.data.dali import dali_imagenet_loader
         from onebit.data.folder import imagenet_folders
 
         train_folder, val_folder = imagenet_folders(data_path)
         dali = dict(workers=workers, device=device, rank=rank, world_size=world_size, mean=recipe.mean, std=recipe.std)
-        return Data(info, dali_imagenet_loader(train_folder, train=True, batch_size=batch_size, drop_last=drop_last, **dali),
-                    dali_imagenet_loader(val_folder, train=False, batch_size=batch_size_test, **dali))
+        return Data(
+            info,
+            dali_imagenet_loader(train_folder, train=True, batch_size=batch_size, drop_last=drop_last, **dali),
+            dali_imagenet_loader(val_folder, train=False, batch_size=batch_size_test, **dali),
+        )
 
     from onebit.data.folder import FolderLoader, ImageList
 

@@ -90,5 +90,6 @@ def dali_imagenet_loader(
     policy = LastBatchPolicy.DROP if train and drop_last else LastBatchPolicy.PARTIAL
     iterator = DALIClassificationIterator(pipe, reader_name="Reader", last_batch_policy=policy, auto_reset=True)
     shard_size = pipe.epoch_size("Reader") / world_size
-    num_batches = int(shard_size // local_batch) if policy == LastBatchPolicy.DROP else math.ceil(shard_size / local_batch)
+    drop = policy == LastBatchPolicy.DROP
+    num_batches = int(shard_size // local_batch) if drop else math.ceil(shard_size / local_batch)
     return DaliLoader(iterator, num_batches)

@@ -46,7 +46,8 @@ def imagenet_transforms(mean, std) -> tuple[transforms.Compose, transforms.Compo
     CenterCrop(224)."""
     finish = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     train = [transforms.RandomResizedCrop(224, scale=(0.08, 1.25)), transforms.RandomHorizontalFlip()]
-    return transforms.Compose(train + finish), transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)] + finish)
+    test = [transforms.Resize(256), transforms.CenterCrop(224)]
+    return transforms.Compose(train + finish), transforms.Compose(test + finish)
 
 
 # ---------------------------------------------------------------- finding the files
@@ -92,7 +93,9 @@ def tinyimagenet_samples(data_path: str | Path) -> tuple[Samples, Samples, int]:
             continue
         fields = line.split("\t")
         if len(fields) < 2 or fields[1] not in class_to_idx:
-            raise ValueError(f"{annotations}:{line_number}: expected '<file>\\t<wnid of a train folder>\\t...', got {line!r}")
+            raise ValueError(
+                f"{annotations}:{line_number}: expected '<file>\\t<wnid of a train folder>\\t...', got {line!r}"
+            )
         path = root / "val" / "images" / fields[0]
         if not path.is_file():
             raise FileNotFoundError(f"{annotations}:{line_number}: image {path} is missing")

@@ -23,16 +23,21 @@ from onebit.data.sharding import (
 )
 
 
-def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
+def crop_and_flip(
+    images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor | None, padding: int
+) -> torch.Tensor:
     """torchvision's RandomCrop(size, padding, fill 0) then RandomHorizontalFlip, for a whole batch at once.
 
-    ``offsets[n] = (top, left)`` of the crop in the zero-padded image, in ``[0, 2*padding]``; ``flips[n]`` a bool.
-    Flipping first is the same: flip(crop(pad(x), top, left)) = crop(pad(flip(x)), top, 2*padding - left).
+    ``offsets[n] = (top, left)`` of the crop in the zero-padded image, in ``[0, 2*padding]``; ``flips[n]`` a bool
+    (``flips=None``: no flip). Flipping first is the same: flip(crop(pad(x), top, left)) =
+    crop(pad(flip(x)), top, 2*padding - left).
     """
     n, c, h, w = images.shape
     samples = torch.arange(n, device=images.device)
-    images = torch.cat([images, images.flip(3)]).index_select(0, samples + n * flips)
-    left = torch.where(flips, 2 * padding - offsets[:, 1], offsets[:, 1])
+    left = offsets[:, 1]
+    if flips is not None:
+        images = torch.cat([images, images.flip(3)]).index_select(0, samples + n * flips)
+        left = torch.where(flips, 2 * padding - left, left)
     padded = F.pad(images, (padding,) * 4)
     height, width = padded.shape[2:]
     # Every crop window of every image as a strided view (no copy): windows[n, top, left] is the (c, h, w) crop.
@@ -97,10 +102,10 @@ class InMemoryLoader:
         generator = epoch_generator(self.seed, self.epoch)
         order = torch.randperm(n, generator=generator).to(device)
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=generator).to(device)
-        flips = (torch.rand(n, generator=generator) < 0.5).to(device) & self.flip
+        flips = (torch.rand(n, generator=generator) < 0.5).to(device) if self.flip else None
         for part in self.batches:
             index = order[part]
             images = self.images.index_select(0, index)  # much faster than images[index] on CPU
             if self.crop_padding or self.flip:
-                images = crop_and_flip(images, offsets[part], flips[part], self.crop_padding)
+                images = crop_and_flip(images, offsets[part], None if flips is None else flips[part], self.crop_padding)
             yield self.normalise(images), self.labels.index_select(0, index)
