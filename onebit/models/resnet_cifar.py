@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from onebit.models.common import BinaryLayers, ShortcutA
+from onebit.models.resarch import rbnn_imagenet_resnet
 from onebit.models.registry import register_model
 
 
@@ -83,6 +84,9 @@ def resnet20_1w1a(num_classes, in_channels, image_size, layers, **_):
     return model
 
 
-@register_model("resnet18_1w1a", source="RBNN models_cifar/resnet2.py (CIFAR ResNet-18)", input_size=32)
-def resnet18_1w1a(num_classes, in_channels, image_size, layers, **_):
+@register_model("resnet18_1w1a", input_size=32,
+                source="RBNN models_cifar/resnet2.py (CIFAR ResNet-18); image_size >= 64: models_imagenet/resnet.py")
+def resnet18_1w1a(num_classes, in_channels, image_size, layers, **options):
+    if image_size >= 64:  # RBNN's main.py takes models_imagenet's ResNet-18 for TinyImageNet/ImageNet
+        return rbnn_imagenet_resnet((2, 2, 2, 2), layers, num_classes, in_channels, image_size, **options)
     return CifarResNet(layers, [2, 2, 2, 2], [64, 128, 256, 512], num_classes, in_channels, shortcut="B", stem_act=False)
