@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -127,7 +128,9 @@ PUBLISHED = {  # BOPs, FLOPs, OPs at 224x224 (spec §5.7 table); FLOPs exact = s
     "reactnet_a": (4.817e9, 3 * 3 * 3 * 32 * 112**2 + 1024 * 1000, 0.871e8),
 }
 FIXTURES = {"resnet18": lambda: BiRealNet([4, 4, 4, 4]), "resnet34": lambda: BiRealNet([6, 8, 12, 6]), "reactnet_a": ReActNetA}
-REGISTERED = {"resnet18": ["birealnet18"], "resnet34": ["birealnet34"], "reactnet_a": ["reactnet_a"]}
+REGISTERED = {  # the ImageNet resnet*_1w1a (image_size 224) are the Bi-Real-block ResNets of RBNN/IR-Net
+    "resnet18": ["birealnet18", "resnet18_1w1a"], "resnet34": ["birealnet34", "resnet34_1w1a"], "reactnet_a": ["reactnet_a"],
+}
 
 
 def check_published(s, arch):
@@ -139,23 +142,30 @@ def check_published(s, arch):
     assert t["ops"] == t["flops"] + t["bops"] / 64
 
 
+# Counts depend on shapes only, so these big models are built on the meta device (no memory,
+# no arithmetic: the forward pass only propagates shapes); real forwards are tested below.
 @pytest.mark.parametrize("arch", sorted(PUBLISHED))
 def test_published_counts_of_the_spec_architectures(arch):
-    check_published(summary(FIXTURES[arch](), (1, 3, 224, 224)), arch)
+    with torch.device("meta"):
+        model = FIXTURES[arch]()
+    check_published(summary(model, (1, 3, 224, 224)), arch)
 
 
 @pytest.mark.parametrize("arch,name", [(a, n) for a, names in sorted(REGISTERED.items()) for n in names])
 def test_published_counts_of_the_registered_models(arch, name):
     if not registered(name):
         pytest.skip(f"{name} is not registered yet")
-    check_published(summary(create_model(name, 1000, image_size=224), (1, 3, 224, 224)), arch)
+    with torch.device("meta"):
+        model = create_model(name, 1000, image_size=224)
+    check_published(summary(model, (1, 3, 224, 224)), arch)
 
 
 def test_parameter_counts_match_published_and_model_parameters():
     resnet20 = create_model("resnet20_1w1a", 10)
     s20 = summary(resnet20, (1, 3, 32, 32))
     assert round(s20.totals["params"] / 1e6, 2) == 0.27
-    resnet18 = BiRealNet([4, 4, 4, 4])
+    with torch.device("meta"):
+        resnet18 = create_model("birealnet18", 1000) if registered("birealnet18") else BiRealNet([4, 4, 4, 4])
     s18 = summary(resnet18, (1, 3, 224, 224))
     assert round(s18.totals["params"] / 1e6, 1) == 11.7
     for model, s in ((resnet20, s20), (resnet18, s18)):
@@ -284,29 +294,30 @@ def test_cli_registered_model(capsys):
     assert code == 0 and "input 1x32x32" in out and "x smaller" in out and out.count("features.") == 10  # 5 binary convs + 5 BN
 
 
-@pytest.mark.parametrize("name", ["birealnet18", "reactnet_a"])
-def test_cli_published_model(capsys, name):
-    if not registered(name):
-        pytest.skip(f"{name} is not registered yet")
-    code, out, _ = run_cli(capsys, "--model", name, "--dataset", "imagenet", "--json")
-    assert code == 0 and json.loads(out)["totals"]["bops"] > 1e9
+def test_cli_reactnet_a_on_imagenet(capsys):  # a real forward pass at 224x224
+    if not registered("reactnet_a"):
+        pytest.skip("reactnet_a is not registered yet")
+    code, out, _ = run_cli(capsys, "--model", "reactnet_a", "--dataset", "imagenet", "--json")
+    assert code == 0
+    check_published(SimpleNamespace(totals=json.loads(out)["totals"]), "reactnet_a")
 
 
 def test_cli_checkpoint(tmp_path, capsys):
     model = create_model("resnet20_1w1a", 10, in_channels=1, image_size=28, binary_type=(False, True))
     path = tmp_path / "model_best.pth"
-    config = {"model": "resnet20_1w1a", "dataset": "fashion-mnist", "method": "bnn", "binary_type": [False, True]}
+    config = {"model": "resnet20_1w1a", "dataset": "fashion-mnist", "method": "bnn", "a32": True}  # W1A32
     torch.save({"model": model.state_dict(), "config": config}, path)
     code, out, _ = run_cli(capsys, "--checkpoint", str(path), "--json")
     assert code == 0
-    assert json.loads(out)["totals"] == summary(model, (1, 1, 28, 28)).to_dict()["totals"]
+    totals = json.loads(out)["totals"]
+    assert totals == summary(model, (1, 1, 28, 28)).to_dict()["totals"] and totals["bops"] == 0
 
     wrong = tmp_path / "wrong.pth"
     torch.save({"model": model.state_dict(), "config": {**config, "model": "resnet18_1w1a"}}, wrong)
     code, _, err = run_cli(capsys, "--checkpoint", str(wrong))
-    assert code == 2 and "do not fit model 'resnet18_1w1a'" in err
+    assert code == 2 and "does not fit model resnet18_1w1a" in err
     code, _, err = run_cli(capsys, "--checkpoint", str(tmp_path / "missing.pth"))
-    assert code == 2 and "no checkpoint file" in err
+    assert code == 2 and "checkpoint not found" in err
     torch.save(model.state_dict(), tmp_path / "bare.pth")
     code, _, err = run_cli(capsys, "--checkpoint", str(tmp_path / "bare.pth"))
     assert code == 2 and "'model' (state_dict) and 'config'" in err

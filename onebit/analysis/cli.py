@@ -5,9 +5,7 @@
 """
 from __future__ import annotations
 
-import inspect
 import json
-from pathlib import Path
 
 from onebit.utils import suggest
 
@@ -47,36 +45,23 @@ def _dataset_shape(name: str | None, model_name: str) -> tuple[int, int, int]:
 
 
 def _load_checkpoint(path: str):
-    """The checkpoint's model, rebuilt from its config with its weights, its name and input shape."""
-    import torch
+    """The checkpoint's network, rebuilt as ``onebit train`` builds it from the saved config
+    (flags missing from the config take their ``onebit train`` defaults), with its weights."""
+    from types import SimpleNamespace
 
-    from onebit.models import create_model
+    from onebit.train import checkpoint as ckpt_io
+    from onebit.train.config import build_parser
+    from onebit.train.engine import build_model
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
-        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"{path}: expected a dict with keys 'model' (state_dict) and 'config', found {found}")
-    config = checkpoint["config"]
-    if not isinstance(config, dict) or "model" not in config:
-        raise ValueError(f"{path}: the checkpoint's 'config' is not a dict naming its 'model'")
-    name = config["model"]
-    num_classes, in_channels, side = _dataset_shape(config.get("dataset"), name)
-    # the run's method flags (method, binary_type, pad_value...) are create_model's keyword-only options
-    options = {
-        key: config[key]
-        for key, p in inspect.signature(create_model).parameters.items()
-        if p.kind is p.KEYWORD_ONLY and key in config
-    }
-    options.setdefault("in_channels", in_channels)
-    options.setdefault("image_size", side)
-    model = create_model(name, config.get("num_classes", num_classes), **options)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as err:
-        raise ValueError(f"{path}: the weights do not fit model {name!r} built from the config: {err}") from None
-    return model, name, options["in_channels"], options["image_size"]
+    checkpoint = ckpt_io.load(path)
+    saved = checkpoint.get("config")
+    if not isinstance(saved, dict) or "model" not in saved:
+        raise ValueError(f"{path}: expected a dict with keys 'model' (state_dict) and 'config' (naming its 'model')")
+    config = {**vars(build_parser().parse_args([])), **saved}
+    num_classes, in_channels, side = _dataset_shape(saved.get("dataset"), saved["model"])
+    model = build_model(config, SimpleNamespace(num_classes=num_classes, in_channels=in_channels, image_size=side))
+    ckpt_io.load_model_state(model, checkpoint, saved["model"])
+    return model, saved["model"], in_channels, side
 
 
 def _model_and_input(args):
@@ -100,7 +85,7 @@ def main(args) -> int:
     try:
         model, name, in_channels, side = _model_and_input(args)
         result = summary(model, (1, in_channels, side, side))
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # CheckpointError is a ValueError
         print(f"onebit summary: error: {err}", file=sys.stderr)
         return 2
     if args.json:

@@ -231,7 +231,8 @@ def summary(model: nn.Module, input_size: tuple[int, ...]) -> Summary:
 
     ``input_size`` is the shape of one input batch with batch 1, e.g. ``(1, 3, 224, 224)``.
     One forward pass runs in eval mode (BN statistics untouched) on the model's device;
-    the model's train/eval mode is restored afterwards.
+    the model's train/eval mode is restored afterwards. Counts depend on shapes only, so a
+    model built under ``torch.device("meta")`` works too (no memory, no arithmetic).
     """
     input_size = tuple(int(d) for d in input_size)
     if len(input_size) < 2 or input_size[0] != 1:
