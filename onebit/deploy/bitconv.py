@@ -1,0 +1,191 @@
+"""A binary convolution on the compiled kernels: weight packing, input binarization, output transform.
+
+Bits follow the Larq Compute Engine convention: bit 1 = -1 (negative), bit 0 = +1, packed
+along input channels. The file format stores 64 bits per word (:func:`pack_signs`); the kernels
+use 4-bit nibbles (see ``csrc/onebit_kernels.h``), built once at load (:func:`kernel_weights`).
+A binary linear layer is the 1x1 convolution of an N x C x 1 x 1 input.
+"""
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from onebit.deploy.kernels import ConvOutput, ConvShape, Padding, library
+
+__all__ = ["pack_signs", "unpack_signs", "kernel_weights", "tap_sums", "BinaryConvKernel", "BitPlanes"]
+
+NR = 6  # OB_NR of the C code: output channels per weight block
+
+
+def pack_signs(negative: np.ndarray) -> np.ndarray:
+    """``[cout, cg, kh, kw]`` booleans (True = -1) -> ``[cout, kh, kw, ceil(cg/64)]`` uint64 words,
+    channel ``c`` at bit ``c % 64`` of word ``c // 64``, tail bits 0."""
+    cout, cg, kh, kw = negative.shape
+    words = -(-cg // 64)
+    bits = np.zeros((cout, kh, kw, words * 64), dtype=np.uint8)
+    bits[..., :cg] = negative.transpose(0, 2, 3, 1)
+    return np.packbits(bits, axis=-1, bitorder="little").view("<u8").reshape(cout, kh, kw, words)
+
+
+def unpack_signs(words: np.ndarray, cg: int) -> np.ndarray:
+    """Inverse of :func:`pack_signs`: ``[cout, cg, kh, kw]`` booleans, True = -1."""
+    cout, kh, kw, _ = words.shape
+    bits = np.unpackbits(np.ascontiguousarray(words, dtype="<u8").view(np.uint8), axis=-1, bitorder="little")
+    return bits.reshape(cout, kh, kw, -1)[..., :cg].transpose(0, 3, 1, 2).astype(bool)
+
+
+def kernel_weights(negative: np.ndarray, groups: int) -> np.ndarray:
+    """Weights in the kernels' layout ``[groups, ceil(cog/6), G, 6]`` uint8: the nibble of 4 input
+    channels at one tap, shifted left by 4 (the byte offset of its lookup table). G runs over
+    (channel nibble q, ky, kx)."""
+    cout, cg, kh, kw = negative.shape
+    q = -(-cg // 4)
+    bits = np.zeros((cout, 4 * q, kh, kw), dtype=np.uint8)
+    bits[:, :cg] = negative
+    nibbles = (bits.reshape(cout, q, 4, kh, kw) << np.arange(4, dtype=np.uint8)[:, None, None]).sum(2, dtype=np.uint8)
+    cog, blocks = cout // groups, -(-(cout // groups) // NR)
+    padded = np.zeros((groups, blocks * NR, q * kh * kw), dtype=np.uint8)
+    padded[:, :cog] = nibbles.reshape(groups, cog, q * kh * kw)
+    layout = padded.reshape(groups, blocks, NR, -1).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(layout << 4)
+
+
+def tap_sums(negative: np.ndarray) -> np.ndarray:
+    """``[cout, kh*kw]`` int32: the sum over input channels of the +-1 weights at each tap
+    (what zero padding removes at the border)."""
+    cout, cg, kh, kw = negative.shape
+    return (cg - 2 * negative.sum(axis=1, dtype=np.int32)).reshape(cout, kh * kw).astype(np.int32)
+
+
+def _border_classes(count: int, stride: int, pad: int, k: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class of each output row (column) by which kernel rows (columns) read the padding, and
+    the masks of the classes; class 0 reads none."""
+    taps = np.arange(count)[:, None] * stride - pad + np.arange(k)[None, :]
+    masks = (taps < 0) | (taps >= size)
+    index = {bytes(np.zeros(k, dtype=bool)): 0}
+    classes = np.array([index.setdefault(bytes(m), len(index)) for m in masks], dtype=np.uint8)
+    return classes, np.array([np.frombuffer(key, dtype=bool) for key in index])
+
+
+@dataclass
+class Layout:
+    """The kernels' description of one convolution on one input size."""
+
+    shape: ConvShape
+    padding: Padding | None  # zero-padding correction tables (None: +1 padding)
+    tables: tuple = ()  # arrays the padding struct points into
+
+
+@dataclass
+class BitPlanes:
+    """A binarized activation already laid out for the convolution that reads it."""
+
+    data: torch.Tensor  # uint8, ConvShape.input_bytes
+    layout: Layout
+
+    @property
+    def shape(self) -> ConvShape:
+        return self.layout.shape
+
+
+def _ptr(t: torch.Tensor | np.ndarray | None) -> int | None:
+    if t is None:
+        return None
+    return t.data_ptr() if isinstance(t, torch.Tensor) else t.ctypes.data
+
+
+class BinaryConvKernel:
+    """One binary convolution: ``negative`` ``[cout, cin/groups, kh, kw]`` weight signs (True = -1).
+
+    ``zero_padding=True`` reproduces a layer trained with 0-padding of its +-1 input (the border
+    correction is applied); ``False`` pads with +1 (native). Call :meth:`binarize` to turn a float
+    NCHW input into planes, then :meth:`run`.
+    """
+
+    def __init__(self, negative: np.ndarray, *, stride=(1, 1), padding=(0, 0), groups: int = 1, zero_padding: bool = True):
+        negative = np.asarray(negative, dtype=bool)
+        if negative.ndim != 4:
+            raise ValueError(f"binary conv weights must be [cout, cin/groups, kh, kw], got shape {negative.shape}")
+        self.cout, self.cg, self.kh, self.kw = negative.shape
+        if self.cout % groups:
+            raise ValueError(f"{self.cout} output channels are not divisible by groups={groups}")
+        self.stride, self.padding, self.groups = tuple(stride), tuple(padding), groups
+        self.zero_padding = bool(zero_padding) and any(self.padding)
+        self.weights = torch.from_numpy(kernel_weights(negative, groups))
+        self.tap_sums = tap_sums(negative).reshape(self.cout, self.kh, self.kw)
+        self._layouts: dict[tuple[int, int, int], Layout] = {}
+
+    def layout(self, n: int, h: int, w: int) -> Layout:
+        """The kernels' layout for an ``n x cin x h x w`` input (cached per size)."""
+        key = (n, h, w)
+        if key not in self._layouts:
+            s = ConvShape(n=n, c=self.cg * self.groups, h=h, w=w, cout=self.cout, groups=self.groups,
+                          kh=self.kh, kw=self.kw, sh=self.stride[0], sw=self.stride[1], ph=self.padding[0],
+                          pw=self.padding[1])
+            if library().ob_conv_init(ctypes.byref(s)) != 0:
+                raise ValueError(
+                    f"binary conv {self.cout}x{self.cg * self.groups}x{self.kh}x{self.kw} (stride {self.stride}, "
+                    f"padding {self.padding}) cannot run on a {n}x{self.cg * self.groups}x{h}x{w} input"
+                )
+            self._layouts[key] = Layout(s, None) if not self.zero_padding else self._with_padding_fix(s)
+        return self._layouts[key]
+
+    def _with_padding_fix(self, s: ConvShape) -> Layout:
+        rows, row_masks = _border_classes(s.ho, s.sh, s.ph, s.kh, s.h)
+        cols, col_masks = _border_classes(s.wo, s.sw, s.pw, s.kw, s.w)
+        padded = row_masks[:, None, :, None] | col_masks[None, :, None, :]  # [rows, cols, kh, kw]
+        value = np.ascontiguousarray(np.einsum("okl,rckl->orc", self.tap_sums, padded.astype(np.int32)), dtype=np.int32)
+        fix = Padding(n_rows=len(row_masks), n_cols=len(col_masks), row_class=rows.ctypes.data,
+                      col_class=cols.ctypes.data, value=value.ctypes.data)
+        return Layout(s, fix, (rows, cols, value))
+
+    def new_planes(self, n: int, h: int, w: int) -> BitPlanes:
+        layout = self.layout(n, h, w)
+        return BitPlanes(torch.zeros(layout.shape.input_bytes, dtype=torch.uint8), layout)
+
+    def binarize(self, x: torch.Tensor, thresholds: torch.Tensor | None = None, threads: int = 1) -> BitPlanes:
+        """Planes of ``sign(x - threshold)``; ``thresholds`` is ``[C]`` (per channel) or ``[N, C]``."""
+        if x.dim() != 4 or x.shape[1] != self.cg * self.groups:
+            raise ValueError(f"expected an N x {self.cg * self.groups} x H x W input, got {tuple(x.shape)}")
+        x = x.detach().to(torch.float32).contiguous()
+        planes = self.new_planes(x.shape[0], x.shape[2], x.shape[3])
+        stride_n = 0
+        if thresholds is not None:
+            thresholds = thresholds.detach().to(torch.float32).contiguous()
+            stride_n = thresholds.shape[-1] if thresholds.dim() == 2 else 0
+        code = library().ob_binarize(ctypes.byref(planes.shape), x.data_ptr(), _ptr(thresholds), stride_n,
+                                     planes.data.data_ptr(), threads)
+        if code:
+            raise MemoryError("binarize: out of memory")
+        return planes
+
+    def run(self, planes: BitPlanes, mult: torch.Tensor, bias: torch.Tensor, *, residual: torch.Tensor | None = None,
+            float_out: bool = True, bits_for: "BinaryConvKernel | None" = None, thresh: torch.Tensor | None = None,
+            flip: torch.Tensor | None = None, threads: int = 1, out: torch.Tensor | None = None):
+        """Convolve. Float output ``dot * mult + bias (+ residual)`` (NCHW, written into ``out`` if
+        given), and/or bit planes for the next binary conv ``bits_for``: negative where
+        ``(dot < thresh) != flip``. Returns the float tensor, the planes, or both as a tuple."""
+        s = planes.shape
+        if float_out and out is None:
+            out = torch.empty(s.n, s.cout, s.ho, s.wo)
+        if residual is not None:
+            residual = residual.detach().to(torch.float32).contiguous()
+            if tuple(residual.shape) != (s.n, s.cout, s.ho, s.wo):
+                raise ValueError(f"residual shape {tuple(residual.shape)} does not match the conv output {(s.n, s.cout, s.ho, s.wo)}")
+        spec = ConvOutput(mult=_ptr(mult), bias=_ptr(bias), residual=_ptr(residual), out=_ptr(out))
+        nxt = None
+        if bits_for is not None:
+            nxt = bits_for.new_planes(s.n, s.ho, s.wo)
+            spec.thresh, spec.flip = _ptr(thresh), _ptr(flip)
+            spec.next, spec.next_planes = ctypes.pointer(nxt.shape), nxt.data.data_ptr()
+        fix = planes.layout.padding
+        code = library().ob_conv_run(ctypes.byref(s), planes.data.data_ptr(), self.weights.data_ptr(),
+                                     ctypes.byref(fix) if fix is not None else None, ctypes.byref(spec), threads)
+        if code:
+            raise MemoryError("binary conv: out of memory")
+        if out is not None and nxt is not None:
+            return out, nxt
+        return out if out is not None else nxt

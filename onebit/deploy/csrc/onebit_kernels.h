@@ -1,0 +1,94 @@
+/* Bit-packed binary convolution kernels of onebit (C ABI, loaded with ctypes).
+ *
+ * Data layout ("nibble planes"). A binarized activation tensor is stored as bytes holding
+ * 4 channels each: bit i of a byte is 1 when channel 4q+i is negative (sign = -1) and 0
+ * when it is +1, as in the Larq Compute Engine (bit 1 = -1). Channels are grouped per
+ * convolution group (ceil(Cg/4) planes per group, tail bits 0). Each plane is stored
+ * already padded for the convolution that reads it (pad bits 0 = +1, so "one" padding is
+ * native and zero padding is corrected at the border afterwards):
+ *   stride 1: pitch Wq = W + pw; the right padding of row Y is the left padding of row
+ *             Y+1, so a tap (ky, kx) of output position p = y*Wq + x reads byte
+ *             p + ky*Wq + kx. Only pw "garbage" output columns per row are computed.
+ *   stride s: the padded input is split into s*s phase planes (rows Y % s, columns X % s),
+ *             each of pitch Wq = ceil((W + 2pw) / s); tap (ky, kx) reads phase
+ *             (ky % s, kx % s) at p + (ky / s) * Wq + kx / s.
+ * A convolution is then a GEMM over G = kh*kw*ceil(Cg/4) nibble rows without im2col.
+ *
+ * The GEMM counts popcount(a XOR w) per 4-bit nibble with a 16-entry table lookup (vpshufb
+ * on AVX2): table T_w[a] = popcount(a ^ w) is selected by the weight nibble w and indexed by
+ * 32 activation bytes at once, so one shuffle + one byte add do 32 positions x 4 bits.
+ * The dot product of K = kh*kw*Cg signs is K - 2*count (xnor-popcount).
+ */
+#ifndef ONEBIT_KERNELS_H
+#define ONEBIT_KERNELS_H
+
+#include <stdint.h>
+
+#define OB_NR 6        /* output channels per weight block (micro-kernel width) */
+#define OB_PB 64       /* output positions per tile */
+#define OB_CHUNK 63    /* nibble rows per byte-accumulator chunk: 63 * 4 <= 255 */
+
+/* Shape and derived layout of one binary convolution (filled by ob_conv_init). */
+typedef struct {
+    /* set by the caller */
+    int32_t n, c, h, w;            /* input batch, channels, height, width */
+    int32_t cout, groups;
+    int32_t kh, kw, sh, sw, ph, pw;
+    /* derived */
+    int32_t ho, wo;                /* output height and width */
+    int32_t cg, cog;               /* input / output channels per group */
+    int32_t q;                     /* nibble planes per group: ceil(cg / 4) */
+    int32_t g;                     /* GEMM depth in nibbles: kh * kw * q */
+    int32_t k_bits;                /* true dot-product length: kh * kw * cg */
+    int32_t hq, wq;                /* rows and pitch of one (phase) plane */
+    int32_t ob;                    /* weight blocks per group: ceil(cog / OB_NR) */
+    int32_t pblocks;               /* tiles of OB_PB positions per image */
+    int64_t positions;             /* computed positions per image: ho * wq */
+    int64_t phase_bytes;           /* hq * wq */
+    int64_t plane_bytes;           /* sh * sw * phase_bytes */
+    int64_t image_bytes;           /* groups * q * plane_bytes */
+    int64_t input_bytes;           /* n * image_bytes + read slack */
+} ob_conv;
+
+/* What the convolution writes. The dot product d (an integer) becomes
+ *   float:  out[n][o][y][x] = d * mult[o] + bias[o] (+ residual[n][o][y][x])
+ *   bits:   negative bit = (d < thresh[o]) != flip[o], written into the planes of the
+ *           next binary convolution (layout `next`), as LCE's bitpacked output. */
+typedef struct {
+    const float* mult;
+    const float* bias;
+    const float* residual;   /* may be NULL */
+    float* out;              /* NULL when only bits are written */
+    const int32_t* thresh;   /* NULL unless bits are written */
+    const uint8_t* flip;
+    const ob_conv* next;
+    uint8_t* next_planes;
+} ob_output;
+
+/* Zero-padding correction. With zero padding the padded taps contribute 0, not the +1 * w
+ * the bits computed: the dot product loses the sum of the +-1 weights of the padded taps.
+ * Output rows (columns) fall into a few classes by which kernel rows (columns) they pad;
+ * class 0 pads nothing. value[o][row class][column class] is the amount to subtract. */
+typedef struct {
+    int32_t n_rows, n_cols;
+    const uint8_t* row_class;  /* [ho] */
+    const uint8_t* col_class;  /* [wo] */
+    const int32_t* value;      /* [cout][n_rows][n_cols] */
+} ob_padding;
+
+/* One GEMM tile: counts[r][p] = sum over g of popcount(A[aoff[g] + p] ^ w[g][r]) for
+ * r < OB_NR, p < width (width = OB_PB or OB_PB / 2). w holds weight nibbles << 4. */
+typedef void (*ob_tile_fn)(const uint8_t* a, const int64_t* aoff, int g, const uint8_t* w,
+                           int width, uint16_t* counts);
+
+void ob_tile_scalar(const uint8_t* a, const int64_t* aoff, int g, const uint8_t* w, int width,
+                    uint16_t* counts);
+#if defined(__x86_64__)
+void ob_tile_avx2(const uint8_t* a, const int64_t* aoff, int g, const uint8_t* w, int width,
+                  uint16_t* counts);
+#endif
+
+/* popcount(a ^ b) for 4-bit a, b: the lookup table shared by all kernels (row b, column a). */
+extern const uint8_t ob_nibble_popcount[16][16];
+
+#endif

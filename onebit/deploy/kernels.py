@@ -1,0 +1,112 @@
+"""The compiled 1-bit kernels (``onebit/deploy/csrc``), loaded with ctypes, and the choice of code path.
+
+The shared library is built by ``pip install -e .`` (``setup.py``) with the system C compiler;
+it does not link against PyTorch. Code paths: ``scalar`` (portable C, 64-bit SWAR), ``avx2``
+(x86-64 with AVX2). The best path the CPU runs is used unless ``ONEBIT_KERNEL=scalar|avx2``
+or :func:`set_kernel` forces one.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import os
+from pathlib import Path
+
+__all__ = ["KernelsUnavailable", "library", "available_kernels", "set_kernel", "get_kernel", "ConvShape", "Padding", "ConvOutput"]
+
+ABI_VERSION = 1
+KERNEL_NAMES = ("scalar", "avx2")
+_HERE = Path(__file__).resolve().parent
+_lib: ctypes.CDLL | None = None
+
+
+class KernelsUnavailable(RuntimeError):
+    """The compiled deploy kernels are missing (the package was installed without building them)."""
+
+
+class ConvShape(ctypes.Structure):  # mirrors ob_conv in onebit_kernels.h
+    _fields_ = [(name, ctypes.c_int32) for name in (
+        "n", "c", "h", "w", "cout", "groups", "kh", "kw", "sh", "sw", "ph", "pw",
+        "ho", "wo", "cg", "cog", "q", "g", "k_bits", "hq", "wq", "ob", "pblocks",
+    )] + [(name, ctypes.c_int64) for name in (
+        "positions", "phase_bytes", "plane_bytes", "image_bytes", "input_bytes",
+    )]
+
+
+class Padding(ctypes.Structure):  # mirrors ob_padding
+    _fields_ = [("n_rows", ctypes.c_int32), ("n_cols", ctypes.c_int32), ("row_class", ctypes.c_void_p),
+                ("col_class", ctypes.c_void_p), ("value", ctypes.c_void_p)]
+
+
+class ConvOutput(ctypes.Structure):  # mirrors ob_output
+    _fields_ = [
+        ("mult", ctypes.c_void_p), ("bias", ctypes.c_void_p), ("residual", ctypes.c_void_p),
+        ("out", ctypes.c_void_p), ("thresh", ctypes.c_void_p), ("flip", ctypes.c_void_p),
+        ("next", ctypes.POINTER(ConvShape)), ("next_planes", ctypes.c_void_p),
+    ]
+
+
+def _library_path() -> Path:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = _HERE / f"_kernels{suffix}"
+        if path.is_file():
+            return path
+    raise KernelsUnavailable(
+        f"the onebit 1-bit kernels are not built (no _kernels*.so in {_HERE}); "
+        "reinstall with a C compiler available: pip install -e . (or pip install onebit from source)"
+    )
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i32, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
+    shape = ctypes.POINTER(ConvShape)
+    signatures = {
+        "ob_abi_version": (i32, []),
+        "ob_kernel_supported": (i32, [ctypes.c_char_p]),
+        "ob_set_kernel": (i32, [ctypes.c_char_p]),
+        "ob_kernel_name": (ctypes.c_char_p, []),
+        "ob_conv_init": (i32, [shape]),
+        "ob_binarize": (i32, [shape, p, p, i64, p, i32]),
+        "ob_conv_run": (i32, [shape, p, p, ctypes.POINTER(Padding), ctypes.POINTER(ConvOutput), i32]),
+        "ob_dependent_adds": (i64, [i64]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+
+
+def library() -> ctypes.CDLL:
+    """The loaded kernel library (loaded once; honours ``ONEBIT_KERNEL``)."""
+    global _lib
+    if _lib is None:
+        lib = ctypes.CDLL(str(_library_path()))
+        _declare(lib)
+        if lib.ob_abi_version() != ABI_VERSION:
+            raise KernelsUnavailable(
+                f"the built kernels have ABI {lib.ob_abi_version()}, this onebit expects {ABI_VERSION}: "
+                "rebuild with pip install -e ."
+            )
+        _lib = lib
+        forced = os.environ.get("ONEBIT_KERNEL", "").strip()
+        set_kernel(forced or "auto")
+    return _lib
+
+
+def available_kernels() -> list[str]:
+    """The code paths this machine can run, slowest first."""
+    lib = library()
+    return [name for name in KERNEL_NAMES if lib.ob_kernel_supported(name.encode()) == 1]
+
+
+def set_kernel(name: str) -> None:
+    """Force a code path (``"scalar"``, ``"avx2"``) or go back to the best one (``"auto"``)."""
+    code = library().ob_set_kernel(name.encode())
+    if code == -1:
+        raise ValueError(f"unknown kernel {name!r} (ONEBIT_KERNEL / set_kernel): choose from auto, {', '.join(KERNEL_NAMES)}")
+    if code == -2:
+        raise ValueError(f"kernel {name!r} is not supported by this CPU; available: {', '.join(available_kernels())}")
+
+
+def get_kernel() -> str:
+    """The code path in use."""
+    return library().ob_kernel_name().decode()
