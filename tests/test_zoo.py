@@ -222,6 +222,14 @@ def test_downsample_options(kind, pool):
     assert shortcut(x).shape == (2, 128, 5, 5) == model.layer2[0].unit1.conv(x).shape
 
 
+def test_tricks_options_on_another_resnet():
+    model = build("irnet_r18", style="tricks", double_skip=False, downsample="avgpool_conv", image_size=32)
+    unit = model.layer2[0].unit1
+    assert isinstance(unit.pre, nn.BatchNorm2d) and isinstance(unit.act, nn.PReLU) and not model.layer2[0].double_skip
+    assert isinstance(model.layer2[0].shortcut[0], nn.AvgPool2d)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 1000)
+
+
 def test_bad_options_are_clear_errors():
     with pytest.raises(ValueError, match="downsample"):
         build("birealnet18", downsample="pool")

@@ -22,6 +22,8 @@ A basic block holds two such units (so "-18" means 16 binary convolutions). With
 
 Keyword options of every builder below (``create_model(name, stem_act=..., ...)``):
 
+* ``style``: a name of the table above (or a :class:`BlockStyle`), e.g. the Tricks block on
+  any ResNet;
 * ``stem_act``: ``"none" | "hardtanh" | "relu" | "prelu"`` after the stem BN;
 * ``downsample``: the real-valued shortcut of a block that changes shape:
   ``"conv"`` strided 1x1 conv -> BN (mmcls ``avg_down=False``, RBNN/IR-Net);
@@ -90,16 +92,21 @@ class BinaryConvUnit(nn.Module):
 
     def __init__(self, style: BlockStyle, layers: BinaryLayers, cin: int, cout: int, stride: int, out_size: int):
         super().__init__()
-        pre = _choice("pre", style.pre, ("none", "shift", "bn"))
-        post = _choice("post", style.post, ("bn", "scale", "gate", "none"))
-        self.pre = {"none": nn.Identity, "shift": lambda: LearnableBias(cin), "bn": lambda: nn.BatchNorm2d(cin)}[pre]()
+        _choice("pre", style.pre, ("none", "shift", "bn"))
+        _choice("post", style.post, ("bn", "scale", "gate", "none"))
+        self.pre: nn.Module = nn.Identity()
+        if style.pre == "shift":
+            self.pre = LearnableBias(cin)
+        elif style.pre == "bn":
+            self.pre = nn.BatchNorm2d(cin)
         self.conv = layers.conv(cin, cout, 3, stride, 1)
-        self.post = {
-            "bn": lambda: nn.BatchNorm2d(cout),
-            "scale": lambda: LearnableScale(cout, out_size, out_size),
-            "gate": lambda: ChannelGate(cin, cout),
-            "none": nn.Identity,
-        }[post]()
+        self.post: nn.Module = nn.Identity()
+        if style.post == "bn":
+            self.post = nn.BatchNorm2d(cout)
+        elif style.post == "scale":
+            self.post = LearnableScale(cout, out_size, out_size)
+        elif style.post == "gate":
+            self.post = ChannelGate(cin, cout)
         self.act = activation(style.act, cout)
         self.act_before_add = style.act_before_add
 
@@ -127,7 +134,7 @@ def make_downsample(kind: str, cin: int, cout: int, stride: int) -> nn.Module:
         return nn.Sequential(nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False), *conv_bn)
     if kind == "conv_avgpool":
         return nn.Sequential(*conv_bn, nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False))
-    return nn.Sequential(*conv_bn, nn.AvgPool2d(3, stride, 1, count_include_pad=False))
+    return nn.Sequential(*conv_bn, nn.AvgPool2d(3, stride, 1))
 
 
 class BasicBlock(nn.Module):

@@ -31,7 +31,10 @@ class StageLoad:
     loaded: list[str]
     """State-dict keys copied from the stage-1 checkpoint."""
     new: list[str]
-    """Quantizer state that stage 1 did not have: kept at the stage-2 model's initial value."""
+    """Quantizer state that stage 1 did not have."""
+    rebuilt: list[str]
+    """Quantizers whose whole state is new: built again on the loaded layer, so that what they
+    derive from the weights at build time (e.g. RBNN's alpha = mean |W|) comes from stage 1."""
     dropped: list[str]
     """Quantizer state of stage 1 that the stage-2 model does not have."""
 
@@ -74,4 +77,19 @@ def load_stage1(model: nn.Module, checkpoint: str | Path | dict) -> StageLoad:
             "the stage-1 checkpoint cannot initialise this stage-2 model (both stages must build the same "
             f"architecture, with the same parameter names and shapes; only the binarization changes): {e}"
         ) from None
-    return StageLoad(loaded=loaded, new=new, dropped=dropped)
+    return StageLoad(loaded=loaded, new=new, rebuilt=_rebuild_new_quantizers(model, set(new)), dropped=dropped)
+
+
+def _rebuild_new_quantizers(model: nn.Module, new: set[str]) -> list[str]:
+    rebuilt = []
+    for name, layer in model.named_modules():
+        for attr in QUANTIZER_MODULES:
+            quantizer = getattr(layer, attr, None)
+            if not isinstance(quantizer, nn.Module) or not callable(getattr(quantizer, "build", None)):
+                continue
+            prefix = f"{name}.{attr}" if name else attr
+            keys = {f"{prefix}.{k}" for k in quantizer.state_dict()}
+            if keys and keys <= new:
+                quantizer.build(layer)
+                rebuilt.append(prefix)
+    return rebuilt
