@@ -11,9 +11,20 @@ def add_arguments(parser) -> None:
     add_train_arguments(parser)
 
 
+USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError, FloatingPointError)
+
+
+def _fail(error: Exception) -> int:
+    print(f"onebit train: error: {error}", file=sys.stderr)
+    return 2
+
+
 def parse(parser, argv: list[str]) -> dict:
     """Flags, recipe file and (with --resume / -e) the saved run's config, resolved."""
-    return resolve(argv, parser)
+    try:
+        return resolve(argv, parser)
+    except USER_ERRORS as e:
+        raise SystemExit(_fail(e)) from None
 
 
 def main(config: dict) -> int:
@@ -25,7 +36,6 @@ def main(config: dict) -> int:
             trainer.evaluate_checkpoint(config["evaluate"])
         else:
             trainer.fit()
-    except (ValueError, FileNotFoundError, CheckpointError, FloatingPointError) as e:
-        print(f"onebit train: error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return _fail(e)
     return 0
