@@ -27,8 +27,8 @@ def add_arguments(parser) -> None:
     source.add_argument("--checkpoint", help="a checkpoint saved by `onebit train` (dict with 'model' and 'config')")
     parser.add_argument(
         "--dataset", choices=sorted(DATASET_SHAPES),
-        help="sets classes, channels and image size (default: the checkpoint's, or the model's "
-             "own input size with 3 channels and 10 classes)",
+        help="classes, channels and image size of --model (default: the model's own input size, "
+             "3 channels, 10 classes); a checkpoint brings its own",
     )
     parser.add_argument("--input_size", type=int, help="image side, overriding the dataset's")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")

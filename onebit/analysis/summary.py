@@ -194,9 +194,9 @@ class Summary:
             f"Parameters: {t['params']:,} = {by_bits}" if by_bits else "Parameters: 0",
             f"Model size: {_bytes(t['memory_bytes'])}, float-32 equivalent {_bytes(t['float32_bytes'])}"
             + (f" ({t['compression']:.1f}x smaller)" if t["compression"] > 1 else " (no compression)"),
-            f"MACs per image: {t['bops']:.4g} binary (BOPs) + {t['flops']:.4g} float (FLOPs),"
+            f"MACs per image: {t['bops']:.3e} binary (BOPs) + {t['flops']:.3e} float (FLOPs),"
             f" {100 * t['binary_mac_fraction']:.1f}% binary",
-            f"OPs = FLOPs + BOPs/{XNOR_POPCOUNT_WIDTH} = {t['ops']:.4g}",
+            f"OPs = FLOPs + BOPs/{XNOR_POPCOUNT_WIDTH} = {t['ops']:.3e}",
         ])
 
     def to_dict(self) -> dict:
