@@ -69,7 +69,8 @@ def test_kd_loss_has_temperature_squared_scaling():
     loss = kd_loss(s, t, temp)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     loss.backward()
-    grad = [[temp * (a - b) / 2 for a, b in zip(softmax(sr, temp), softmax(tr, temp))] for sr, tr in zip(STUDENT, TEACHER)]
+    grad = [[temp * (a - b) / 2 for a, b in zip(softmax(sr, temp), softmax(tr, temp))]
+            for sr, tr in zip(STUDENT, TEACHER)]
     torch.testing.assert_close(s.grad, torch.tensor(grad))
 
 
@@ -251,7 +252,8 @@ def test_official_reactnet_a_loading_bug_is_an_error():
     renamed = {(k[: -len("weight")] + "weights" if k.endswith("conv3x3.weight") else k):
                (v.flatten(1) if k.endswith("conv3x3.weight") else v) for k, v in state.items()}
     stage2 = stage_model((True, True), "reactnet_a", method="bnn", image_size=32)
-    with pytest.raises(CheckpointError, match=r"missing: features\.0\.conv3x3\.weight.*unexpected: features\.0\.conv3x3\.weights"):
+    message = r"missing: features\.0\.conv3x3\.weight.*unexpected: features\.0\.conv3x3\.weights"
+    with pytest.raises(CheckpointError, match=message):
         load_stage1(stage2, renamed)
 
 

@@ -30,14 +30,16 @@ from onebit.models.weight_init import init_weights
 
 __all__ = ["MobileBlock", "BinaryMobileNet", "MOBILENET_V1_BLOCKS"]
 
-MOBILENET_V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+MOBILENET_V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [
+    (1024, 2), (1024, 1)]
 """(output channels, stride) of the 13 blocks after the 32-channel stem (MobileNetV1 / ReActNet-A)."""
 
 
 class MobileBlock(nn.Module):
     """The block of the module docstring; ``rsign`` adds the ReActNet shifts."""
 
-    def __init__(self, layers: BinaryLayers, cin: int, cout: int, stride: int, *, rsign: bool, act: str, depthwise: bool):
+    def __init__(self, layers: BinaryLayers, cin: int, cout: int, stride: int, *,
+                 rsign: bool, act: str, depthwise: bool):
         super().__init__()
         if cout not in (cin, 2 * cin):
             raise ValueError(f"a MobileBlock keeps or doubles its channels, not {cin} -> {cout}")

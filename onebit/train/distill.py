@@ -16,9 +16,10 @@ Losses (spec ``bireal-reactnet-r2b-mmcls-classics.md`` §3.4, §4.2, §4.4, P14/
   :math:`L_{AT} = \sum_j \mathrm{mean}_{n,\,hw}(q_S^j - q_T^j)^2`. With this reduction the
   authors' code uses ``at_weight = 1e3``.
 
-Mapping of the published recipes: ReActNet = ``DistillationLoss("distributional")``;
-Real-to-Binary stages 1-2 (CE 1 + KD 3 + AT 30 in larq's max-normalised form) ~
-``DistillationLoss("ce+kd", alpha=0.75, at_weight=...)`` up to a global factor 4.
+The published recipes: ReActNet is ``DistillationLoss("distributional")``. Real-to-Binary's
+``CE + 3 KD + w AT`` is 4 x ``DistillationLoss("ce+kd", alpha=0.75, at_weight=w / 4)``; its
+AT weight depends on the normalisation (1e3 in the authors' L2 form used here, 30 in larq's
+and mmcls's max-normalised form, which is a different scale).
 """
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ class DistillationLoss(nn.Module):
             raise ValueError(f"alpha weighs KD against CE and must lie in [0, 1], got {alpha}")
         if at_weight < 0:
             raise ValueError(f"at_weight must be >= 0, got {at_weight}")
-        self.kind, self.temperature, self.alpha, self.at_weight = kind, float(temperature), float(alpha), float(at_weight)
+        self.kind = kind
+        self.temperature, self.alpha, self.at_weight = float(temperature), float(alpha), float(at_weight)
 
     def forward(self, student_logits, targets, teacher_logits, student_feats=None, teacher_feats=None) -> torch.Tensor:
         if self.kind == "distributional":
@@ -115,7 +117,8 @@ class DistillationLoss(nn.Module):
         return loss
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, temperature={self.temperature:g}, alpha={self.alpha:g}, at_weight={self.at_weight:g}"
+        return (f"kind={self.kind!r}, temperature={self.temperature:g}, alpha={self.alpha:g}, "
+                f"at_weight={self.at_weight:g}")
 
 
 def block_names(model: nn.Module) -> list[str]:
@@ -138,7 +141,8 @@ class FeatureHooks:
         modules = dict(model.named_modules())
         unknown = [n for n in names if n not in modules]
         if unknown:
-            raise ValueError(f"no sub-module named {unknown[0]!r} in {type(model).__name__}{suggest(unknown[0], modules)}")
+            raise ValueError(
+                f"no sub-module named {unknown[0]!r} in {type(model).__name__}{suggest(unknown[0], modules)}")
         self.names = list(names)
         self._outputs: dict[str, torch.Tensor] = {}
         self._handles = [modules[n].register_forward_hook(self._keeper(n)) for n in self.names]
