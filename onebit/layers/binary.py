@@ -16,10 +16,13 @@ from onebit.quant.base import QuantizerSpec, get_quantizer, precision_of
 class _BinaryMixin:
     """Shared quantizer plumbing of the binary layers."""
 
-    def _init_quantizers(self, input_quantizer: QuantizerSpec, weight_quantizer: QuantizerSpec) -> None:
+    def _init_quantizers(
+        self, input_quantizer: QuantizerSpec, weight_quantizer: QuantizerSpec, output_scale: QuantizerSpec = None
+    ) -> None:
         self.input_quantizer = get_quantizer(input_quantizer)
         self.weight_quantizer = get_quantizer(weight_quantizer)
-        for q in (self.input_quantizer, self.weight_quantizer):
+        self.output_scale = get_quantizer(output_scale)
+        for q in (self.input_quantizer, self.weight_quantizer, self.output_scale):
             if q is not None and hasattr(q, "build"):
                 q.build(self)
 
@@ -37,6 +40,9 @@ class _BinaryMixin:
     def quantized_weight(self) -> torch.Tensor:
         return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
 
+    def scaled_output(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.output_scale is None else self.output_scale(y)
+
 
 class BinaryConv2d(_BinaryMixin, nn.Conv2d):
     """``nn.Conv2d`` whose input and weight pass through quantizers.
@@ -45,6 +51,9 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
     papers do (the border taps are then a third value, 0); ``1.0`` pads with +1 so that the
     trained network is exactly a 1-bit network, which the bit-packed runtime computes
     natively. The exported runtime reproduces either choice exactly.
+
+    ``output_scale`` (optional module or factory, e.g. XNOR-Net++'s learned scale
+    :class:`onebit.layers.scale.LearnedScale`) multiplies the layer's output.
     """
 
     def __init__(
@@ -61,12 +70,13 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         input_quantizer: QuantizerSpec = "ste_sign",
         weight_quantizer: QuantizerSpec = "ste_sign",
         pad_value: float = 0.0,
+        output_scale: QuantizerSpec = None,
     ):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         if not isinstance(self.padding, tuple):
             raise ValueError("BinaryConv2d needs explicit integer padding, not a padding mode string")
         self.pad_value = float(pad_value)
-        self._init_quantizers(input_quantizer, weight_quantizer)
+        self._init_quantizers(input_quantizer, weight_quantizer, output_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.quantized_input(x)
@@ -76,7 +86,7 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
             ph, pw = padding
             x = F.pad(x, (pw, pw, ph, ph), value=self.pad_value)
             padding = 0
-        return F.conv2d(x, w, self.bias, self.stride, padding, self.dilation, self.groups)
+        return self.scaled_output(F.conv2d(x, w, self.bias, self.stride, padding, self.dilation, self.groups))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (f", pad_value={self.pad_value:g}" if self.pad_value else "")
@@ -93,9 +103,10 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
         *,
         input_quantizer: QuantizerSpec = "ste_sign",
         weight_quantizer: QuantizerSpec = "ste_sign",
+        output_scale: QuantizerSpec = None,
     ):
         super().__init__(in_features, out_features, bias)
-        self._init_quantizers(input_quantizer, weight_quantizer)
+        self._init_quantizers(input_quantizer, weight_quantizer, output_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
+        return self.scaled_output(F.linear(self.quantized_input(x), self.quantized_weight(), self.bias))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from onebit.quant.base import Quantizer, register_quantizer
-from onebit.quant.functional import clipped_identity_grad, sign_with_surrogate
+from onebit.quant.functional import approx_sign_grad, clipped_identity_grad, sign_with_surrogate
 
 
 @register_quantizer("ste_sign")
@@ -28,3 +28,17 @@ class SteSign(Quantizer):
 
     def extra_repr(self) -> str:
         return f"clip={self.clip}"
+
+
+@register_quantizer("approx_sign")
+class ApproxSign(Quantizer):
+    r"""Binarize with ``sign``; backward Bi-Real's ApproxSign derivative (Liu et al., ECCV 2018).
+
+    .. math:: \partial q / \partial x = \max(0,\ 2 - 2|x|)
+
+    the derivative of the piecewise quadratic ``2x + x^2`` on [-1, 0), ``2x - x^2`` on [0, 1).
+    Activations of Bi-Real Net and ReActNet (through :class:`~onebit.quant.reactnet.RSign`).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sign_with_surrogate(x, approx_sign_grad)

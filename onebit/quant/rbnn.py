@@ -1,0 +1,247 @@
+r"""RBNN, Rotated Binary Neural Network (Lin et al., NeurIPS 2020, arXiv:2009.13055), as its
+official code (lmbxmu/RBNN ``modules/binarized_modules.py``) trains it.
+
+Weights (:class:`RbnnWeight`), per layer with ``n = C_in k_h k_w = a b`` (:func:`get_ab`):
+
+1. ``W2 = standardize(W)`` per output channel (unbiased std);
+2. ``Wr_c = R1^T X_c R2`` with ``X = W2.view(C_out, a, b)`` and one pair of orthogonal
+   matrices ``R1`` (a x a), ``R2`` (b x b) shared by the layer's filters; no gradient flows
+   through the rotation;
+3. the adjustable rotated weight ``W3 = W2 + |sin theta| (Wr - W2)``, ``theta`` learnable per
+   output channel, initialised to pi/2;
+4. ``sign(W3)`` forward, training-aware surrogate backward (:func:`training_aware_grad`, with
+   ``k = max(1/t, 1)``), times the learnable per-channel scale ``alpha``.
+
+Activations (:class:`RbnnInput`): standardised per sample over (C, H, W) (train and eval;
+the forward is then ``sign(x - mean_sample(x))``), binarized with the same surrogate at
+``k = 1, t = max(t, 1)``; ``a32=True`` keeps the standardised real values (W1A32).
+
+The rotations are updated once per epoch, outside the forward pass (the reference does it
+inside the forward of the epoch's first batch, with the same weights): three alternating
+Procrustes iterations (:func:`bi_rotation`), vectorised over the output channels.
+
+Where this implementation deliberately differs from the reference code (same maths):
+
+* ``alpha`` multiplies the +-1 weights instead of the convolution output: it is per output
+  channel and the convolution is linear, so outputs and gradients are the same up to float
+  rounding, at ``C_out n`` multiplies instead of ``N C_out H W`` per step.
+* the initial rotations are Haar-random from torch's RNG (seeded by ``--seed``), not from
+  SciPy's unseeded ``ortho_group``; the update uses ``sign(0) = +1``.
+
+The theta lock: in float32 ``sin(pi/2) == 1`` exactly, so at initialisation ``W3 = Wr`` and
+the latent weights receive exactly zero gradient (``1 - |sin theta| = 0``); ``d/dtheta`` is
+~1e-7. What unlocks training in the reference is SGD weight decay on theta (every parameter
+is decayed, 1e-4), which pulls theta below pi/2 over the first epochs. Keep weight decay on
+theta to reproduce the published runs: exempting theta from decay with this initialisation
+leaves the latent weights frozen. ``theta_init="uniform"`` (U(0, pi/2), the reference code
+before 2020-05-28) is the alternative that does not lock.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from onebit.quant.base import Quantizer, register_quantizer
+from onebit.quant.functional import channel_shape, sign, sign_, sign_with_surrogate, standardize, training_aware_grad
+from onebit.quant.owner import LayerBoundQuantizer
+from onebit.quant.schedules import surrogate_scale
+
+__all__ = ["get_ab", "random_orthogonal", "rotation_objective", "bi_rotation", "RbnnWeight", "RbnnInput"]
+
+ROTATION_ITERATIONS = 3
+"""Alternating (B, R1, R2) iterations per update, hard-coded in the reference."""
+SQRT2 = math.sqrt(2.0)
+
+
+def get_ab(n: int) -> tuple[int, int]:
+    """``(a, b)`` with ``a * b = n``, ``a`` the largest divisor of ``n`` not above ``sqrt(n)``."""
+    if n < 1:
+        raise ValueError(f"get_ab needs a positive size, got {n}")
+    for a in range(math.isqrt(n), 0, -1):
+        if n % a == 0:
+            return a, n // a
+    raise AssertionError("unreachable: 1 divides every n")
+
+
+def random_orthogonal(n: int) -> torch.Tensor:
+    """A Haar-distributed random ``n x n`` orthogonal matrix (QR of a Gaussian with the signs of
+    ``diag(R)`` fixed, Mezzadri 2007), drawn from torch's global RNG, in float32."""
+    q, r = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))).float()
+
+
+def rotation_objective(x: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
+    """``sum_c tr(B_c^T R1^T X_c R2)`` at its best ``B = sign(R1^T X R2)``, i.e. ``sum |R1^T X R2|``:
+    how close the rotated filters are to their binary vertices (RBNN's objective, to maximise)."""
+    return (r1.t() @ x @ r2).abs().sum()
+
+
+def bi_rotation(
+    x: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor, iterations: int = ROTATION_ITERATIONS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""RBNN's alternating update of the bi-rotation, for all output channels at once.
+
+    ``x`` is ``(C, a, b)``: the standardised filters reshaped. Each iteration:
+
+    1. ``B_c = sign(R1^T X_c R2)``;
+    2. ``D1 = sum_c B_c R2^T X_c^T = U1 S1 V1^T``, ``R1 = V1 U1^T`` (orthogonal Procrustes);
+    3. ``D2 = sum_c X_c^T R1 B_c = U2 S2 V2^T`` (with the new ``R1``), ``R2 = U2 V2^T``.
+
+    Each step maximises ``sum_c tr(B_c^T R1^T X_c R2)`` over one variable, so
+    :func:`rotation_objective` never decreases. The sums over channels are single
+    contractions (no loop over channels); SVDs run on ``x``'s device.
+    """
+    for _ in range(iterations):
+        b = sign(r1.t() @ x @ r2)
+        d1 = torch.einsum("cij,ckj->ik", b, x @ r2)
+        u1, _, vh1 = torch.linalg.svd(d1)
+        r1 = (u1 @ vh1).t()
+        d2 = torch.einsum("cij,cik->jk", x, r1 @ b)
+        u2, _, vh2 = torch.linalg.svd(d2)
+        r2 = u2 @ vh2
+    return r1, r2
+
+
+@register_quantizer("rbnn_weight")
+class RbnnWeight(LayerBoundQuantizer):
+    """RBNN's weight binarization (see the module docstring).
+
+    Args:
+        rotation_update: update the rotations at the start of epochs ``e`` with
+            ``e % rotation_update == 0`` (``--rotation_update``, default 1: every epoch).
+        use_gpu: run the update's SVDs on CUDA when available (``--use_gpu``); default the
+            CPU, which the RBNN authors measured faster for these small matrices.
+        theta_init: ``"half_pi"`` (reference, locks the latent weights until weight decay
+            moves theta) or ``"uniform"`` (U(0, pi/2), no lock).
+
+    State (all in ``state_dict``): buffers ``R1``, ``R2``; parameters ``theta``, ``alpha``.
+    ``t``/``k`` are non-persistent buffers the engine sets every epoch.
+    """
+
+    def __init__(self, rotation_update: int = 1, use_gpu: bool = False, theta_init: str = "half_pi"):
+        super().__init__()
+        if int(rotation_update) < 1:
+            raise ValueError(f"rotation_update is a period in epochs (>= 1), got {rotation_update}")
+        if theta_init not in ("half_pi", "uniform"):
+            raise ValueError(f"theta_init must be 'half_pi' or 'uniform', got {theta_init!r}")
+        self.rotation_update = int(rotation_update)
+        self.use_gpu = bool(use_gpu)
+        self.theta_init = theta_init
+        self.register_buffer("t", torch.tensor(0.1), persistent=False)  # reference placeholders,
+        self.register_buffer("k", torch.tensor(10.0), persistent=False)  # replaced every epoch
+
+    def build(self, layer: nn.Module) -> None:
+        super().build(layer)
+        w = layer.weight.detach()
+        self.a, self.b = get_ab(w[0].numel())
+        self.register_buffer("R1", random_orthogonal(self.a).to(w.device))
+        self.register_buffer("R2", random_orthogonal(self.b).to(w.device))
+        shape = channel_shape(w)
+        if self.theta_init == "half_pi":
+            theta = torch.full(shape, math.pi / 2, device=w.device)
+        else:
+            theta = torch.rand(shape, device=w.device) * (math.pi / 2)
+        self.theta = nn.Parameter(theta)
+        # mean |W| of the layer's *default* init (build runs before the model's own init)
+        self.alpha = nn.Parameter(w.abs().reshape(w.shape[0], -1).mean(1).reshape(shape).clone())
+
+    def set_temperature(self, t: float) -> None:
+        self.t.fill_(t)
+        self.k.fill_(surrogate_scale(t))
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        if epoch % self.rotation_update == 0:
+            self.update_rotation()
+
+    @torch.no_grad()
+    def update_rotation(self) -> None:
+        """Three alternating iterations from the layer's current weights, in float32."""
+        device = torch.device("cuda") if self.use_gpu and torch.cuda.is_available() else torch.device("cpu")
+        w = self.layer.weight.detach()
+        x = standardize(w.to(device, torch.float32)).reshape(w.shape[0], self.a, self.b)
+        r1, r2 = bi_rotation(x, self.R1.to(device, torch.float32), self.R2.to(device, torch.float32))
+        self.R1.copy_(r1)
+        self.R2.copy_(r2)
+
+    def rotated(self, w2: torch.Tensor) -> torch.Tensor:
+        """``R1^T X_c R2`` for every filter, no gradient (the reference detaches it)."""
+        with torch.no_grad():
+            return (self.R1.t() @ w2.reshape(w2.shape[0], self.a, self.b) @ self.R2).reshape(w2.shape)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        w2 = standardize(w)
+        w3 = w2 + torch.sin(self.theta).abs() * (self.rotated(w2) - w2)
+        return sign_with_surrogate(w3, training_aware_grad, self.k, self.t) * self.alpha
+
+    def extra_repr(self) -> str:
+        return f"rotation_update={self.rotation_update}, use_gpu={self.use_gpu}, theta_init={self.theta_init!r}"
+
+
+class _StandardizedSign(torch.autograd.Function):
+    r"""RBNN's activation path fused: ``sign(y)`` with ``y = (x - mu) / s`` per sample (unbiased
+    ``s``) forward, :func:`training_aware_grad` of ``y`` through the standardisation backward.
+
+    The forward needs neither ``s`` nor ``y`` (``sign(y) = sign(x - mu)``); the backward
+    works on ``d = x - mu`` and applies the surrogate and the Jacobian of the standardisation
+    in closed form (``m`` values per sample, ``g'`` the surrogate-weighted gradient):
+
+    .. math:: \partial L/\partial x = (g' - \overline{g'} - y\,\textstyle\sum g' y / (m - 1)) / s
+
+    Same values as autograd through ``standardize`` then ``sign_with_surrogate`` (tested),
+    with about half the passes over the activation tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, x, k, t):
+        mean = x.mean(tuple(range(1, x.dim())), keepdim=True)
+        ctx.save_for_backward(x, mean, k, t)
+        return sign_(x - mean)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, mean, k, t = ctx.saved_tensors
+        n, m = x.shape[0], x[0].numel()
+        view = (n,) + (1,) * (x.dim() - 1)
+        d = (x - mean).contiguous()
+        flat_d = d.view(n, m)
+        std = torch.linalg.vector_norm(flat_d, dim=1).div_(math.sqrt(m - 1)).view(view)
+        # g' = grad * training_aware_grad(y, k, t) = grad * k max(0, c t - (c^2/2) t^2 |d| / s)
+        g = d.abs().mul_(-(k * t * t * (SQRT2 * SQRT2 / 2.0)) / std).add_(k * SQRT2 * t).clamp_min_(0.0).mul_(grad_output)
+        flat_g = g.view(n, m)
+        g_mean = flat_g.mean(1).view(view)
+        g_dot_d = torch.bmm(flat_g.unsqueeze(1), flat_d.unsqueeze(2)).view(view) / (m - 1)  # = s sum(g' y) / (m-1)
+        # (g' - mean(g') - y sum(g' y) / (m-1)) / s, with y = d / s; computed in d's memory
+        return d.mul_(-g_dot_d / std.pow(3)).sub_(g_mean / std).addcmul_(g, 1.0 / std), None, None
+
+
+@register_quantizer("rbnn_input")
+class RbnnInput(Quantizer):
+    """RBNN's activation binarization: per-sample standardisation, then sign with the
+    training-aware surrogate at ``k = 1, t = max(t, 1)``.
+
+    Args:
+        a32: keep the standardised activations real (``--a32``, W1A32 as in the reference).
+    """
+
+    def __init__(self, a32: bool = False):
+        super().__init__()
+        self.a32 = bool(a32)
+        self.register_buffer("t", torch.tensor(1.0), persistent=False)
+        self.register_buffer("k", torch.tensor(1.0), persistent=False)
+
+    @property
+    def precision(self) -> int:  # type: ignore[override]
+        return 32 if self.a32 else 1
+
+    def set_temperature(self, t: float) -> None:
+        self.t.fill_(max(t, 1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.a32:
+            return standardize(x)
+        return _StandardizedSign.apply(x, self.k, self.t)
+
+    def extra_repr(self) -> str:
+        return f"a32={self.a32}"
