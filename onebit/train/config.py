@@ -18,9 +18,11 @@ import yaml
 from onebit.utils import ArgumentParser, suggest
 
 LR_TYPES = ("cos", "step", "linear")
+DISTILL_KINDS = ("distributional", "kd", "ce+kd")
+WD_SCOPES = ("all", "conv", "no_bn")
 OPTIMIZERS = ("sgd", "adam")
 # Recipe keys that are not flags: they describe the recipe or feed the model builder.
-RECIPE_KEYS = {"target_top1", "description", "model_kwargs", "_base_"}
+RECIPE_KEYS = {"target_top1", "description", "model_kwargs", "_base_", "paper"}
 
 
 def _choice(name: str, choices: tuple[str, ...]):
@@ -109,7 +111,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--Tmax", type=float, default=1e1, help="temperature t approached at the last epoch (default 1e1)")
     g.add_argument("--rotation_update", type=int, default=1, help="RBNN: update the rotations every N epochs (default 1)")
     g.add_argument("--a32", action="store_true", help="keep activations real (W1A32)")
+    g.add_argument("--w32", action="store_true", help="keep weights real (W32A1: stage 1 of two-stage training)")
     g.add_argument("--use_gpu", action="store_true", help="RBNN: run the rotation SVDs on the GPU")
+    g.add_argument("--method_options", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="other options of the method, e.g. gradient=caffe (onebit methods lists them)")
+
+    g = p.add_argument_group("two-stage training and distillation")
+    g.add_argument("--stage1", metavar="CKPT", help="initialise from a stage-1 checkpoint (strict: nothing may be skipped)")
+    g.add_argument("--teacher", metavar="MODEL", help="teacher model: a registered name or torchvision:<arch>")
+    g.add_argument("--teacher_ckpt", metavar="CKPT", help="the teacher's weights (onebit checkpoint or state_dict)")
+    g.add_argument("--distill", type=_choice("distill", DISTILL_KINDS), default="distributional",
+                   help="loss with a teacher: distributional (ReActNet, default), kd, ce+kd")
+    g.add_argument("--distill_temperature", type=float, default=1.0, help="temperature of kd / ce+kd (default 1)")
+    g.add_argument("--distill_alpha", type=float, default=0.5, help="weight of KD in ce+kd (default 0.5)")
+    g.add_argument("--at_weight", type=float, default=0.0, help="weight of Real-to-Binary attention matching (default 0)")
+    g.add_argument("--weight_decay_scope", type=_choice("weight_decay_scope", WD_SCOPES), default="all",
+                   help="all parameters (seeds, default), conv (conv/linear weights only: ReActNet), no_bn")
 
 
 def build_parser(prog: str = "onebit train") -> argparse.ArgumentParser:
@@ -161,13 +178,28 @@ def resolve(argv: list[str] | None = None, parser: argparse.ArgumentParser | Non
                 raise ValueError(f"unknown key {key!r} in {args.config}{suggest(key, known)}")
             if key not in explicit:
                 config[key] = _coerce(parser, key, value)
+        explicit |= set(recipe)
     config.setdefault("model_kwargs", {})
+    _method_temperature_defaults(config, explicit)
     _adopt_checkpoint_config(config, explicit)
     return config
 
 
+def _method_temperature_defaults(config: dict[str, Any], explicit: set[str]) -> None:
+    """``--Tmin/--Tmax`` not set anywhere take the method's reference values (IR-Net: 0.1, 10)."""
+    from onebit.models import get_entry
+    from onebit.quant import get_method
+
+    method = get_method(config["method"] or get_entry(config["model"]).default_method)
+    if method.temperature_range:
+        for key, value in zip(("Tmin", "Tmax"), method.temperature_range):
+            if key not in explicit:
+                config[key] = value
+
+
 # Keys of the config that define the network: an evaluated checkpoint brings its own.
-MODEL_KEYS = ("model", "method", "pad_value", "a32", "rotation_update", "use_gpu", "model_kwargs")
+MODEL_KEYS = ("model", "method", "method_options", "pad_value", "a32", "w32", "rotation_update", "use_gpu",
+              "model_kwargs")
 
 
 def _adopt_checkpoint_config(config: dict[str, Any], explicit: set[str]) -> None:

@@ -28,14 +28,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from onebit.data import build_data
-from onebit.models import create_model
+from onebit.models import create_model, get_entry
 from onebit.quant.base import temperature_modules
+from onebit.quant.methods import Method, get_method, parse_method_options
 from onebit.train import checkpoint as ckpt_io
-from onebit.train.config import save_config
+from onebit.train.config import MODEL_KEYS, save_config
+from onebit.train.distill import DistillationLoss, FeatureHooks, Teacher, block_names
 from onebit.train.distributed import Distributed, convert_global_batchnorm
 from onebit.train.losses import ClassificationLoss
 from onebit.train.optim import build_optimizer, set_lr
 from onebit.train.runlog import RunLog, count_params, describe_device, progress
+from onebit.train.stages import load_stage1
 
 def select_device(gpus: str | None, local_rank: int, warn) -> torch.device:
     """``--gpus 0,1`` picks CUDA devices (the local rank's one under torchrun); without CUDA, the CPU."""
@@ -57,15 +60,29 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 17) % 2**63
 
 
+def configured_method(config: dict[str, Any]) -> Method:
+    """The model's (or ``--method``'s) method with the flags that are its options applied:
+    ``--rotation_update/--use_gpu/--a32`` for RBNN, ``--method_options`` for any."""
+    method = get_method(config["method"] or get_entry(config["model"]).default_method)
+    options = method.options()
+    flags = {k: config[k] for k in ("rotation_update", "use_gpu", "a32") if k in options}
+    extra = config.get("method_options") or {}
+    flags.update(parse_method_options(extra) if isinstance(extra, list) else extra)
+    return method.with_options(**flags)
+
+
 def build_model(config: dict[str, Any], info) -> nn.Module:
     """The network a config describes, sized for the dataset ``info``."""
+    method = configured_method(config)
+    # W1A32 removes the activation quantizer, unless the method keeps it in an a32 mode of its own (RBNN)
+    binary_activations = not config["a32"] or "a32" in method.options()
     return create_model(
         config["model"],
         info.num_classes,
         in_channels=info.in_channels,
         image_size=info.image_size,
-        method=config["method"],
-        binary_type=(not config["a32"], True),
+        method=method,
+        binary_type=(binary_activations, not config.get("w32", False)),
         pad_value=config["pad_value"],
         **config.get("model_kwargs", {}),
     )
@@ -93,8 +110,45 @@ class Trainer:
             rank=self.dist.rank, world_size=self.dist.world_size, use_dali=config["use_dali"],
         )
         self.model = build_model(config, self.data.info).to(self.device)
+        self.stage1 = load_stage1(self.model, config["stage1"]) if config["stage1"] and not config["resume"] else None
         self.loss = ClassificationLoss(config["labelsmooth"], config["mixup"])
+        self.teacher, self.distill = self._build_teacher() if config["teacher"] else (None, None)
         self.stop_signal: int | None = None
+
+    def _build_teacher(self) -> tuple[Teacher, DistillationLoss]:
+        """A frozen teacher from ``--teacher_ckpt`` (rebuilt from its own saved config when it
+        is an onebit checkpoint) and the distillation criterion."""
+        c, info = self.config, self.data.info
+        if not c["teacher_ckpt"]:
+            raise ValueError("--teacher needs --teacher_ckpt: the teacher's trained weights")
+        if c["mixup"]:
+            raise ValueError("--mixup with a teacher is not supported")
+        state = ckpt_io.load(c["teacher_ckpt"])
+        saved = state.get("config")
+        at_layers = block_names if c["at_weight"] > 0 else (lambda m: ())
+        if saved:
+            model = build_model({**c, **{k: saved[k] for k in MODEL_KEYS if k in saved}}, info)
+            ckpt_io.load_model_state(model, state, c["teacher"])
+            teacher = Teacher(model, at_layers(model))
+        else:
+            teacher = Teacher.from_checkpoint(c["teacher"], state, info.num_classes, in_channels=info.in_channels,
+                                              image_size=info.image_size)
+            if c["at_weight"] > 0:
+                teacher = Teacher(teacher.model, at_layers(teacher.model))
+        loss = DistillationLoss(c["distill"], c["distill_temperature"], c["distill_alpha"], c["at_weight"])
+        self.student_features = FeatureHooks(self.model, block_names(self.model)) if c["at_weight"] > 0 else None
+        return teacher.to(self.device), loss
+
+    def _loss(self, images: torch.Tensor, labels: torch.Tensor):
+        """Logits and loss of one batch: classification, or distillation when a teacher is set."""
+        if self.teacher is None:
+            images, labels_a, labels_b, lam = self.loss.mix(images, labels)
+            logits = self.model(images)
+            return logits, self.loss(logits, labels_a, labels_b, lam)
+        logits = self.model(images)
+        teacher_logits = self.teacher(images)
+        feats = (self.student_features.outputs(), self.teacher.features()) if self.student_features else (None, None)
+        return logits, self.distill(logits, labels, teacher_logits, *feats)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -163,15 +217,13 @@ class Trainer:
         after_step = self._hooks("after_step")
         loader = self.data.train
         loader.set_epoch(epoch)
-        total = len(loader) * c["batch_size"]
+        total = self.data.info.train_size
         bar = progress(total, f"epoch {epoch + 1}/{c['epochs']}", self.dist.is_main)
         bar.update(min(start_step * c["batch_size"], total))
         for step, (images, labels) in enumerate(loader):
             if step < start_step:
                 continue
-            images, labels_a, labels_b, lam = self.loss.mix(images, labels)
-            logits = self.model(images)
-            loss = self.loss(logits, labels_a, labels_b, lam)
+            logits, loss = self._loss(images, labels)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch}, batch {step}: lower --lr?")
             self.optimizer.zero_grad(set_to_none=True)
@@ -180,7 +232,7 @@ class Trainer:
             for hook in after_step:
                 hook()
             n = labels.numel()
-            correct = float((logits.argmax(1) == labels_a).sum())
+            correct = float((logits.argmax(1) == labels).sum())
             sums = [sums[0] + loss.item() * n, sums[1] + correct, sums[2] + n]
             bar.update(n * self.dist.world_size)
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", top1=f"{100 * sums[1] / sums[2]:.1f}")
@@ -238,6 +290,11 @@ class Trainer:
                  f"({info.train_size} train / {info.test_size} test, {info.num_classes} classes), "
                  f"{describe_device(self.device)}, {self.dist.world_size} process(es)")
         log.info(f"run folder: {run_dir}")
+        if self.stage1:
+            log.info(f"initialised from stage 1 {c['stage1']}: {len(self.stage1.loaded)} tensors loaded"
+                     + (f", new quantizer state: {len(self.stage1.new)}" if self.stage1.new else ""))
+        if self.teacher is not None:
+            log.info(f"distillation from teacher {c['teacher']} ({c['teacher_ckpt']}): {self.distill.extra_repr()}")
         self._log_model_summary(log)
 
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -36,12 +36,31 @@ def lr_factor(epoch: int, epochs: int, lr_type: str, warm_up: bool = False, mile
     raise ValueError(f"unknown lr_type {lr_type!r}")
 
 
+def parameter_groups(model: nn.Module, weight_decay: float, scope: str = "all") -> list[dict[str, Any]]:
+    """Split the parameters by where weight decay applies.
+
+    ``all``: every parameter (the seeds' SGD, RBNN's theta included: that is what unlocks
+    its rotated weights); ``conv``: only 4-D convolution weights (official ReActNet/Bi-Real
+    stage 1); ``no_bn``: all but batch-norm parameters (mmclassification)."""
+    if scope not in ("all", "conv", "no_bn"):
+        raise ValueError(f"unknown weight-decay scope {scope!r}")
+    bn = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+    decay, rest = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        wanted = scope == "all" or (scope == "conv" and p.dim() == 4) or (scope == "no_bn" and id(p) not in bn)
+        (decay if wanted else rest).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    return groups + ([{"params": rest, "weight_decay": 0.0}] if rest else [])
+
+
 def build_optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.Optimizer:
-    """SGD (momentum, weight decay on every parameter, as the seeds) or Adam."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """SGD (momentum; weight decay on every parameter by default, as the seeds) or Adam."""
+    groups = parameter_groups(model, config["weight_decay"], config.get("weight_decay_scope", "all"))
     if config["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"])
-    return torch.optim.Adam(params, lr=config["lr"], weight_decay=config["weight_decay"])
+        return torch.optim.SGD(groups, lr=config["lr"], momentum=config["momentum"])
+    return torch.optim.Adam(groups, lr=config["lr"])
 
 
 def set_lr(optimizer: torch.optim.Optimizer, epoch: int, config: dict[str, Any]) -> float:
@@ -49,5 +68,5 @@ def set_lr(optimizer: torch.optim.Optimizer, epoch: int, config: dict[str, Any])
         raise ValueError("--lr_type step needs milestones: --lr_decay_step 30 60 90")
     lr = config["lr"] * lr_factor(epoch, config["epochs"], config["lr_type"], config["warm_up"], config["lr_decay_step"])
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+        group["lr"] = lr
     return lr
