@@ -38,23 +38,15 @@ def _choice(name: str, choices: tuple[str, ...]):
 
 
 def _model_name(value: str) -> str:
-    from onebit.models import get_entry
+    from onebit.models import list_models
 
-    try:
-        get_entry(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return value
+    return _choice("model", tuple(e.name for e in list_models()))(value)
 
 
 def _method_name(value: str) -> str:
-    from onebit.quant import get_method
+    from onebit.quant import list_methods
 
-    try:
-        get_method(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return value
+    return _choice("method", tuple(m.name for m in list_methods()))(value)
 
 
 def _dataset_name(value: str) -> str:
@@ -64,7 +56,6 @@ def _dataset_name(value: str) -> str:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    a = p.add_argument
     g = p.add_argument_group("run")
     g.add_argument("--config", metavar="FILE", help="YAML recipe; its keys are these flags' names (_base_ inherits)")
     g.add_argument("--results_dir", default="./results", help="root folder of the runs (default ./results)")
