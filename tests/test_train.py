@@ -245,3 +245,51 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     assert two[0]["train_loss"] == pytest.approx(one[0]["train_loss"], rel=0.03)
     for a, b in zip(one, two):
         assert abs(b["test_top1"] - a["test_top1"]) <= 5.0
+
+
+# ---------------------------------------------------------------- flags that shape the network and optimizer
+
+def _built(argv):
+    from onebit.data import build_data
+    from onebit.train.engine import build_model
+
+    config = resolve(argv)
+    return config, build_model(config, build_data("digits", batch_size=8).info)
+
+
+def test_method_flags_reach_the_quantizers():
+    from onebit.quant.rbnn import RbnnInput, RbnnWeight
+
+    config, model = _built(["--model", "resnet20_1w1a", "--method", "rbnn", "--rotation_update", "3", "--a32"])
+    weights = [m for m in model.modules() if isinstance(m, RbnnWeight)]
+    inputs = [m for m in model.modules() if isinstance(m, RbnnInput)]
+    assert weights and all(w.rotation_update == 3 for w in weights)
+    assert inputs and all(i.a32 for i in inputs)  # RBNN keeps its input standardisation in W1A32
+    assert (config["Tmin"], config["Tmax"]) == (1e-2, 1e1)
+
+
+def test_generic_a32_w32_and_method_defaults():
+    from onebit.layers import BinaryConv2d
+
+    config, model = _built(["--model", "resnet20_1w1a", "--method", "irnet", "--w32"])
+    convs = [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+    assert convs and all(c.weight_quantizer is None and c.input_quantizer is not None for c in convs)
+    assert (config["Tmin"], config["Tmax"]) == (0.1, 10.0)  # IR-Net's reference range when not given
+    config, model = _built(["--model", "resnet20_1w1a", "--method", "irnet", "--a32", "--Tmin", "1e-3"])
+    assert all(c.input_quantizer is None for c in model.modules() if isinstance(c, BinaryConv2d))
+    assert config["Tmin"] == 1e-3
+    with pytest.raises(ValueError, match="has no option 'gradiant'"):
+        _built(["--method", "bireal", "--method_options", "gradiant=caffe"])
+
+
+def test_weight_decay_scopes():
+    from onebit.train.optim import parameter_groups
+
+    _, model = _built(["--model", "resnet20_1w1a", "--method", "bnn"])
+    conv = parameter_groups(model, 1e-5, "conv")
+    assert conv[0]["weight_decay"] == 1e-5 and all(p.dim() == 4 for p in conv[0]["params"])
+    assert conv[1]["weight_decay"] == 0 and all(p.dim() < 4 for p in conv[1]["params"])
+    no_bn = parameter_groups(model, 1e-4, "no_bn")
+    bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+    assert {id(p) for p in no_bn[1]["params"]} == bn
+    assert len(parameter_groups(model, 1e-4, "all")) == 1
