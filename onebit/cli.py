@@ -16,6 +16,7 @@ from onebit.utils import ArgumentParser, suggest
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("onebit.train.cli", "train a binary network (drop-in for the seeds' main.py)"),
     "models": ("onebit.models.cli", "list the registered models with parameter counts"),
+    "methods": ("onebit.quant.cli", "list the binarization methods with their options"),
     "summary": ("onebit.analysis.cli", "parameters, memory and BOPs/FLOPs/OPs by bit-width, per layer"),
 }
 

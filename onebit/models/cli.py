@@ -9,9 +9,9 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     from onebit.models import create_model, list_models
 
-    print(f"{'model':<34} {'params':>10}  {'method':<8} source")
+    print(f"{'model':<37} {'params':>10}  {'method':<8} source")
     for entry in list_models():
         model = create_model(entry.name, args.num_classes)
         n = sum(p.numel() for p in model.parameters())
-        print(f"{entry.name:<34} {n / 1e6:>9.3f}M  {entry.default_method:<8} {entry.source}")
+        print(f"{entry.name:<37} {n / 1e6:>9.3f}M  {entry.default_method:<8} {entry.source}")
     return 0
