@@ -16,7 +16,7 @@ kernels = Extension(
     sources=sorted(glob("onebit/deploy/csrc/*.c")),
     depends=glob("onebit/deploy/csrc/*.h"),
     extra_compile_args=["-O3", "-std=gnu11", "-ffp-contract=off", *openmp],
-    extra_link_args=openmp,
+    extra_link_args=[*openmp, "-lm"],
     optional=True,
 )
 

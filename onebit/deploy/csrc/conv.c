@@ -2,6 +2,7 @@
  * threads, and the output transform (folded scale/BatchNorm, residual, bit-packed output).
  * See onebit_kernels.h for the data layout. Public functions are prefixed ob_ and return 0
  * on success, a negative number on bad arguments (the Python wrapper checks shapes first). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -16,7 +17,7 @@
 #pragma GCC optimize("fp-contract=off")
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#define MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
 #else
 #define MULTIVERSION
 #endif
@@ -206,13 +207,15 @@ static inline uint64_t padded_taps(int64_t o, int stride, int pad, int k, int si
     return mask;
 }
 
+/* fma(d, m, b), as PyTorch's eval BatchNorm computes x * alpha + beta on this CPU, so that an
+ * integer conv output followed by BN gives bit-identical floats; the residual is added after */
 MULTIVERSION
 static void write_float_row(const int32_t* d, float m, float b, const float* res, float* out,
                             int n) {
     if (res)
-        for (int i = 0; i < n; i++) out[i] = ((float)d[i] * m + b) + res[i];
+        for (int i = 0; i < n; i++) out[i] = fmaf((float)d[i], m, b) + res[i];
     else
-        for (int i = 0; i < n; i++) out[i] = (float)d[i] * m + b;
+        for (int i = 0; i < n; i++) out[i] = fmaf((float)d[i], m, b);
 }
 
 /* the output segments of a tile: row y, columns [x0, x1), tile index p of column x0 */

@@ -1,0 +1,511 @@
+"""Export a PyTorch model to a ``.onebit`` file: trace, fold, bit-pack.
+
+The eval-mode model is traced with ``torch.fx`` (binary layers, quantizers and the zoo's small
+real-valued modules are leaves) and shape-propagated on the example input. Then, following the
+Larq Compute Engine's design (spec ``ecosystem-and-deployment.md`` §2):
+
+* every binary conv/linear whose two sides are 1-bit becomes a ``binary_conv2d``/``binary_linear``
+  node: weights packed 64 per word, the weight scale, conv bias, a channel output scale and a
+  following BatchNorm folded into one per-channel multiply/add, a following residual ``+`` fused;
+* when its (folded, activated) output feeds only the next binary convolution, the node writes
+  that convolution's bits directly through per-channel integer thresholds on the dot product,
+  found by evaluating the exact float chain (BN, activation, next sign) on every possible dot
+  product; non-monotone chains keep float outputs;
+* every other layer is stored in float32 and runs on the same PyTorch op as in the model
+  (:mod:`onebit.deploy.ops`); float BatchNorms are not folded into float convolutions, so
+  that the signs taken downstream see bit-identical values. Binary layers the kernels cannot
+  run (one side real, dilation, a padding value other than 0 / +1) are exported as their
+  exact float computation.
+"""
+from __future__ import annotations
+
+import operator
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from onebit.deploy import fileformat
+from onebit.deploy.bitconv import pack_signs
+from onebit.deploy.ops import METHODS, function_name
+from onebit.deploy.quantizers import ActivationSign, ExportError, activation_sign, weight_signs
+from onebit.layers import BinaryConv2d, BinaryLinear
+from onebit.layers.activations import LearnableBias, LearnableScale, RPReLU
+from onebit.layers.scale import LearnedScale
+from onebit.quant.base import Quantizer
+
+__all__ = ["Program", "build_program", "export"]
+
+BINARY = (BinaryConv2d, BinaryLinear)
+# real-valued per-channel modules that may sit between a binary conv and the next one's sign
+ELEMENTWISE = (nn.BatchNorm2d, nn.Hardtanh, nn.ReLU, nn.ReLU6, nn.PReLU, nn.LeakyReLU, RPReLU, LearnableBias,
+               nn.Identity, nn.Dropout)
+IDENTITY = (nn.Identity, nn.Dropout, nn.Dropout2d)
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (*BINARY, Quantizer, LearnableBias, RPReLU, LearnableScale)) or super().is_leaf_module(m, qualname)
+
+
+@dataclass
+class Program:
+    """An exported graph in memory: JSON-able nodes and named arrays."""
+
+    nodes: list[dict] = field(default_factory=list)
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+
+    def graph(self) -> dict:
+        return {"model": self.model, "nodes": self.nodes}
+
+
+@dataclass
+class _BinaryLayer:
+    """What the kernels need to know about one binary layer."""
+
+    module: nn.Module
+    act: ActivationSign
+    negative: np.ndarray  # [cout, cin/groups, kh, kw] bool
+    scale: np.ndarray | None  # [cout] float64 weight scale
+
+
+def _f64(t) -> np.ndarray:
+    return t.detach().double().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, dtype=np.float64)
+
+
+def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode BatchNorm as ``y = fma(x, alpha, beta)`` with float32 ``alpha``, ``beta`` computed
+    as PyTorch's CPU kernel does (``alpha = w / sqrt(var + eps)``, ``beta = fma(-mean, alpha, b)``),
+    so that the runtime reproduces its outputs bit for bit on integer inputs."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ExportError(f"cannot export {bn}: BatchNorm without running statistics (track_running_stats=False)")
+    f32 = np.float32
+    var, mean = bn.running_var.detach().cpu().numpy(), bn.running_mean.detach().cpu().numpy()
+    invstd = f32(1) / np.sqrt(var + f32(bn.eps))
+    alpha = invstd * (bn.weight.detach().cpu().numpy() if bn.weight is not None else f32(1))
+    bias = bn.bias.detach().cpu().numpy().astype(np.float64) if bn.bias is not None else 0.0
+    beta = (bias - mean.astype(np.float64) * alpha.astype(np.float64)).astype(f32)
+    return alpha.astype(f32), beta
+
+
+class _Builder:
+    def __init__(self, model: nn.Module, example_input: torch.Tensor):
+        self.model = model
+        try:
+            self.gm = torch.fx.GraphModule(model, _Tracer().trace(model))
+        except Exception as e:  # noqa: BLE001 - tracing errors come in many types
+            raise ExportError(f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e})") from e
+        with torch.no_grad():
+            ShapeProp(self.gm).propagate(example_input)
+        self.modules = dict(self.gm.named_modules())
+        self.program = Program()
+        self.names: dict[torch.fx.Node, str] = {}
+        self.skip: set[torch.fx.Node] = set()
+        self.fused: dict[torch.fx.Node, dict] = {}  # last node of a fused chain -> its IR node
+        self.layers: dict[torch.fx.Node, _BinaryLayer | None] = {}
+        self.ir_name: dict[torch.fx.Node, str] = {}  # binary layer node -> name of its fused IR node
+
+    # ------------------------------------------------------------------ helpers
+    def module(self, node: torch.fx.Node) -> nn.Module | None:
+        return self.modules.get(node.target) if node.op == "call_module" else None
+
+    @staticmethod
+    def shape(node) -> tuple[int, ...] | None:
+        meta = node.meta.get("tensor_meta") if isinstance(node, torch.fx.Node) else None
+        return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+    def tensor(self, key: str, value) -> str:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            value = value.float().numpy() if value.is_floating_point() else value.numpy()
+        self.program.tensors[key] = np.ascontiguousarray(value)
+        return key
+
+    def encode(self, value, key_prefix: str):
+        counter = iter(range(1 << 30))
+
+        def node_name(v):
+            if isinstance(v, _Ref):
+                return v.name
+            return self.names[v] if isinstance(v, torch.fx.Node) else None
+
+        def tensor_key(t):
+            return self.tensor(f"{key_prefix}.{next(counter)}", t)
+
+        return fileformat.encode_arg(value, node_name, tensor_key)
+
+    def encode_kwargs(self, kwargs: dict, key_prefix: str) -> dict:
+        return {k: self.encode(v, f"{key_prefix}.{k}") for k, v in kwargs.items()}
+
+    def only_user(self, node: torch.fx.Node) -> torch.fx.Node | None:
+        """The single user of ``node`` if it is not already part of a fusion."""
+        user = next(iter(node.users)) if len(node.users) == 1 else None
+        return None if user in self.skip or user in self.fused else user
+
+    # ------------------------------------------------------------------ binary layers
+    def binary_layer(self, node: torch.fx.Node) -> _BinaryLayer | None:
+        """The kernel view of a binary layer node, or None if the kernels cannot run it."""
+        if node in self.layers:
+            return self.layers[node]
+        m = self.module(node)
+        layer = None
+        if isinstance(m, BINARY) and m.input_bits == 1 and m.weight_bits == 1 and self._kernel_geometry(node, m):
+            conv = isinstance(m, BinaryConv2d)
+            act = activation_sign(m.input_quantizer, m.in_channels if conv else m.in_features, spatial=conv)
+            negative, scale = weight_signs(m)
+            negative = negative.cpu().numpy()
+            layer = _BinaryLayer(m, act, negative if conv else negative[:, :, None, None],
+                                 None if scale is None else _f64(scale))
+        self.layers[node] = layer
+        return layer
+
+    def _kernel_geometry(self, node, m) -> bool:
+        if isinstance(m, BinaryLinear):
+            shape = self.shape(node.args[0])
+            return shape is not None and len(shape) == 2 and m.in_features <= 65535 and self._channel_scale(m)
+        k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+        return (
+            m.dilation == (1, 1) and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
+            and (m.pad_value in (0.0, 1.0) or not any(m.padding))
+            and max(m.kernel_size) <= 63 and k <= 65535 and self._channel_scale(m)
+        )
+
+    @staticmethod
+    def _channel_scale(m) -> bool:
+        return m.output_scale is None or (isinstance(m.output_scale, LearnedScale) and not hasattr(m.output_scale, "row"))
+
+    def plan_binary(self, node: torch.fx.Node) -> None:
+        """Decide what a kernel-path binary layer absorbs; its IR node is emitted at the chain's end."""
+        layer = self.binary_layer(node)
+        m, key = layer.module, m_name(node)
+        conv = isinstance(m, BinaryConv2d)
+        chain, bn, residual, bits = [node], None, None, None
+        user = self.only_user(node)
+        if user is not None and isinstance(self.module(user), nn.BatchNorm2d if conv else nn.BatchNorm1d):
+            bn = self.module(user)
+            chain.append(user)
+        user = self.only_user(chain[-1])
+        if conv and user is not None and self._is_residual_add(user, chain[-1]):
+            residual = next(a for a in user.args if a is not chain[-1])
+            chain.append(user)
+        if conv and residual is None:
+            bits = self._bits_consumer(layer, chain[-1], bn)
+        tensors = {"weight": self.tensor(f"{key}.weight_bits", pack_signs(layer.negative))}
+        if layer.act.threshold is not None:
+            tensors["threshold"] = self.tensor(f"{key}.threshold", layer.act.threshold)
+        attrs = self._binary_attrs(layer)
+        if bits is None:
+            mult, bias = self._folded_affine(layer, bn)
+            tensors["mult"] = self.tensor(f"{key}.mult", mult.astype(np.float32))
+            tensors["bias"] = self.tensor(f"{key}.bias", bias.astype(np.float32))
+        else:
+            consumer, post, thresh, flip = bits
+            chain += post
+            attrs["bits_for"] = consumer  # the consumer's IR name is known once every layer is planned
+            tensors["bits_threshold"] = self.tensor(f"{key}.bits_threshold", thresh)
+            tensors["bits_flip"] = self.tensor(f"{key}.bits_flip", flip)
+        inputs = [node.args[0]] + ([residual] if residual is not None else [])
+        name, op = chain[-1].name, "binary_conv2d" if conv else "binary_linear"
+        self.skip.update(chain[:-1])
+        self.ir_name[node] = name
+        self.fused[chain[-1]] = lambda: {
+            "name": name, "op": op, "inputs": [self.names[i] for i in inputs], "tensors": tensors,
+            "attrs": {k: self.ir_name[v] if k == "bits_for" else v for k, v in attrs.items()}}
+
+    def _binary_attrs(self, layer: _BinaryLayer) -> dict:
+        m = layer.module
+        if isinstance(m, BinaryLinear):
+            attrs = {"in_features": m.in_features, "out_features": m.out_features}
+        else:
+            attrs = {"in_channels": m.in_channels, "out_channels": m.out_channels, "kernel_size": list(m.kernel_size),
+                     "stride": list(m.stride), "padding": list(m.padding), "groups": m.groups,
+                     "zero_padding": bool(any(m.padding) and m.pad_value == 0.0)}
+        attrs["sample_mean_threshold"] = layer.act.sample_mean
+        return attrs
+
+    def _is_residual_add(self, user: torch.fx.Node, value: torch.fx.Node) -> bool:
+        if user.op != "call_function" or user.target not in (operator.add, torch.add) or user.kwargs or len(user.args) != 2:
+            return False
+        other = next((a for a in user.args if a is not value), None)
+        return (isinstance(other, torch.fx.Node) and other is not value and self.shape(other) == self.shape(value)
+                and self.shape(user) == self.shape(value))
+
+    def _folded_affine(self, layer: _BinaryLayer, bn) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``(mult, bias)`` with ``fma(dot, mult, bias)`` = bn(output_scale(scale * dot + conv bias)).
+
+        Without conv bias and output scale this is exactly PyTorch's BN arithmetic on the conv
+        output (``scale * dot`` is exact for scale 1 or a power of two); otherwise the terms are
+        folded in float64 and rounded once."""
+        m = layer.module
+        cout = layer.negative.shape[0]
+        scale = layer.scale if layer.scale is not None else np.ones(cout)
+        if bn is not None and m.bias is None and m.output_scale is None:
+            alpha, beta = _bn_affine(bn)
+            return scale.astype(np.float32) * alpha, beta
+        mult, bias = scale.copy(), _f64(m.bias) if m.bias is not None else np.zeros(cout)
+        if m.output_scale is not None:
+            s = _f64(m.output_scale.channel).reshape(cout)
+            mult, bias = mult * s, bias * s
+        if bn is not None:
+            alpha, beta = _bn_affine(bn)
+            mult, bias = mult * alpha, bias * alpha + beta
+        return mult.astype(np.float32), bias.astype(np.float32)
+
+    def _bits_consumer(self, layer: _BinaryLayer, node: torch.fx.Node, bn):
+        """(consumer node, absorbed elementwise nodes, int thresholds, flips) when the layer's output
+        ``node`` only feeds the next binary conv's sign through per-channel monotone modules."""
+        m = layer.module
+        post = []
+        while True:
+            user = self.only_user(node)
+            if user is None:
+                return None
+            um = self.module(user)
+            if isinstance(um, ELEMENTWISE) and user.args[0] is node and len(user.args) == 1:
+                post.append(user)
+                node = user
+                continue
+            break
+        consumer = self.binary_layer(user) if isinstance(um, BinaryConv2d) and user.args[0] is node else None
+        if consumer is None or consumer.act.sample_mean:
+            return None
+        if not (m.groups == 1 or (m.out_channels // m.groups) % 4 == 0):
+            return None
+        if not (um.groups == 1 or (um.in_channels // um.groups) % 4 == 0):
+            return None
+        k = layer.negative[0].size  # cin/groups * kh * kw
+        modules = ([bn] if bn is not None else []) + [self.module(p) for p in post]
+        thresholds = _step_thresholds(layer, k, modules, consumer.act)
+        if thresholds is None:
+            return None
+        return (user, post, *thresholds)
+
+    # ------------------------------------------------------------------ float nodes
+    def emit_float(self, node: torch.fx.Node) -> dict | list[dict]:
+        op, name = node.op, node.name
+        if op == "placeholder":
+            return {"name": name, "op": "input"}
+        if op == "output":
+            if not isinstance(node.args[0], torch.fx.Node):
+                raise ExportError("the model must return a single tensor")
+            return {"name": name, "op": "output", "inputs": [self.names[node.args[0]]]}
+        if op == "get_attr":
+            value = self.gm
+            for part in node.target.split("."):
+                value = getattr(value, part)
+            return {"name": name, "op": "constant", "tensor": self.tensor(node.target, value)}
+        if op == "call_function":
+            fn = function_name(node.target)
+            if fn is None:
+                raise ExportError(f"cannot export function {getattr(node.target, '__name__', node.target)} (node {name})")
+            return {"name": name, "op": "call", "fn": fn, "args": self.encode(list(node.args), name),
+                    "kwargs": self.encode_kwargs(node.kwargs, name)}
+        if op == "call_method":
+            if node.target not in METHODS:
+                raise ExportError(f"cannot export tensor method .{node.target}() (node {name})")
+            return {"name": name, "op": "method", "fn": node.target, "args": self.encode(list(node.args), name),
+                    "kwargs": self.encode_kwargs(node.kwargs, name)}
+        return self.emit_module(node)
+
+    def emit_module(self, node: torch.fx.Node) -> dict | list[dict]:
+        m, name = self.module(node), node.name
+        x = node.args[0] if node.args else None
+        if len(node.args) != 1 or node.kwargs:
+            raise ExportError(f"cannot export module call {node.target} with {len(node.args)} arguments")
+
+        def call(fn, *args, **kwargs):
+            return {"name": name, "op": "call", "fn": fn, "args": self.encode([x, *args], m_name(node)),
+                    "kwargs": self.encode_kwargs(kwargs, m_name(node) + ".kw")}
+
+        if isinstance(m, IDENTITY):
+            return {"name": name, "op": "alias", "inputs": [self.names[x]]}
+        if type(m) is nn.Conv2d:
+            if m.padding_mode != "zeros":
+                raise ExportError(f"cannot export {node.target}: padding_mode={m.padding_mode!r}")
+            return call("conv2d", m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+        if type(m) is nn.Linear:
+            return call("linear", m.weight, m.bias)
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            _bn_affine(m)  # checks the running statistics
+            return call("batch_norm", m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+        if isinstance(m, BINARY):
+            return self.emit_float_binary(node, m)
+        if isinstance(m, Quantizer):
+            shape = self.shape(x)
+            act = activation_sign(m, shape[1], spatial=len(shape) == 4)
+            return call("onebit.sign_threshold", act.threshold, act.sample_mean)
+        simple = {
+            nn.ReLU: lambda: call("relu"), nn.ReLU6: lambda: call("relu6"), nn.Sigmoid: lambda: call("torch.sigmoid"),
+            nn.Tanh: lambda: call("torch.tanh"), nn.GELU: lambda: call("gelu"), nn.SiLU: lambda: call("silu"),
+            nn.Hardtanh: lambda: call("hardtanh", m.min_val, m.max_val),
+            nn.PReLU: lambda: call("prelu", m.weight),
+            nn.LeakyReLU: lambda: call("leaky_relu", m.negative_slope),
+            nn.Softmax: lambda: call("softmax", m.dim),
+            nn.MaxPool2d: lambda: call("max_pool2d", m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode),
+            nn.AvgPool2d: lambda: call("avg_pool2d", m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                       m.count_include_pad, m.divisor_override),
+            nn.AdaptiveAvgPool2d: lambda: call("adaptive_avg_pool2d", m.output_size),
+            nn.AdaptiveMaxPool2d: lambda: call("adaptive_max_pool2d", m.output_size),
+            nn.Flatten: lambda: call("torch.flatten", m.start_dim, m.end_dim),
+            LearnableBias: lambda: call("onebit.add_channel", m.bias),
+            RPReLU: lambda: call("onebit.rprelu", m.gamma, m.beta, m.zeta),
+            LearnableScale: lambda: call("onebit.learnable_scale", m.alpha, m.beta, m.gamma),
+        }
+        for kind, make in simple.items():
+            if type(m) is kind:
+                return make()
+        raise ExportError(f"cannot export module {type(m).__name__} ({node.target}): not supported by the 1-bit runtime")
+
+    def emit_float_binary(self, node: torch.fx.Node, m) -> list[dict]:
+        """A binary layer the kernels cannot run, as its exact float computation:
+        [sign] -> [pad with pad_value] -> conv/linear with the quantized weights -> [output scale]."""
+        x, name, key = node.args[0], node.name, m_name(node)
+        nodes, cur = [], x
+        conv = isinstance(m, BinaryConv2d)
+
+        def add(fn, *args):
+            nonlocal cur
+            ir = {"name": f"{name}.{len(nodes)}", "op": "call", "fn": fn,
+                  "args": self.encode([cur, *args], f"{key}.{len(nodes)}"), "kwargs": {}}
+            nodes.append(ir)
+            cur = _Ref(ir["name"])
+
+        if m.input_quantizer is not None:
+            shape = self.shape(x)
+            act = activation_sign(m.input_quantizer, shape[1], spatial=len(shape) == 4)
+            add("onebit.sign_threshold", act.threshold, act.sample_mean)
+        was = m.training
+        m.eval()
+        with torch.no_grad():
+            weight = m.quantized_weight().detach()
+        m.train(was)
+        if conv:
+            padding = m.padding
+            if m.pad_value != 0.0 and any(padding):
+                add("pad", (padding[1], padding[1], padding[0], padding[0]), "constant", m.pad_value)
+                padding = (0, 0)
+            add("conv2d", weight, m.bias, m.stride, padding, m.dilation, m.groups)
+        else:
+            add("linear", weight, m.bias)
+        scale = m.output_scale
+        if scale is not None:
+            if not isinstance(scale, LearnedScale):
+                raise ExportError(f"cannot export output scale {type(scale).__name__} of {node.target}")
+            add("mul", scale.channel)
+            if hasattr(scale, "row"):
+                h, w = self.shape(node)[-2:]
+                add("mul", scale.row[:h])
+                add("mul", scale.column[:w])
+        nodes[-1]["name"] = name
+        return nodes
+
+    # ------------------------------------------------------------------ driver
+    def build(self) -> Program:
+        nodes = list(self.gm.graph.nodes)
+        if sum(n.op == "placeholder" for n in nodes) != 1:
+            raise ExportError("the model must take a single input tensor")
+        for node in nodes:
+            if node in self.skip or node in self.fused:
+                continue
+            if self.binary_layer(node) is not None:
+                self.plan_binary(node)
+        for node in nodes:
+            if node in self.skip:
+                continue
+            emitted = self.fused[node]() if node in self.fused else self.emit_float(node)
+            for ir in emitted if isinstance(emitted, list) else [emitted]:
+                self.program.nodes.append(ir)
+            self.names[node] = node.name
+        return self.program
+
+
+class _Ref:
+    """A reference to an IR value that has no fx node (the steps of a float binary layer)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def m_name(node: torch.fx.Node) -> str:
+    return str(node.target) if node.op == "call_module" else node.name
+
+
+def _step_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module], consumer: ActivationSign):
+    """Integer thresholds ``t`` and flips so that the next layer's bit is ``(dot < t) != flip``,
+    by evaluating the float chain on every dot product in [-k, k]; None if not monotone."""
+    m = layer.module
+    cout = layer.negative.shape[0]
+    dots = torch.arange(-k, k + 1, dtype=torch.float32)
+    scale = torch.from_numpy(layer.scale).float() if layer.scale is not None else torch.ones(cout)
+    y = dots[:, None] * scale[None, :]
+    if m.bias is not None:
+        y = y + m.bias.detach().float()[None, :]
+    y = y[:, :, None, None]
+    if m.output_scale is not None:
+        y = y * m.output_scale.channel.detach().float()
+    with torch.no_grad():
+        for mod in modules:
+            was = mod.training
+            mod.eval()
+            y = mod(y)
+            mod.train(was)
+    y = y[:, :, 0, 0]
+    t = consumer.threshold if consumer.threshold is not None else torch.zeros(cout)
+    negative = ~(y >= t[None, :])  # [2k+1, cout]
+    changes = (negative[1:] != negative[:-1]).sum(0)
+    if bool((changes > 1).any()):
+        return None
+    big = np.int32(k + 1)
+    thresh = np.empty(cout, dtype=np.int32)
+    flip = np.zeros(cout, dtype=np.uint8)
+    for c in range(cout):
+        col = negative[:, c].numpy()
+        if changes[c] == 0:
+            thresh[c] = big if col[0] else -big  # always / never negative
+        else:
+            first = int(np.argmax(col != col[0]))  # index of the first dot with the other bit
+            thresh[c] = first - k
+            flip[c] = 0 if col[0] else 1  # negative below t (increasing) or at/above t (decreasing)
+    return thresh, flip
+
+
+def build_program(model: nn.Module, example_input: torch.Tensor) -> Program:
+    """The exported graph of ``model`` (switched to eval mode) traced on ``example_input``."""
+    model.eval()
+    return _Builder(model, example_input).build()
+
+
+def export(model: nn.Module, example_input: torch.Tensor, path: str | Path, *, model_info: dict | None = None,
+           check: bool = True) -> Program:
+    """Export ``model`` to ``path`` (a ``.onebit`` file); returns the program.
+
+    ``check`` runs the written file on ``example_input`` and warns when its logits differ from
+    the model's eval-mode output by more than 1e-4 (relative) or the top-1 class changes."""
+    program = build_program(model, example_input)
+    program.model = dict(model_info or {}, input_shape=list(example_input.shape))
+    fileformat.save(path, program.graph(), program.tensors)
+    if check:
+        from onebit.deploy.runtime import load
+
+        with torch.no_grad():
+            expected = model(example_input)
+        got = load(path)(example_input)
+        diff = compare_logits(got, expected)
+        if diff["max_rel"] > 1e-4 or diff["top1_agree"] < 1.0:
+            warnings.warn(f"exported {path} differs from the PyTorch model on the example input: {diff}")
+    return program
+
+
+def compare_logits(got: torch.Tensor, expected: torch.Tensor) -> dict:
+    """Max relative difference (to the largest |logit| of each sample) and top-1 agreement."""
+    got, expected = torch.as_tensor(got).float(), torch.as_tensor(expected).float()
+    denom = expected.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
+    rel = ((got - expected).abs() / denom).max().item()
+    agree = (got.argmax(-1) == expected.argmax(-1)).float().mean().item()
+    return {"max_rel": rel, "top1_agree": agree}

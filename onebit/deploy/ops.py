@@ -1,0 +1,73 @@
+"""The float operations an exported graph may call, by name (a whitelist: a file never names code).
+
+Float layers run on PyTorch CPU ops (oneDNN). The ``onebit.*`` functions reproduce, with the
+same arithmetic, the small real-valued modules of the zoo (:mod:`onebit.layers.activations`)
+and the quantizers when they are used outside a binary layer.
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["FUNCTIONS", "METHODS", "function_name"]
+
+
+def _per_channel(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return p.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+def add_channel(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """:class:`~onebit.layers.activations.LearnableBias`."""
+    return x + _per_channel(bias, x)
+
+
+def rprelu(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
+    """:class:`~onebit.layers.activations.RPReLU`."""
+    return F.prelu(x - _per_channel(gamma, x), beta) + _per_channel(zeta, x)
+
+
+def learnable_scale(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor | None, gamma: torch.Tensor | None) -> torch.Tensor:
+    """:class:`~onebit.layers.activations.LearnableScale`."""
+    return x * alpha if beta is None else x * alpha * beta * gamma
+
+
+def sign_threshold(x: torch.Tensor, threshold: torch.Tensor | None, sample_mean: bool) -> torch.Tensor:
+    """``sign(x - t)`` in {-1, +1} (sign(0) = +1), t per channel, 0, or each sample's mean."""
+    if sample_mean:
+        t = x.mean(tuple(range(1, x.dim())), keepdim=True)
+    elif threshold is None:
+        return torch.where(x >= 0, 1.0, -1.0)
+    else:
+        t = _per_channel(threshold, x)
+    return torch.where(x >= t, 1.0, -1.0)
+
+
+FUNCTIONS = {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
+    "neg": operator.neg, "getitem": operator.getitem,
+    "torch.add": torch.add, "torch.sub": torch.sub, "torch.mul": torch.mul, "torch.cat": torch.cat,
+    "torch.flatten": torch.flatten, "torch.mean": torch.mean, "torch.sigmoid": torch.sigmoid,
+    "torch.tanh": torch.tanh, "torch.relu": torch.relu, "torch.chunk": torch.chunk, "torch.split": torch.split,
+    "torch.where": torch.where, "torch.clamp": torch.clamp,
+    "conv2d": F.conv2d, "linear": F.linear, "batch_norm": F.batch_norm, "pad": F.pad,
+    "relu": F.relu, "relu6": F.relu6, "hardtanh": F.hardtanh, "prelu": F.prelu, "leaky_relu": F.leaky_relu,
+    "gelu": F.gelu, "silu": F.silu, "softmax": F.softmax, "dropout": F.dropout,
+    "max_pool2d": F.max_pool2d, "avg_pool2d": F.avg_pool2d, "adaptive_avg_pool2d": F.adaptive_avg_pool2d,
+    "adaptive_max_pool2d": F.adaptive_max_pool2d,
+    "onebit.add_channel": add_channel, "onebit.rprelu": rprelu, "onebit.learnable_scale": learnable_scale,
+    "onebit.sign_threshold": sign_threshold,
+}
+
+METHODS = {
+    "flatten", "view", "reshape", "size", "mean", "sum", "contiguous", "add", "sub", "mul", "div", "permute",
+    "transpose", "squeeze", "unsqueeze", "float", "clamp", "chunk", "expand", "repeat", "relu", "sigmoid", "t",
+}
+
+_NAMES = {id(fn): name for name, fn in FUNCTIONS.items()}
+
+
+def function_name(fn) -> str | None:
+    """The whitelist name of a traced function (None if it is not whitelisted)."""
+    return _NAMES.get(id(fn))

@@ -1,0 +1,258 @@
+"""Run an exported ``.onebit`` model: binary layers on the compiled kernels, the rest on PyTorch ops.
+
+``load(path)`` returns a :class:`OnebitModel`, callable on NCHW float32 input (NumPy array or
+torch tensor) and returning logits of the same kind. It is not reentrant: calls from several
+threads are serialised by a lock (use one model per thread for parallel serving).
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from onebit.deploy import fileformat
+from onebit.deploy.bitconv import BinaryConvKernel, BitPlanes, unpack_signs
+from onebit.deploy.ops import FUNCTIONS, METHODS
+
+__all__ = ["OnebitModel", "load"]
+
+
+class _Slot:
+    """Where a node's value goes in a call's arguments."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _has_slot(value) -> bool:
+    if isinstance(value, _Slot):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_slot(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_slot(v) for v in value.values())
+    return False
+
+
+def _resolve(value, env: dict):
+    if isinstance(value, _Slot):
+        return env[value.name]
+    if isinstance(value, list):
+        return [_resolve(v, env) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve(v, env) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, env) for k, v in value.items()}
+    return value
+
+
+def _binder(args: list, kwargs: dict) -> Callable[[dict], tuple[list, dict]]:
+    """A fast ``env -> (args, kwargs)`` for decoded arguments with slots."""
+    nested = any(_has_slot(a) and not isinstance(a, _Slot) for a in args) or _has_slot(kwargs)
+    if nested:
+        return lambda env: (_resolve(args, env), _resolve(kwargs, env))
+    return lambda env: ([env[a.name] if isinstance(a, _Slot) else a for a in args], kwargs)
+
+
+class _BinaryStep:
+    """One ``binary_conv2d`` / ``binary_linear`` node."""
+
+    def __init__(self, node: dict, tensor: Callable[[str], torch.Tensor], words: Callable[[str], np.ndarray]):
+        a, t = node["attrs"], node["tensors"]
+        self.name = node["name"]
+        self.linear = node["op"] == "binary_linear"
+        cin = a["in_features"] if self.linear else a["in_channels"]
+        groups = 1 if self.linear else a["groups"]
+        negative = unpack_signs(words(t["weight"]), cin // groups)
+        if self.linear:
+            self.kernel = BinaryConvKernel(negative, groups=1, zero_padding=False)
+        else:
+            self.kernel = BinaryConvKernel(negative, stride=a["stride"], padding=a["padding"], groups=groups,
+                                           zero_padding=a["zero_padding"])
+        self.threshold = tensor(t["threshold"]) if "threshold" in t else None
+        self.sample_mean = a["sample_mean_threshold"]
+        self.mult = tensor(t["mult"]) if "mult" in t else None
+        self.bias = tensor(t["bias"]) if "bias" in t else None
+        self.bits_for: str | None = a.get("bits_for")
+        self.bits_threshold = tensor(t["bits_threshold"]) if "bits_threshold" in t else None
+        self.bits_flip = tensor(t["bits_flip"]) if "bits_flip" in t else None
+        self.consumer: _BinaryStep | None = None  # resolved by the model
+
+    def planes(self, x: Any, threads: int) -> BitPlanes:
+        if isinstance(x, BitPlanes):
+            return x
+        if self.linear:
+            # the batch becomes the positions of one 1 x C x N x 1 image (a GEMM of N rows), unless
+            # each sample has its own threshold
+            x4 = x[:, :, None, None] if self.sample_mean else x.t().contiguous()[None, :, :, None]
+        else:
+            x4 = x
+        threshold = self.threshold
+        if self.sample_mean:
+            threshold = x.mean(tuple(range(1, x.dim())), keepdim=False)[:, None].expand(-1, x.shape[1])
+        return self.kernel.binarize(x4, threshold, threads)
+
+    def __call__(self, x: Any, residual: torch.Tensor | None, threads: int):
+        planes = self.planes(x, threads)
+        if self.consumer is not None:
+            return self.kernel.run(planes, None, None, float_out=False, bits_for=self.consumer.kernel,
+                                   thresh=self.bits_threshold, flip=self.bits_flip, threads=threads)
+        out = self.kernel.run(planes, self.mult, self.bias, residual=residual, threads=threads)
+        return _linear_output(out, self.sample_mean) if self.linear else out
+
+
+def _linear_output(out: torch.Tensor, per_sample: bool) -> torch.Tensor:
+    """[N, O, 1, 1] (per-sample layout) or [1, O, N, 1] (batch as positions) -> [N, O]."""
+    return out[:, :, 0, 0] if per_sample else out[0, :, :, 0].t()
+
+
+class OnebitModel:
+    """An exported model ready to run. ``threads``: threads of the kernels and of PyTorch's ops
+    during a call (default: ``torch.get_num_threads()`` at each call)."""
+
+    def __init__(self, graph: dict, tensors: dict[str, np.ndarray], threads: int | None = None):
+        self.info = graph.get("model", {})
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._arrays = tensors
+        self._torch: dict[str, torch.Tensor] = {}
+        self._steps: list[tuple[str, Callable[[dict, int], Any]]] = []
+        self._input: str | None = None
+        self._output: str | None = None
+        binary: dict[str, _BinaryStep] = {}
+        for node in graph["nodes"]:
+            self._compile(node, binary)
+        for step in binary.values():
+            if step.bits_for is not None:
+                if step.bits_for not in binary:
+                    raise ValueError(f"corrupt graph: {step.name} writes bits for unknown node {step.bits_for!r}")
+                step.consumer = binary[step.bits_for]
+        if self._input is None or self._output is None:
+            raise ValueError("corrupt graph: no input or output node")
+        self._last_use = self._lifetimes(graph["nodes"])
+
+    # ------------------------------------------------------------------ building
+    def _tensor(self, key: str) -> torch.Tensor:
+        if key not in self._torch:
+            if key not in self._arrays:
+                raise ValueError(f"corrupt file: missing tensor {key!r}")
+            self._torch[key] = torch.from_numpy(np.array(self._arrays[key]))
+        return self._torch[key]
+
+    def _words(self, key: str) -> np.ndarray:
+        if key not in self._arrays:
+            raise ValueError(f"corrupt file: missing tensor {key!r}")
+        return self._arrays[key]
+
+    def _decode(self, value):
+        return fileformat.decode_arg(value, _Slot, self._tensor)
+
+    def _decode_kwargs(self, node: dict) -> dict:
+        return {k: self._decode(v) for k, v in node.get("kwargs", {}).items()}
+
+    def _compile(self, node: dict, binary: dict) -> None:
+        op, name = node["op"], node["name"]
+        if op == "input":
+            self._input = name
+            return
+        if op == "output":
+            self._output = node["inputs"][0]
+            return
+        if op == "alias":
+            src = node["inputs"][0]
+            self._steps.append((name, lambda env, th: env[src]))
+        elif op == "constant":
+            value = self._tensor(node["tensor"])
+            self._steps.append((name, lambda env, th: value))
+        elif op == "call":
+            if node["fn"] not in FUNCTIONS:
+                raise ValueError(f"unsupported operation {node['fn']!r} in the graph (node {name}); newer onebit file?")
+            fn, bind = FUNCTIONS[node["fn"]], _binder(self._decode(node["args"]), self._decode_kwargs(node))
+
+            def call(env, th, fn=fn, bind=bind):
+                args, kwargs = bind(env)
+                return fn(*args, **kwargs)
+
+            self._steps.append((name, call))
+        elif op == "method":
+            if node["fn"] not in METHODS:
+                raise ValueError(f"unsupported tensor method {node['fn']!r} in the graph (node {name})")
+            method, bind = node["fn"], _binder(self._decode(node["args"]), self._decode_kwargs(node))
+
+            def call_method(env, th, method=method, bind=bind):
+                args, kwargs = bind(env)
+                return getattr(args[0], method)(*args[1:], **kwargs)
+
+            self._steps.append((name, call_method))
+        elif op in ("binary_conv2d", "binary_linear"):
+            step = binary[name] = _BinaryStep(node, self._tensor, self._words)
+            src, res = node["inputs"][0], node["inputs"][1] if len(node["inputs"]) > 1 else None
+            self._steps.append((name, lambda env, th: step(env[src], env[res] if res else None, th)))
+        else:
+            raise ValueError(f"unknown node kind {op!r} in the graph (node {name}); newer onebit file?")
+
+    def _lifetimes(self, nodes: list[dict]) -> list[list[str]]:
+        """For each step, the values no later step reads (freed right after it)."""
+        reads: dict[str, int] = {}
+        index = {name: i for i, (name, _) in enumerate(self._steps)}
+
+        def mark(value, at):
+            if isinstance(value, dict):
+                if set(value) == {"node"}:
+                    reads[value["node"]] = max(reads.get(value["node"], -1), at)
+                for v in value.values():
+                    mark(v, at)
+            elif isinstance(value, list):
+                for v in value:
+                    mark(v, at)
+
+        for node in nodes:
+            at = index.get(node["name"], len(self._steps))
+            for src in node.get("inputs", []):
+                reads[src] = max(reads.get(src, -1), at)
+            mark(node.get("args"), at)
+            mark(node.get("kwargs"), at)
+        free: list[list[str]] = [[] for _ in self._steps]
+        for value, last in reads.items():
+            if last < len(self._steps) and value != self._output:
+                free[last].append(value)
+        return free
+
+    # ------------------------------------------------------------------ running
+    @torch.no_grad()
+    def __call__(self, x):
+        as_numpy = isinstance(x, np.ndarray)
+        x = torch.from_numpy(np.ascontiguousarray(x)) if as_numpy else x
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a NumPy array or a torch tensor, got {type(x).__name__}")
+        x = x.detach().to("cpu", torch.float32).contiguous()
+        with self._lock:
+            threads = self.threads or torch.get_num_threads()
+            previous = torch.get_num_threads()
+            if threads != previous:
+                torch.set_num_threads(threads)
+            try:
+                env = {self._input: x}
+                for (name, step), free in zip(self._steps, self._last_use):
+                    env[name] = step(env, threads)
+                    for value in free:
+                        env.pop(value, None)
+                out = env[self._output]
+            finally:
+                if threads != previous:
+                    torch.set_num_threads(previous)
+        return out.numpy() if as_numpy else out
+
+    def __repr__(self) -> str:
+        return f"OnebitModel({self.info.get('name', '?')}, {len(self._steps)} steps)"
+
+
+def load(path: str | Path, threads: int | None = None) -> OnebitModel:
+    """Load an exported ``.onebit`` file (no pickle)."""
+    graph, tensors = fileformat.read(path)
+    return OnebitModel(graph, tensors, threads)
