@@ -7,7 +7,7 @@ state of its own and a resumed run continues it exactly. Semantics follow RBNN's
   remaining ``E - 5`` epochs.
 * ``cos``: ``lr * (1 + cos(pi * p)) / 2`` with ``p = (e - w) / (E - w)`` (CosineAnnealingLR
   stepped once per epoch, eta_min 0);
-* ``step``: ``lr * 0.1 ** (number of milestones <= e)`` (MultiStepLR, gamma 0.1);
+* ``step``: ``lr * gamma ** (number of milestones <= e)`` (MultiStepLR; ``--lr_gamma``, default 0.1);
 * ``linear``: ``lr * (1 - p)`` (ReActNet's per-epoch linear decay).
 """
 from __future__ import annotations
@@ -21,13 +21,14 @@ from torch import nn
 WARM_UP_EPOCHS = 5
 
 
-def lr_factor(epoch: int, epochs: int, lr_type: str, warm_up: bool = False, milestones=None) -> float:
+def lr_factor(epoch: int, epochs: int, lr_type: str, warm_up: bool = False, milestones=None,
+              gamma: float = 0.1) -> float:
     """Multiplier of the base learning rate at ``epoch`` (0-based) of ``epochs``."""
     w = WARM_UP_EPOCHS if warm_up else 0
     if epoch < w:
         return (epoch + 1) / w
     if lr_type == "step":
-        return 0.1 ** sum(epoch >= m for m in (milestones or []))
+        return gamma ** sum(epoch >= m for m in (milestones or []))
     p = (epoch - w) / max(epochs - w, 1)
     if lr_type == "cos":
         return 0.5 * (1.0 + math.cos(math.pi * p))
@@ -66,7 +67,8 @@ def build_optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.Opt
 def set_lr(optimizer: torch.optim.Optimizer, epoch: int, config: dict[str, Any]) -> float:
     if config["lr_type"] == "step" and not config.get("lr_decay_step"):
         raise ValueError("--lr_type step needs milestones: --lr_decay_step 30 60 90")
-    lr = config["lr"] * lr_factor(epoch, config["epochs"], config["lr_type"], config["warm_up"], config["lr_decay_step"])
+    lr = config["lr"] * lr_factor(epoch, config["epochs"], config["lr_type"], config["warm_up"], config["lr_decay_step"],
+                                  config.get("lr_gamma", 0.1))
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
