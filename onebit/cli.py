@@ -18,6 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("onebit.models.cli", "list the registered models with parameter counts"),
     "methods": ("onebit.quant.cli", "list the binarization methods with their options"),
     "summary": ("onebit.analysis.cli", "parameters, memory and BOPs/FLOPs/OPs by bit-width, per layer"),
+    "export": ("onebit.deploy.commands.export", "write a checkpoint as a bit-packed .onebit file for the 1-bit CPU runtime"),
+    "infer": ("onebit.deploy.commands.infer", "evaluate an exported .onebit model on a data set"),
+    "bench": ("onebit.deploy.commands.bench", "latency of an exported model next to float PyTorch"),
 }
 
 
