@@ -60,6 +60,8 @@ class Program:
     nodes: list[dict] = field(default_factory=list)
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    check: dict | None = None
+    """After :func:`export` with ``check=True``: the file against the model on the example input."""
 
     def graph(self) -> dict:
         return {"model": self.model, "nodes": self.nodes}
@@ -403,6 +405,7 @@ class _Builder:
                 add("mul", scale.row[:h])
                 add("mul", scale.column[:w])
         nodes[-1]["name"] = name
+        nodes[-1]["float_binary_layer"] = True  # reported by the runtime's summary
         return nodes
 
     # ------------------------------------------------------------------ driver
@@ -483,22 +486,26 @@ def build_program(model: nn.Module, example_input: torch.Tensor) -> Program:
 
 def export(model: nn.Module, example_input: torch.Tensor, path: str | Path, *, model_info: dict | None = None,
            check: bool = True) -> Program:
-    """Export ``model`` to ``path`` (a ``.onebit`` file); returns the program.
+    """Export ``model`` (switched to eval mode) to ``path``, a ``.onebit`` file; returns the program.
 
-    ``check`` runs the written file on ``example_input`` and warns when its logits differ from
-    the model's eval-mode output by more than 1e-4 (relative) or the top-1 class changes."""
+    ``model_info`` is stored as is (``onebit bench`` rebuilds the float twin from ``name``,
+    ``num_classes``, ``in_channels``, ``image_size``); the registered name of a zoo model is
+    recorded by default. ``check`` runs the written file on ``example_input``: ``program.check``
+    holds the largest relative logit difference and the top-1 agreement, and a warning is given
+    when they exceed 1e-4 or differ."""
     program = build_program(model, example_input)
-    program.model = dict(model_info or {}, input_shape=list(example_input.shape))
+    with torch.no_grad():
+        expected = model(example_input)
+    info = {"name": getattr(model, "onebit_name", None), "num_classes": int(expected.shape[-1]),
+            "in_channels": int(example_input.shape[1]), "image_size": int(example_input.shape[-1])}
+    program.model = {**info, **(model_info or {}), "input_shape": list(example_input.shape)}
     fileformat.save(path, program.graph(), program.tensors)
     if check:
         from onebit.deploy.runtime import load
 
-        with torch.no_grad():
-            expected = model(example_input)
-        got = load(path)(example_input)
-        diff = compare_logits(got, expected)
-        if diff["max_rel"] > 1e-4 or diff["top1_agree"] < 1.0:
-            warnings.warn(f"exported {path} differs from the PyTorch model on the example input: {diff}")
+        program.check = compare_logits(load(path)(example_input), expected)
+        if program.check["max_rel"] > 1e-4 or program.check["top1_agree"] < 1.0:
+            warnings.warn(f"exported {path} differs from the PyTorch model on the example input: {program.check}")
     return program
 
 

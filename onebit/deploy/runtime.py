@@ -15,6 +15,7 @@ import torch
 
 from onebit.deploy import fileformat
 from onebit.deploy.bitconv import BinaryConvKernel, BitPlanes, unpack_signs
+from onebit.deploy.kernels import get_kernel
 from onebit.deploy.ops import FUNCTIONS, METHODS
 
 __all__ = ["OnebitModel", "load"]
@@ -135,6 +136,7 @@ class OnebitModel:
         if self._input is None or self._output is None:
             raise ValueError("corrupt graph: no input or output node")
         self._last_use = self._lifetimes(graph["nodes"])
+        self._graph_nodes = graph["nodes"]
 
     # ------------------------------------------------------------------ building
     def _tensor(self, key: str) -> torch.Tensor:
@@ -231,6 +233,9 @@ class OnebitModel:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a NumPy array or a torch tensor, got {type(x).__name__}")
         x = x.detach().to("cpu", torch.float32).contiguous()
+        channels = self.info.get("in_channels")
+        if channels is not None and (x.dim() != 4 or x.shape[1] != channels):
+            raise ValueError(f"expected an N x {channels} x H x W float input, got shape {tuple(x.shape)}")
         with self._lock:
             threads = self.threads or torch.get_num_threads()
             previous = torch.get_num_threads()
@@ -247,6 +252,20 @@ class OnebitModel:
                 if threads != previous:
                     torch.set_num_threads(previous)
         return out.numpy() if as_numpy else out
+
+    def summary(self) -> str:
+        """What runs where: binary layers on the kernels (and those exchanging bits), float steps."""
+        nodes = self._graph_nodes
+        binary = [n for n in nodes if n["op"] in ("binary_conv2d", "binary_linear")]
+        bits = sum("bits_for" in n["attrs"] for n in binary)
+        fallback = sum(bool(n.get("float_binary_layer")) for n in nodes)
+        floats = sum(n["op"] in ("call", "method") for n in nodes)
+        lines = [f"{len(binary)} binary layers on the {get_kernel()} kernels ({bits} write bit-packed outputs "
+                 f"for the next one), {floats} float steps on PyTorch"]
+        if fallback:
+            lines.append(f"{fallback} binary layers run as float computations (one side real, or a geometry "
+                         "the kernels do not cover)")
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
         return f"OnebitModel({self.info.get('name', '?')}, {len(self._steps)} steps)"

@@ -1,0 +1,204 @@
+"""Exported ``.onebit`` models against the same networks in PyTorch eval mode.
+
+Random weights, random BatchNorm statistics and random inputs. Binary weights get a power-of-two
+magnitude per output channel, so that PyTorch's own float convolution of +-1 activations is exact
+and the exported integer pipeline must reproduce its logits bit for bit (for arbitrary scales
+PyTorch's float sums are themselves rounded, and a value within one rounding of a sign threshold
+may flip). Every code path is checked, the portable one included.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from onebit.deploy import ExportError, export, kernels, load
+from onebit.deploy.export import compare_logits
+from onebit.layers import BinaryConv2d, BinaryLinear
+from onebit.models import create_model
+from onebit.quant import Quantizer
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+
+    def uniform(t, lo, hi):
+        t.data.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
+
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            uniform(m.running_mean, -1, 1)
+            uniform(m.running_var, 0.5, 2)
+            uniform(m.weight, -1.5, 1.5)
+            uniform(m.bias, -1, 1)
+        elif isinstance(m, (BinaryConv2d, BinaryLinear)):
+            exponent = torch.randint(-3, 2, (m.weight.shape[0],) + (1,) * (m.weight.dim() - 1), generator=g)
+            m.weight.data = torch.where(torch.rand(m.weight.shape, generator=g) < 0.5, -1.0, 1.0) * 2.0 ** exponent
+        for name, p in m.named_parameters(recurse=False):
+            if name in ("threshold", "gamma", "zeta") or (name == "bias" and not isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm))):
+                uniform(p, -0.3, 0.3)
+            elif name == "alpha" and isinstance(m, Quantizer):  # a learned weight scale (RBNN)
+                p.data = 2.0 ** torch.randint(-2, 2, p.shape, generator=g).float()
+    return model.eval()
+
+
+@pytest.fixture(params=kernels.available_kernels())
+def kernel(request):
+    kernels.set_kernel(request.param)
+    yield request.param
+    kernels.set_kernel("auto")
+
+
+def roundtrip(model, x, tmp_path, name="m.onebit"):
+    path = tmp_path / name
+    export(model, x[:1], path, check=False)
+    with torch.no_grad():
+        expected = model(x)
+    return load(path)(x), expected
+
+
+@pytest.mark.parametrize("name,side,channels", [
+    ("resnet20_1w1a", 32, 3), ("cnn_small_1w1a", 8, 1), ("vgg_small_1w1a", 16, 3),
+])
+def test_cifar_models_match_pytorch_exactly(kernel, tmp_path, name, side, channels):
+    model = randomize(create_model(name, 10, in_channels=channels, image_size=side), seed=1)
+    got, expected = roundtrip(model, torch.randn(16, channels, side, side), tmp_path)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("name", ["birealnet18", "reactnet_a", "resnet20_bireal_1w1a", "mobilenetv1_bireal_025_1w1a"])
+def test_zoo_models_match_pytorch(tmp_path, name):
+    """Bi-Real (scaled weights), ReActNet-A (RSign thresholds, RPReLU, learnable biases), RBNN
+    (per-sample mean thresholds, rotated weights), binary depthwise convs."""
+    model = randomize(create_model(name, 10, image_size=32), seed=2)
+    got, expected = roundtrip(model, torch.randn(6, 3, 32, 32), tmp_path)
+    diff = compare_logits(got, expected)
+    assert diff["max_rel"] <= 1e-4 and diff["top1_agree"] == 1.0, diff
+
+
+def test_plus_one_padding_and_forced_scalar_path(tmp_path):
+    model = randomize(create_model("resnet20_1w1a", 10, pad_value=1.0), seed=3)
+    x = torch.randn(6, 3, 32, 32)
+    export(model, x[:1], tmp_path / "m.onebit")
+    with torch.no_grad():
+        expected = model(x)
+    runtime = load(tmp_path / "m.onebit")
+    try:
+        kernels.set_kernel("scalar")
+        assert torch.equal(runtime(x), expected)
+    finally:
+        kernels.set_kernel("auto")
+    assert torch.equal(runtime(x), expected)
+
+
+def test_file_is_safetensors_with_a_json_graph(tmp_path):
+    model = randomize(create_model("resnet20_1w1a", 10), seed=4)
+    path = tmp_path / "r20.onebit"
+    program = export(model, torch.randn(1, 3, 32, 32), path)
+    assert program.check == {"max_rel": 0.0, "top1_agree": 1.0}
+    with safe_open(str(path), "np") as f:
+        graph = json.loads(f.metadata()["onebit"])
+        binary = [n for n in graph["nodes"] if n["op"] == "binary_conv2d"]
+        words = f.get_tensor(binary[0]["tensors"]["weight"])
+    assert graph["format"] == "onebit" and graph["model"]["name"] == "resnet20_1w1a"
+    assert len(binary) == 18 and words.dtype == np.uint64 and words.shape == (16, 3, 3, 1)
+    # conv1 -> bn1 -> hardtanh -> conv2 of every block exchanges bits (LCE's bit-packed output)
+    assert sum("bits_for" in n["attrs"] for n in binary) == 9
+    assert path.read_bytes()[:8] != b"\x80\x02\x80\x03"[:8] and b"pickle" not in path.read_bytes()[:4096]
+
+
+def test_numpy_in_numpy_out(tmp_path):
+    model = randomize(create_model("cnn_small_1w1a", 10, in_channels=1, image_size=8))
+    export(model, torch.randn(1, 1, 8, 8), tmp_path / "m.onebit")
+    x = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32)
+    got = load(tmp_path / "m.onebit")(x)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert isinstance(got, np.ndarray) and np.array_equal(got, expected)
+
+
+class LinearNet(nn.Module):
+    """Binary linear layers (batch as GEMM rows), BN1d folding, and RBNN's per-sample thresholds."""
+
+    def __init__(self):
+        super().__init__()
+        self.flat = nn.Flatten()
+        self.fc1 = BinaryLinear(48, 70, input_quantizer="ste_sign", weight_quantizer="ste_sign")
+        self.bn1 = nn.BatchNorm1d(70)
+        self.fc2 = BinaryLinear(70, 33, input_quantizer="rbnn_input", weight_quantizer="magnitude_aware_sign")
+        self.fc3 = nn.Linear(33, 5)
+
+    def forward(self, x):
+        return self.fc3(self.fc2(self.bn1(self.fc1(self.flat(x)))))
+
+
+def test_binary_linear_layers(kernel, tmp_path):
+    model = randomize(LinearNet(), seed=5)
+    got, expected = roundtrip(model, torch.randn(9, 3, 4, 4), tmp_path)
+    diff = compare_logits(got, expected)
+    assert diff["max_rel"] <= 1e-6 and diff["top1_agree"] == 1.0
+
+
+def test_one_sided_binary_layers_run_in_float(tmp_path):
+    model = randomize(create_model("resnet20_1w1a", 10, binary_type=(False, True)), seed=6)
+    got, expected = roundtrip(model, torch.randn(4, 3, 32, 32), tmp_path)
+    assert compare_logits(got, expected)["max_rel"] <= 1e-5
+    assert "18 binary layers run as float" in load(tmp_path / "m.onebit").summary()
+
+
+def test_unexportable_models_name_the_problem(tmp_path):
+    dorefa = create_model("resnet20_1w1a", 10, method="dorefa")  # {0, 1} activations
+    with pytest.raises(ExportError, match="cannot export quantizer dorefa_input"):
+        export(dorefa, torch.randn(1, 3, 32, 32), tmp_path / "d.onebit")
+
+    class DataDependent(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    with pytest.raises(ExportError, match="cannot trace"):
+        export(DataDependent(), torch.randn(1, 3, 4, 4), tmp_path / "t.onebit")
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no exported model"):
+        load(tmp_path / "missing.onebit")
+    (tmp_path / "junk.onebit").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a .onebit file"):
+        load(tmp_path / "junk.onebit")
+    from safetensors.numpy import save_file
+
+    save_file({"a": np.zeros(2, dtype=np.float32)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not an exported onebit model"):
+        load(tmp_path / "other.safetensors")
+    model = randomize(create_model("cnn_small_1w1a", 10, in_channels=1, image_size=8))
+    export(model, torch.randn(1, 1, 8, 8), tmp_path / "m.onebit")
+    with pytest.raises(ValueError, match="expected an N x 1 x H x W"):
+        load(tmp_path / "m.onebit")(torch.randn(2, 3, 8, 8))
+
+
+def test_cli_export_infer_bench_from_a_checkpoint(tmp_path, capsys):
+    """A checkpoint as the training engine writes it: {'model': state_dict, 'config': {...}}."""
+    from onebit.cli import main
+
+    model = randomize(create_model("cnn_small_1w1a", 10, in_channels=1, image_size=8, method="bnn"), seed=7)
+    ckpt = tmp_path / "model_best.pth"
+    torch.save({"model": model.state_dict(), "config": {"model": "cnn_small_1w1a", "dataset": "digits", "method": "bnn"}}, ckpt)
+    out = tmp_path / "m.onebit"
+
+    def onebit(*argv):
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    code, stdout, stderr = onebit("export", ckpt, "-o", out)
+    assert code == 0, stderr
+    assert "max relative logit difference 0.00e+00" in stdout
+    code, stdout, stderr = onebit("infer", out, "--dataset", "digits", "--compare", ckpt)
+    assert code == 0, stderr
+    assert "top-1 differs on 0 of 360 images" in stdout
+    code, stdout, stderr = onebit("bench", out, "--repeat", "1", "--batches", "1", "--threads", "1")
+    assert code == 0 and "speedup" in stdout, stderr
+    code, stdout, stderr = onebit("infer", tmp_path / "none.onebit", "--dataset", "digits")
+    assert code == 2 and "no exported model" in stderr

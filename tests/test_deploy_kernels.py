@@ -1,0 +1,162 @@
+"""The compiled 1-bit convolution kernels against PyTorch's float convolution on +-1 tensors.
+
+Every code path the CPU runs (``scalar`` always, ``avx2`` where available) is tested on the
+same fuzzed shapes: the integer dot products must be exactly those of ``F.conv2d``.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from onebit.deploy import kernels
+from onebit.deploy.bitconv import BinaryConvKernel, kernel_weights, pack_signs, unpack_signs
+
+PATHS = kernels.available_kernels()
+
+
+@pytest.fixture(params=PATHS)
+def kernel(request):
+    kernels.set_kernel(request.param)
+    yield request.param
+    kernels.set_kernel("auto")
+
+
+def signs(x, threshold=0.0):
+    return torch.where(x >= threshold, 1.0, -1.0)
+
+
+def reference_conv(x_pm, w_pm, stride, padding, groups, zero_padding):
+    """The trained layer's forward: pad the +-1 input with 0 (papers) or +1, then convolve."""
+    if not zero_padding and any(padding):
+        x_pm = F.pad(x_pm, (padding[1], padding[1], padding[0], padding[0]), value=1.0)
+        padding = (0, 0)
+    return F.conv2d(x_pm, w_pm, None, stride, padding, 1, groups)
+
+
+def random_case(rng):
+    groups = int(rng.choice([1, 1, 1, 2, 3, 0]))  # 0: depthwise
+    cg = int(rng.integers(1, 150)) if groups else 1
+    cog = int(rng.integers(1, 40)) if groups else int(rng.choice([1, 2]))
+    groups = groups or int(rng.integers(2, 20))
+    k = int(rng.choice([1, 3]))
+    stride = int(rng.choice([1, 2]))
+    pad = int(rng.choice([0, 1])) if k == 3 else 0
+    h, w = (int(v) for v in rng.integers(k, 19, size=2))
+    return dict(n=int(rng.integers(1, 4)), cin=cg * groups, cout=cog * groups, k=k, stride=stride, pad=pad,
+                groups=groups, h=h, w=w, zero_padding=bool(rng.integers(0, 2)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fuzzed_convolutions_are_exact(kernel, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(12):
+        c = random_case(rng)
+        x = torch.from_numpy(rng.standard_normal((c["n"], c["cin"], c["h"], c["w"])).astype(np.float32))
+        w = torch.from_numpy(rng.standard_normal((c["cout"], c["cin"] // c["groups"], c["k"], c["k"])).astype(np.float32))
+        t = torch.from_numpy(rng.standard_normal(c["cin"]).astype(np.float32)) * 0.3
+        stride, padding = (c["stride"],) * 2, (c["pad"],) * 2
+        expected = reference_conv(signs(x, t[None, :, None, None]), signs(w), stride, padding, c["groups"], c["zero_padding"])
+        conv = BinaryConvKernel((w < 0).numpy(), stride=stride, padding=padding, groups=c["groups"],
+                                zero_padding=c["zero_padding"])
+        got = conv.run(conv.binarize(x, t), torch.ones(c["cout"]), torch.zeros(c["cout"]))
+        assert torch.equal(got, expected), c
+
+
+def test_resnet_shapes_and_channel_tails(kernel):
+    """Channel counts around multiples of 4/64 and all tile widths (partial position tiles)."""
+    for cin, cout, side in [(64, 64, 14), (63, 65, 7), (65, 12, 9), (128, 7, 5), (4, 13, 23)]:
+        x = torch.randn(2, cin, side, side)
+        w = torch.randn(cout, cin, 3, 3)
+        conv = BinaryConvKernel((w < 0).numpy(), stride=(1, 1), padding=(1, 1), zero_padding=True)
+        got = conv.run(conv.binarize(x), torch.ones(cout), torch.zeros(cout))
+        assert torch.equal(got, F.conv2d(signs(x), signs(w), padding=1))
+
+
+def test_output_transform_scale_bias_residual(kernel):
+    x, w = torch.randn(2, 20, 9, 9), torch.randn(10, 20, 3, 3)
+    mult, bias, residual = torch.randn(10), torch.randn(10), torch.randn(2, 10, 5, 5)
+    conv = BinaryConvKernel((w < 0).numpy(), stride=(2, 2), padding=(1, 1), zero_padding=True)
+    got = conv.run(conv.binarize(x), mult, bias, residual=residual)
+    dots = F.conv2d(signs(x), signs(w), stride=2, padding=1).double()
+    # fma(dot, mult, bias) rounded once to float32, then + residual
+    fused = (dots * mult.double()[None, :, None, None] + bias.double()[None, :, None, None]).float()
+    assert torch.equal(got, fused + residual)
+
+
+@pytest.mark.parametrize("consumer_stride", [1, 2])
+def test_bit_packed_output_feeds_the_next_conv(kernel, consumer_stride):
+    """LCE's trick: the first conv writes the second's input bits through integer thresholds."""
+    torch.manual_seed(consumer_stride)
+    x = torch.randn(2, 24, 10, 11)
+    w1, w2 = torch.randn(36, 24, 3, 3), torch.randn(20, 36, 3, 3)
+    first = BinaryConvKernel((w1 < 0).numpy(), stride=(1, 1), padding=(1, 1), zero_padding=True)
+    second = BinaryConvKernel((w2 < 0).numpy(), stride=(consumer_stride,) * 2, padding=(1, 1), zero_padding=True)
+    thresh = torch.randint(-30, 30, (36,), dtype=torch.int32)
+    flip = torch.randint(0, 2, (36,), dtype=torch.uint8)
+    planes = first.run(first.binarize(x), None, None, float_out=False, bits_for=second, thresh=thresh, flip=flip)
+    got = second.run(planes, torch.ones(20), torch.zeros(20))
+    dots = F.conv2d(signs(x), signs(w1), padding=1)
+    negative = (dots < thresh[None, :, None, None].float()) != flip[None, :, None, None].bool()
+    hidden = torch.where(negative, -1.0, 1.0)
+    assert torch.equal(got, F.conv2d(hidden, signs(w2), stride=consumer_stride, padding=1))
+
+
+def test_paths_agree_bit_for_bit():
+    """All code paths give the same floats (same output transform, no fma in one path only)."""
+    x, w = torch.randn(3, 70, 12, 12), torch.randn(33, 70, 3, 3)
+    mult, bias = torch.randn(33), torch.randn(33)
+    conv = BinaryConvKernel((w < 0).numpy(), stride=(1, 1), padding=(1, 1), zero_padding=True)
+    results = []
+    try:
+        for name in PATHS:
+            kernels.set_kernel(name)
+            results.append(conv.run(conv.binarize(x), mult, bias))
+    finally:
+        kernels.set_kernel("auto")
+    assert all(torch.equal(r, results[0]) for r in results[1:])
+
+
+@pytest.mark.parametrize("cg", [1, 3, 63, 64, 65, 200])
+def test_sign_packing_round_trip(cg):
+    negative = np.random.default_rng(cg).random((5, cg, 3, 3)) < 0.5
+    words = pack_signs(negative)
+    assert words.dtype == np.uint64 and words.shape == (5, 3, 3, -(-cg // 64))
+    assert np.array_equal(unpack_signs(words, cg), negative)
+    # channel c of tap (0, 0) is bit c % 64 of word c // 64; bit 1 = -1
+    assert int(words[0, 0, 0, 0]) & 1 == int(negative[0, 0, 0, 0])
+
+
+def test_kernel_weight_layout():
+    negative = np.zeros((7, 5, 1, 1), dtype=bool)
+    negative[6, 4, 0, 0] = True  # output 6 (block 1, row 0), channel 4 (nibble 1, bit 0)
+    layout = kernel_weights(negative, groups=1)
+    assert layout.shape == (1, 2, 2, 6)
+    assert layout[0, 1, 1, 0] == 1 << 4 and layout.sum() == 1 << 4
+
+
+def test_kernel_choice_and_errors():
+    assert "scalar" in PATHS
+    with pytest.raises(ValueError, match="unknown kernel"):
+        kernels.set_kernel("sse9")
+    env = dict(os.environ, ONEBIT_KERNEL="scalar")
+    out = subprocess.run([sys.executable, "-c", "from onebit.deploy import get_kernel; print(get_kernel())"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "scalar"
+
+
+def test_missing_extension_gives_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(kernels, "_HERE", tmp_path)
+    monkeypatch.setattr(kernels, "_lib", None)
+    with pytest.raises(kernels.KernelsUnavailable, match="pip install"):
+        kernels.get_kernel()
+
+
+def test_package_imports_without_loading_the_kernels():
+    code = ("import onebit, onebit.deploy, onebit.deploy.kernels as k; import onebit.cli; "
+            "print(k._lib is None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
