@@ -185,8 +185,8 @@ def test_bad_recipes_are_named(tmp_path, capsys):
     assert "onebit recipes: error:" in capsys.readouterr().err
     assert onebit_main(["recipes", "--root", str(tmp_path / "nowhere")]) == 2
     assert "recipe folder not found" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="bad value for 'lr_type'"):
-        (tmp_path / "bad.yaml").write_text("lr_type: cosine\n")
+    (tmp_path / "bad.yaml").write_text("lr_type: cosine\n")
+    with pytest.raises(ValueError, match="bad.yaml: bad value for 'lr_type'"):
         load_recipe_file(tmp_path / "bad.yaml")
 
 
