@@ -101,7 +101,7 @@ def test_file_is_safetensors_with_a_json_graph(tmp_path):
     with safe_open(str(path), "np") as f:
         graph = json.loads(f.metadata()["onebit"])
         binary = [n for n in graph["nodes"] if n["op"] == "binary_conv2d"]
-        words = f.get_tensor(binary[0]["tensors"]["weight"])
+        words = f.get_tensor(binary[0]["name"] + ".weight")
     assert graph["format"] == "onebit" and graph["model"]["name"] == "resnet20_1w1a"
     assert len(binary) == 18 and words.dtype == np.uint64 and words.shape == (16, 3, 3, 1)
     # conv1 -> bn1 -> hardtanh -> conv2 of every block exchanges bits (LCE's bit-packed output)

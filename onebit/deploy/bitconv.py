@@ -15,7 +15,7 @@ import torch
 
 from onebit.deploy.kernels import ConvOutput, ConvShape, Padding, library
 
-__all__ = ["pack_signs", "unpack_signs", "kernel_weights", "tap_sums", "BinaryConvKernel", "BitPlanes"]
+__all__ = ["pack_signs", "unpack_signs", "kernel_weights", "tap_sums", "BinaryConvKernel", "BitPlanes", "max_pool2d"]
 
 NR = 6  # OB_NR of the C code: output channels per weight block
 
@@ -162,12 +162,17 @@ class BinaryConvKernel:
             raise MemoryError("binarize: out of memory")
         return planes
 
-    def run(self, planes: BitPlanes, mult: torch.Tensor, bias: torch.Tensor, *, residual: torch.Tensor | None = None,
-            float_out: bool = True, bits_for: "BinaryConvKernel | None" = None, thresh: torch.Tensor | None = None,
-            flip: torch.Tensor | None = None, threads: int = 1, out: torch.Tensor | None = None):
-        """Convolve. Float output ``dot * mult + bias (+ residual)`` (NCHW, written into ``out`` if
-        given), and/or bit planes for the next binary conv ``bits_for``: negative where
-        ``(dot < thresh) != flip``. Returns the float tensor, the planes, or both as a tuple."""
+    def run(self, planes: BitPlanes, mult: torch.Tensor | None, bias: torch.Tensor | None, *,
+            residual: torch.Tensor | None = None, float_out: bool = True, bits_for: "BinaryConvKernel | None" = None,
+            thresh: torch.Tensor | None = None, flip: torch.Tensor | None = None,
+            float_thresh: torch.Tensor | None = None, threads: int = 1, out: torch.Tensor | None = None):
+        """Convolve.
+
+        Float output (NCHW, into ``out`` if given): ``fma(dot, mult, bias) (+ residual)``.
+        Bit planes for the next binary conv ``bits_for``: negative where ``(dot < thresh) != flip``
+        (with ``float_out=False``: LCE's bit-packed output), or where the float output is below
+        ``float_thresh`` (the next layer's sign, computed while the output is in cache).
+        Returns the float tensor, the planes, or both as a tuple."""
         s = planes.shape
         if float_out and out is None:
             out = torch.empty(s.n, s.cout, s.ho, s.wo)
@@ -179,7 +184,7 @@ class BinaryConvKernel:
         nxt = None
         if bits_for is not None:
             nxt = bits_for.new_planes(s.n, s.ho, s.wo)
-            spec.thresh, spec.flip = _ptr(thresh), _ptr(flip)
+            spec.thresh, spec.flip, spec.float_thresh = _ptr(thresh), _ptr(flip), _ptr(float_thresh)
             spec.next, spec.next_planes = ctypes.pointer(nxt.shape), nxt.data.data_ptr()
         fix = planes.layout.padding
         code = library().ob_conv_run(ctypes.byref(s), planes.data.data_ptr(), self.weights.data_ptr(),
@@ -189,3 +194,25 @@ class BinaryConvKernel:
         if out is not None and nxt is not None:
             return out, nxt
         return out if out is not None else nxt
+
+
+def max_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False) -> torch.Tensor:
+    """``F.max_pool2d`` (same results), on the kernels' NCHW implementation where it applies: this
+    PyTorch build's NCHW max pooling is ~20x slower than its channels-last one."""
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    k, d, p = pair(kernel_size), pair(dilation), pair(padding)
+    st = pair(stride) if stride not in (None, ()) and stride != [] else k
+    if (x.dim() != 4 or x.dtype != torch.float32 or not x.is_contiguous() or d != (1, 1) or ceil_mode or return_indices
+            or x.requires_grad):
+        return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    n, c, h, w = x.shape
+    ho, wo = (h + 2 * p[0] - k[0]) // st[0] + 1, (w + 2 * p[1] - k[1]) // st[1] + 1
+    if p[0] * 2 > k[0] or p[1] * 2 > k[1] or ho < 1 or wo < 1:  # let PyTorch raise its own error
+        return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+    out = torch.empty(n, c, ho, wo)
+    code = library().ob_max_pool2d(x.data_ptr(), n * c, h, w, k[0], k[1], st[0], st[1], p[0], p[1], ho, wo,
+                                   out.data_ptr(), torch.get_num_threads())
+    if code:
+        raise MemoryError("max_pool2d: out of memory")
+    return out

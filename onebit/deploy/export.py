@@ -81,19 +81,22 @@ def _f64(t) -> np.ndarray:
     return t.detach().double().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, dtype=np.float64)
 
 
+@torch.no_grad()
 def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[np.ndarray, np.ndarray]:
-    """Eval-mode BatchNorm as ``y = fma(x, alpha, beta)`` with float32 ``alpha``, ``beta`` computed
-    as PyTorch's CPU kernel does (``alpha = w / sqrt(var + eps)``, ``beta = fma(-mean, alpha, b)``),
-    so that the runtime reproduces its outputs bit for bit on integer inputs."""
+    """Eval-mode BatchNorm as ``y = x * alpha + beta`` with the float32 ``alpha``, ``beta`` PyTorch's
+    CPU kernel uses (``alpha = w / sqrt(var + eps)`` in float32; ``beta`` is read from the module
+    itself, ``bn(0)``, whatever rounding its kernel applies), so that the runtime reproduces the
+    module's outputs bit for bit on the same inputs."""
     if bn.running_mean is None or bn.running_var is None:
         raise ExportError(f"cannot export {bn}: BatchNorm without running statistics (track_running_stats=False)")
     f32 = np.float32
-    var, mean = bn.running_var.detach().cpu().numpy(), bn.running_mean.detach().cpu().numpy()
-    invstd = f32(1) / np.sqrt(var + f32(bn.eps))
+    invstd = f32(1) / np.sqrt(bn.running_var.detach().cpu().numpy() + f32(bn.eps))
     alpha = invstd * (bn.weight.detach().cpu().numpy() if bn.weight is not None else f32(1))
-    bias = bn.bias.detach().cpu().numpy().astype(np.float64) if bn.bias is not None else 0.0
-    beta = (bias - mean.astype(np.float64) * alpha.astype(np.float64)).astype(f32)
-    return alpha.astype(f32), beta
+    was = bn.training
+    bn.eval()
+    beta = bn(torch.zeros((1, bn.num_features, 1, 1) if isinstance(bn, nn.BatchNorm2d) else (1, bn.num_features))).flatten()
+    bn.train(was)
+    return alpha.astype(f32), beta.numpy().astype(f32)
 
 
 class _Builder:
@@ -111,7 +114,6 @@ class _Builder:
         self.skip: set[torch.fx.Node] = set()
         self.fused: dict[torch.fx.Node, dict] = {}  # last node of a fused chain -> its IR node
         self.layers: dict[torch.fx.Node, _BinaryLayer | None] = {}
-        self.ir_name: dict[torch.fx.Node, str] = {}  # binary layer node -> name of its fused IR node
 
     # ------------------------------------------------------------------ helpers
     def module(self, node: torch.fx.Node) -> nn.Module | None:
@@ -144,6 +146,12 @@ class _Builder:
 
     def encode_kwargs(self, kwargs: dict, key_prefix: str) -> dict:
         return {k: self.encode(v, f"{key_prefix}.{k}") for k, v in kwargs.items()}
+
+    @staticmethod
+    def without_empty_kwargs(ir: dict) -> dict:
+        if ir.get("kwargs") == {}:
+            del ir["kwargs"]
+        return ir
 
     def only_user(self, node: torch.fx.Node) -> torch.fx.Node | None:
         """The single user of ``node`` if it is not already part of a fusion."""
@@ -183,9 +191,10 @@ class _Builder:
         return m.output_scale is None or (isinstance(m.output_scale, LearnedScale) and not hasattr(m.output_scale, "row"))
 
     def plan_binary(self, node: torch.fx.Node) -> None:
-        """Decide what a kernel-path binary layer absorbs; its IR node is emitted at the chain's end."""
+        """Decide what a kernel-path binary layer absorbs; its IR node (named after the layer) is
+        emitted where the chain ends."""
         layer = self.binary_layer(node)
-        m, key = layer.module, m_name(node)
+        m, key = layer.module, node.name
         conv = isinstance(m, BinaryConv2d)
         chain, bn, residual, bits = [node], None, None, None
         user = self.only_user(node)
@@ -198,37 +207,48 @@ class _Builder:
             chain.append(user)
         if conv and residual is None:
             bits = self._bits_consumer(layer, chain[-1], bn)
-        tensors = {"weight": self.tensor(f"{key}.weight_bits", pack_signs(layer.negative))}
+        direct = self._direct_consumer(layer, chain[-1]) if conv and bits is None else None
+        roles = []  # tensors stored under NAME.ROLE
+
+        def store(role, value):
+            self.tensor(f"{key}.{role}", value)
+            roles.append(role)
+
+        store("weight", pack_signs(layer.negative))
         if layer.act.threshold is not None:
-            tensors["threshold"] = self.tensor(f"{key}.threshold", layer.act.threshold)
+            store("threshold", layer.act.threshold)
         attrs = self._binary_attrs(layer)
         if bits is None:
-            mult, bias = self._folded_affine(layer, bn)
-            tensors["mult"] = self.tensor(f"{key}.mult", mult.astype(np.float32))
-            tensors["bias"] = self.tensor(f"{key}.bias", bias.astype(np.float32))
-        else:
+            store("affine", np.stack(self._folded_affine(layer, bn)))
+        if direct is not None:  # float output, and the next conv's bits from it
+            consumer, threshold = direct
+            attrs["bits_for"] = consumer.name
+            if threshold is not None:
+                store("bits_float_threshold", threshold)
+        if bits is not None:  # bits only
             consumer, post, thresh, flip = bits
             chain += post
-            attrs["bits_for"] = consumer  # the consumer's IR name is known once every layer is planned
-            tensors["bits_threshold"] = self.tensor(f"{key}.bits_threshold", thresh)
-            tensors["bits_flip"] = self.tensor(f"{key}.bits_flip", flip)
+            attrs["bits_for"] = consumer.name
+            store("bits_threshold", thresh)
+            store("bits_flip", flip)
         inputs = [node.args[0]] + ([residual] if residual is not None else [])
-        name, op = chain[-1].name, "binary_conv2d" if conv else "binary_linear"
+        op = "binary_conv2d" if conv else "binary_linear"
         self.skip.update(chain[:-1])
-        self.ir_name[node] = name
-        self.fused[chain[-1]] = lambda: {
-            "name": name, "op": op, "inputs": [self.names[i] for i in inputs], "tensors": tensors,
-            "attrs": {k: self.ir_name[v] if k == "bits_for" else v for k, v in attrs.items()}}
+        self.fused[chain[-1]] = lambda: {"name": key, "op": op, "inputs": [self.names[i] for i in inputs],
+                                         "attrs": attrs, "tensors": roles}
 
     def _binary_attrs(self, layer: _BinaryLayer) -> dict:
         m = layer.module
         if isinstance(m, BinaryLinear):
-            attrs = {"in_features": m.in_features, "out_features": m.out_features}
-        else:
-            attrs = {"in_channels": m.in_channels, "out_channels": m.out_channels, "kernel_size": list(m.kernel_size),
-                     "stride": list(m.stride), "padding": list(m.padding), "groups": m.groups,
-                     "zero_padding": bool(any(m.padding) and m.pad_value == 0.0)}
-        attrs["sample_mean_threshold"] = layer.act.sample_mean
+            attrs = {"in_features": m.in_features}
+        else:  # output channels and kernel size are the weight's shape; groups 1 and pad value 0 are defaults
+            attrs = {"in_channels": m.in_channels, "stride": list(m.stride), "padding": list(m.padding)}
+            if m.groups != 1:
+                attrs["groups"] = m.groups
+            if any(m.padding) and m.pad_value == 1.0:
+                attrs["pad_value"] = 1
+        if layer.act.sample_mean:
+            attrs["sample_mean_threshold"] = True
         return attrs
 
     def _is_residual_add(self, user: torch.fx.Node, value: torch.fx.Node) -> bool:
@@ -289,6 +309,33 @@ class _Builder:
         return (user, post, *thresholds)
 
     # ------------------------------------------------------------------ float nodes
+    def _readers(self, node: torch.fx.Node) -> list[tuple[torch.fx.Node, torch.fx.Node]]:
+        """``(user, node it reads)`` for every user of ``node``'s value, looking through identities."""
+        found = []
+        for user in node.users:
+            if isinstance(self.module(user), IDENTITY):
+                found += self._readers(user)
+            else:
+                found.append((user, node))
+        return found
+
+    def _direct_consumer(self, layer: _BinaryLayer, node: torch.fx.Node):
+        """(binary conv, its thresholds) among the users of ``node`` that binarize it as it is, so
+        that the producer can write that conv's bits along with its float output."""
+        m = layer.module
+        if not (m.groups == 1 or (m.out_channels // m.groups) % 4 == 0):
+            return None
+        for user, source in self._readers(node):
+            um = self.module(user)
+            if not (isinstance(um, BinaryConv2d) and user.args[0] is source and user not in self.skip):
+                continue
+            consumer = self.binary_layer(user)
+            if consumer is None or consumer.act.sample_mean or not (um.groups == 1 or (um.in_channels // um.groups) % 4 == 0):
+                continue
+            t = consumer.act.threshold
+            return user, None if t is None else t.numpy().astype(np.float32)
+        return None
+
     def emit_float(self, node: torch.fx.Node) -> dict | list[dict]:
         op, name = node.op, node.name
         if op == "placeholder":
@@ -322,20 +369,19 @@ class _Builder:
             raise ExportError(f"cannot export module call {node.target} with {len(node.args)} arguments")
 
         def call(fn, *args, **kwargs):
-            return {"name": name, "op": "call", "fn": fn, "args": self.encode([x, *args], m_name(node)),
-                    "kwargs": self.encode_kwargs(kwargs, m_name(node) + ".kw")}
+            return {"name": name, "op": "call", "fn": fn, "args": self.encode([x, *args], name),
+                    "kwargs": self.encode_kwargs(kwargs, name + ".kw")}
 
-        if isinstance(m, IDENTITY):
-            return {"name": name, "op": "alias", "inputs": [self.names[x]]}
+        if isinstance(m, IDENTITY):  # no node: its users read its input
+            return []
         if type(m) is nn.Conv2d:
             if m.padding_mode != "zeros":
                 raise ExportError(f"cannot export {node.target}: padding_mode={m.padding_mode!r}")
-            return call("conv2d", m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+            return call("conv2d", m.weight, m.bias, _int(m.stride), _int(m.padding), _int(m.dilation), m.groups)
         if type(m) is nn.Linear:
             return call("linear", m.weight, m.bias)
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            _bn_affine(m)  # checks the running statistics
-            return call("batch_norm", m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return call("onebit.batch_norm_affine", torch.from_numpy(np.stack(_bn_affine(m))))
         if isinstance(m, BINARY):
             return self.emit_float_binary(node, m)
         if isinstance(m, Quantizer):
@@ -349,8 +395,9 @@ class _Builder:
             nn.PReLU: lambda: call("prelu", m.weight),
             nn.LeakyReLU: lambda: call("leaky_relu", m.negative_slope),
             nn.Softmax: lambda: call("softmax", m.dim),
-            nn.MaxPool2d: lambda: call("max_pool2d", m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode),
-            nn.AvgPool2d: lambda: call("avg_pool2d", m.kernel_size, m.stride, m.padding, m.ceil_mode,
+            nn.MaxPool2d: lambda: call("max_pool2d", _int(m.kernel_size), _int(m.stride), _int(m.padding),
+                                       _int(m.dilation), m.ceil_mode),
+            nn.AvgPool2d: lambda: call("avg_pool2d", _int(m.kernel_size), _int(m.stride), _int(m.padding), m.ceil_mode,
                                        m.count_include_pad, m.divisor_override),
             nn.AdaptiveAvgPool2d: lambda: call("adaptive_avg_pool2d", m.output_size),
             nn.AdaptiveMaxPool2d: lambda: call("adaptive_max_pool2d", m.output_size),
@@ -367,7 +414,8 @@ class _Builder:
     def emit_float_binary(self, node: torch.fx.Node, m) -> list[dict]:
         """A binary layer the kernels cannot run, as its exact float computation:
         [sign] -> [pad with pad_value] -> conv/linear with the quantized weights -> [output scale]."""
-        x, name, key = node.args[0], node.name, m_name(node)
+        x, name = node.args[0], node.name
+        key = name
         nodes, cur = [], x
         conv = isinstance(m, BinaryConv2d)
 
@@ -422,10 +470,15 @@ class _Builder:
             if node in self.skip:
                 continue
             emitted = self.fused[node]() if node in self.fused else self.emit_float(node)
-            for ir in emitted if isinstance(emitted, list) else [emitted]:
-                self.program.nodes.append(ir)
-            self.names[node] = node.name
+            emitted = [self.without_empty_kwargs(ir) for ir in (emitted if isinstance(emitted, list) else [emitted])]
+            self.program.nodes += emitted
+            self.names[node] = emitted[-1]["name"] if emitted else self.names[node.args[0]]
         return self.program
+
+
+def _int(pair):
+    """A (h, w) pair as one int when both are equal (the functional ops take either)."""
+    return pair[0] if isinstance(pair, (tuple, list)) and len(pair) == 2 and pair[0] == pair[1] else pair
 
 
 class _Ref:
@@ -433,10 +486,6 @@ class _Ref:
 
     def __init__(self, name: str):
         self.name = name
-
-
-def m_name(node: torch.fx.Node) -> str:
-    return str(node.target) if node.op == "call_module" else node.name
 
 
 def _step_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module], consumer: ActivationSign):
@@ -498,7 +547,7 @@ def export(model: nn.Module, example_input: torch.Tensor, path: str | Path, *, m
         expected = model(example_input)
     info = {"name": getattr(model, "onebit_name", None), "num_classes": int(expected.shape[-1]),
             "in_channels": int(example_input.shape[1]), "image_size": int(example_input.shape[-1])}
-    program.model = {**info, **(model_info or {}), "input_shape": list(example_input.shape)}
+    program.model = {**info, **(model_info or {})}
     fileformat.save(path, program.graph(), program.tensors)
     if check:
         from onebit.deploy.runtime import load

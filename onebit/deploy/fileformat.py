@@ -6,11 +6,18 @@ Graph JSON (``metadata["onebit"]``)::
      "nodes": [{"name": ..., "op": ..., ...}, ...]}
 
 Node ``op`` values: ``input``, ``output`` (``inputs``), ``constant`` (``tensor``), ``call``
-(``fn`` a name from the runtime's whitelist, ``args`` a list and ``kwargs`` an object of
-values encoded as below),
-``method`` (``fn`` a whitelisted tensor method, ``args[0]`` the tensor), ``alias``
-(``inputs[0]``), ``binary_conv2d`` and ``binary_linear`` (``inputs``, ``attrs``,
-``tensors``: role -> tensor key). Arguments are JSON values, with ``{"node": name}`` for a
+(``fn`` a name from the runtime's whitelist, ``args`` a list and ``kwargs`` an object (absent
+when empty) of values encoded as below), ``method`` (``fn`` a whitelisted tensor method, ``args[0]`` the
+tensor), ``binary_conv2d`` and ``binary_linear`` (``inputs``: the input and an optional
+residual; ``attrs``: ``in_channels``/``in_features``, ``stride``, ``padding``, ``groups``
+(default 1), ``pad_value`` (0, the papers' zero padding, by default; or 1), ``sample_mean_threshold``
+(default false), ``bits_for`` (the binary conv whose input bits this
+one writes: from the float output unless ``bits_threshold`` is present); ``tensors``: the roles
+present, stored under the key
+``NAME.ROLE``: ``weight``, ``affine``
+(``[2, cout]``: the output is ``fma(dot, affine[0], affine[1])``), ``threshold`` (of the input
+sign), ``bits_threshold`` / ``bits_flip`` (int32 / uint8: the next conv's input bit is
+``(dot < t) != flip``), ``bits_float_threshold``). Arguments are JSON values, with ``{"node": name}`` for a
 node's value, ``{"tensor": key}`` for a stored tensor, ``{"slice": [start, stop, step]}``,
 ``{"ellipsis": true}`` and ``{"tuple": [...]}``.
 

@@ -42,7 +42,7 @@ class ConvOutput(ctypes.Structure):  # mirrors ob_output
     _fields_ = [
         ("mult", ctypes.c_void_p), ("bias", ctypes.c_void_p), ("residual", ctypes.c_void_p),
         ("out", ctypes.c_void_p), ("thresh", ctypes.c_void_p), ("flip", ctypes.c_void_p),
-        ("next", ctypes.POINTER(ConvShape)), ("next_planes", ctypes.c_void_p),
+        ("float_thresh", ctypes.c_void_p), ("next", ctypes.POINTER(ConvShape)), ("next_planes", ctypes.c_void_p),
     ]
 
 
@@ -68,6 +68,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ob_conv_init": (i32, [shape]),
         "ob_binarize": (i32, [shape, p, p, i64, p, i32]),
         "ob_conv_run": (i32, [shape, p, p, ctypes.POINTER(Padding), ctypes.POINTER(ConvOutput), i32]),
+        "ob_max_pool2d": (i32, [p, i64] + [i32] * 10 + [p, i32]),
         "ob_dependent_adds": (i64, [i64]),
     }
     for name, (restype, argtypes) in signatures.items():

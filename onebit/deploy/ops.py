@@ -1,7 +1,8 @@
 """The float operations an exported graph may call, by name (a whitelist: a file never names code).
 
-Float layers run on PyTorch CPU ops (oneDNN). The ``onebit.*`` functions reproduce, with the
-same arithmetic, the small real-valued modules of the zoo (:mod:`onebit.layers.activations`)
+Float layers run on PyTorch CPU ops (oneDNN). ``max_pool2d`` is PyTorch's, on the kernels' NCHW
+implementation (same results; PyTorch's is slow on NCHW). The ``onebit.*`` functions reproduce,
+with the same arithmetic, the small real-valued modules of the zoo (:mod:`onebit.layers.activations`)
 and the quantizers when they are used outside a binary layer.
 """
 from __future__ import annotations
@@ -10,6 +11,8 @@ import operator
 
 import torch
 import torch.nn.functional as F
+
+from onebit.deploy.bitconv import max_pool2d
 
 __all__ = ["FUNCTIONS", "METHODS", "function_name"]
 
@@ -33,6 +36,15 @@ def learnable_scale(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor | N
     return x * alpha if beta is None else x * alpha * beta * gamma
 
 
+def batch_norm_affine(x: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
+    """An eval-mode BatchNorm stored as its per-channel ``affine = [alpha, beta]`` (2 numbers per
+    channel instead of 4), computed by PyTorch's own BatchNorm kernel: with mean 0, variance 1
+    and eps 0 the kernel's ``alpha`` and ``beta`` are exactly the stored ones, so the outputs are
+    those of the original BatchNorm, bit for bit."""
+    alpha, beta = affine[0], affine[1]
+    return F.batch_norm(x, torch.zeros_like(alpha), torch.ones_like(alpha), alpha, beta, False, 0.0, 0.0)
+
+
 def sign_threshold(x: torch.Tensor, threshold: torch.Tensor | None, sample_mean: bool) -> torch.Tensor:
     """``sign(x - t)`` in {-1, +1} (sign(0) = +1), t per channel, 0, or each sample's mean."""
     if sample_mean:
@@ -54,10 +66,10 @@ FUNCTIONS = {
     "conv2d": F.conv2d, "linear": F.linear, "batch_norm": F.batch_norm, "pad": F.pad,
     "relu": F.relu, "relu6": F.relu6, "hardtanh": F.hardtanh, "prelu": F.prelu, "leaky_relu": F.leaky_relu,
     "gelu": F.gelu, "silu": F.silu, "softmax": F.softmax, "dropout": F.dropout,
-    "max_pool2d": F.max_pool2d, "avg_pool2d": F.avg_pool2d, "adaptive_avg_pool2d": F.adaptive_avg_pool2d,
+    "max_pool2d": max_pool2d, "avg_pool2d": F.avg_pool2d, "adaptive_avg_pool2d": F.adaptive_avg_pool2d,
     "adaptive_max_pool2d": F.adaptive_max_pool2d,
     "onebit.add_channel": add_channel, "onebit.rprelu": rprelu, "onebit.learnable_scale": learnable_scale,
-    "onebit.sign_threshold": sign_threshold,
+    "onebit.sign_threshold": sign_threshold, "onebit.batch_norm_affine": batch_norm_affine,
 }
 
 METHODS = {
@@ -66,6 +78,7 @@ METHODS = {
 }
 
 _NAMES = {id(fn): name for name, fn in FUNCTIONS.items()}
+_NAMES[id(F.max_pool2d)] = "max_pool2d"
 
 
 def function_name(fn) -> str | None:

@@ -64,29 +64,36 @@ class _BinaryStep:
     """One ``binary_conv2d`` / ``binary_linear`` node."""
 
     def __init__(self, node: dict, tensor: Callable[[str], torch.Tensor], words: Callable[[str], np.ndarray]):
-        a, t = node["attrs"], node["tensors"]
-        self.name = node["name"]
+        a, self.name = node["attrs"], node["name"]
+        t = {role: f"{self.name}.{role}" for role in node["tensors"]}  # stored as NAME.ROLE
         self.linear = node["op"] == "binary_linear"
+        packed = words(t["weight"])  # [cout, kh, kw, words]
         cin = a["in_features"] if self.linear else a["in_channels"]
-        groups = 1 if self.linear else a["groups"]
-        negative = unpack_signs(words(t["weight"]), cin // groups)
+        groups = a.get("groups", 1)
+        negative = unpack_signs(packed, cin // groups)
         if self.linear:
             self.kernel = BinaryConvKernel(negative, groups=1, zero_padding=False)
         else:
             self.kernel = BinaryConvKernel(negative, stride=a["stride"], padding=a["padding"], groups=groups,
-                                           zero_padding=a["zero_padding"])
+                                           zero_padding=a.get("pad_value", 0) == 0)
         self.threshold = tensor(t["threshold"]) if "threshold" in t else None
-        self.sample_mean = a["sample_mean_threshold"]
-        self.mult = tensor(t["mult"]) if "mult" in t else None
-        self.bias = tensor(t["bias"]) if "bias" in t else None
+        self.sample_mean = a.get("sample_mean_threshold", False)
+        affine = tensor(t["affine"]) if "affine" in t else None  # [2, cout]: dot * mult + bias
+        self.mult, self.bias = (affine[0], affine[1]) if affine is not None else (None, None)
         self.bits_for: str | None = a.get("bits_for")
         self.bits_threshold = tensor(t["bits_threshold"]) if "bits_threshold" in t else None
         self.bits_flip = tensor(t["bits_flip"]) if "bits_flip" in t else None
+        self.bits_float_threshold = None
+        if "bits_for" in a and "bits_threshold" not in node["tensors"]:  # bits from the float output
+            self.bits_float_threshold = (tensor(t["bits_float_threshold"]) if "bits_float_threshold" in t
+                                         else torch.zeros(packed.shape[0]))
         self.consumer: _BinaryStep | None = None  # resolved by the model
+        self.supplied: BitPlanes | None = None  # input bits written by the producer of this call
 
     def planes(self, x: Any, threads: int) -> BitPlanes:
-        if isinstance(x, BitPlanes):
-            return x
+        if self.supplied is not None:
+            planes, self.supplied = self.supplied, None
+            return planes
         if self.linear:
             # the batch becomes the positions of one 1 x C x N x 1 image (a GEMM of N rows), unless
             # each sample has its own threshold
@@ -100,11 +107,17 @@ class _BinaryStep:
 
     def __call__(self, x: Any, residual: torch.Tensor | None, threads: int):
         planes = self.planes(x, threads)
-        if self.consumer is not None:
-            return self.kernel.run(planes, None, None, float_out=False, bits_for=self.consumer.kernel,
-                                   thresh=self.bits_threshold, flip=self.bits_flip, threads=threads)
-        out = self.kernel.run(planes, self.mult, self.bias, residual=residual, threads=threads)
-        return _linear_output(out, self.sample_mean) if self.linear else out
+        if self.consumer is None:
+            out = self.kernel.run(planes, self.mult, self.bias, residual=residual, threads=threads)
+            return _linear_output(out, self.sample_mean) if self.linear else out
+        if self.bits_float_threshold is None:  # bits only (LCE): no float output
+            self.consumer.supplied = self.kernel.run(planes, None, None, float_out=False, bits_for=self.consumer.kernel,
+                                                     thresh=self.bits_threshold, flip=self.bits_flip, threads=threads)
+            return None
+        out, self.consumer.supplied = self.kernel.run(planes, self.mult, self.bias, residual=residual,
+                                                      bits_for=self.consumer.kernel,
+                                                      float_thresh=self.bits_float_threshold, threads=threads)
+        return out
 
 
 def _linear_output(out: torch.Tensor, per_sample: bool) -> torch.Tensor:
@@ -128,6 +141,7 @@ class OnebitModel:
         binary: dict[str, _BinaryStep] = {}
         for node in graph["nodes"]:
             self._compile(node, binary)
+        self._binary = list(binary.values())
         for step in binary.values():
             if step.bits_for is not None:
                 if step.bits_for not in binary:
@@ -165,10 +179,7 @@ class OnebitModel:
         if op == "output":
             self._output = node["inputs"][0]
             return
-        if op == "alias":
-            src = node["inputs"][0]
-            self._steps.append((name, lambda env, th: env[src]))
-        elif op == "constant":
+        if op == "constant":
             value = self._tensor(node["tensor"])
             self._steps.append((name, lambda env, th: value))
         elif op == "call":
@@ -249,6 +260,8 @@ class OnebitModel:
                         env.pop(value, None)
                 out = env[self._output]
             finally:
+                for step in self._binary:  # after an error, no bits are left for the next call
+                    step.supplied = None
                 if threads != previous:
                     torch.set_num_threads(previous)
         return out.numpy() if as_numpy else out

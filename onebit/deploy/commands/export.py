@@ -34,7 +34,9 @@ def model_and_shape(checkpoint: str | None, model_name: str | None, dataset: str
         name = model_name
         model = create_model(name, num_classes, in_channels=in_channels, image_size=input_size or side)
     side = input_size or side
-    info = {"name": name, "in_channels": in_channels, "image_size": side, "source": checkpoint or "registered model"}
+    info = {"name": name, "in_channels": in_channels, "image_size": side}
+    if checkpoint is not None:
+        info["checkpoint"] = str(checkpoint)
     return model.eval(), info, (1, in_channels, side, side)
 
 

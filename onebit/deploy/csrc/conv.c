@@ -256,6 +256,16 @@ static void channel_dots(const ob_conv* s, const uint16_t* counts, const ob_padd
     }
 }
 
+/* nibbles of up to 4 channels (planes `stride` floats apart) of one output row segment:
+ * bit i set when !(v >= t[i]), the next layer's sign(v - t) = -1 */
+MULTIVERSION
+static void bits_from_floats(const float* v, int64_t stride, const float* t, int cnt, int64_t len,
+                             uint8_t* bytes) {
+    memset(bytes, 0, len);
+    for (int i = 0; i < cnt; i++)
+        for (int64_t x = 0; x < len; x++) bytes[x] |= (uint8_t)((!(v[i * stride + x] >= t[i])) << i);
+}
+
 /* the transform of the channels [o0, o0 + nch) of one tile of image n */
 static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padding* fix,
                            int64_t n, int64_t o0, int nch, const uint16_t* counts,
@@ -282,14 +292,26 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
         uint8_t* plane = out->next_planes + n * nx->image_bytes +
                          ((c / nx->cg) * nx->q + j / 4) * nx->plane_bytes;
         const int cnt = nch - r0 < 4 ? nch - r0 : 4;
-        for (int k = 0; k < nseg; k++)
-            for (int64_t x = seg[k].x0; x < seg[k].x1; x++) {
-                const int64_t p = seg[k].p + x - seg[k].x0;
-                uint8_t byte = 0;
-                for (int i = 0; i < cnt; i++)
-                    byte |= (uint8_t)(((d[r0 + i][p] < out->thresh[c + i]) != out->flip[c + i]) << i);
-                plane[pixel_offset(nx, seg[k].y, x)] = byte;
+        for (int k = 0; k < nseg; k++) {
+            const segment* g = &seg[k];
+            const int64_t len = g->x1 - g->x0;
+            uint8_t bytes[OB_PB];
+            if (out->float_thresh) {
+                const float* v = out->out + (n * s->cout + c) * hw + g->y * s->wo + g->x0;
+                bits_from_floats(v, hw, out->float_thresh + c, cnt, len, bytes);
+            } else {
+                for (int64_t x = 0; x < len; x++) {
+                    uint8_t byte = 0;
+                    for (int i = 0; i < cnt; i++)
+                        byte |= (uint8_t)(((d[r0 + i][g->p + x] < out->thresh[c + i]) != out->flip[c + i]) << i);
+                    bytes[x] = byte;
+                }
             }
+            if (nx->sh == 1 && nx->sw == 1) /* the row segment is contiguous in the next planes */
+                memcpy(plane + pixel_offset(nx, g->y, g->x0), bytes, len);
+            else
+                for (int64_t x = 0; x < len; x++) plane[pixel_offset(nx, g->y, g->x0 + x)] = bytes[x];
+        }
     }
 }
 
@@ -333,6 +355,47 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* wnib,
     }
     free(aoff);
     return 0;
+}
+
+/* ---------------------------------------------------------------- float max pooling */
+
+/* PyTorch's max_pool2d (NCHW, dilation 1, floor mode, NaN propagates), which in this PyTorch
+ * build is ~20x slower on NCHW than on channels-last tensors: a vertical max of the kernel's
+ * rows into a row buffer (vectorised), then the horizontal max. */
+MULTIVERSION
+static void max_rows(const float* r, int64_t w, float* acc) {
+    for (int64_t x = 0; x < w; x++) acc[x] = (r[x] > acc[x] || r[x] != r[x]) ? r[x] : acc[x];
+}
+
+int ob_max_pool2d(const float* x, int64_t planes, int h, int w, int kh, int kw, int sh, int sw, int ph,
+                  int pw, int ho, int wo, float* out, int threads) {
+    int failed = 0;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t p = 0; p < planes; p++) {
+        float* acc = (float*)malloc(sizeof(float) * w);
+        if (!acc) {
+            failed = 1;
+            continue;
+        }
+        for (int64_t oy = 0; oy < ho; oy++) {
+            for (int64_t i = 0; i < w; i++) acc[i] = -INFINITY;
+            for (int ky = 0; ky < kh; ky++) {
+                const int64_t iy = oy * sh - ph + ky;
+                if (iy >= 0 && iy < h) max_rows(x + (p * h + iy) * w, w, acc);
+            }
+            float* o = out + (p * ho + oy) * wo;
+            for (int64_t ox = 0; ox < wo; ox++) {
+                float m = -INFINITY;
+                for (int kx = 0; kx < kw; kx++) {
+                    const int64_t ix = ox * sw - pw + kx;
+                    if (ix >= 0 && ix < w && (acc[ix] > m || acc[ix] != acc[ix])) m = acc[ix];
+                }
+                o[ox] = m;
+            }
+        }
+        free(acc);
+    }
+    return failed ? -3 : 0;
 }
 
 /* ---------------------------------------------------------------- benchmarking aid */

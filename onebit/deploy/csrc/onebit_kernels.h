@@ -51,18 +51,21 @@ typedef struct {
 } ob_conv;
 
 /* What the convolution writes. The dot product d (an integer) becomes
- *   float:  out[n][o][y][x] = d * mult[o] + bias[o] (+ residual[n][o][y][x])
- *   bits:   negative bit = (d < thresh[o]) != flip[o], written into the planes of the
- *           next binary convolution (layout `next`), as LCE's bitpacked output. */
+ *   float:  v = out[n][o][y][x] = fma(d, mult[o], bias[o]) (+ residual[n][o][y][x])
+ *   bits:   the input planes of the next binary convolution (layout `next`), negative bit
+ *           = (d < thresh[o]) != flip[o] (LCE's bitpacked output, no float written), or, with
+ *           float output, negative bit = !(v >= float_thresh[o]) (the next layer's sign of v,
+ *           written while v is in cache). */
 typedef struct {
     const float* mult;
     const float* bias;
-    const float* residual;   /* may be NULL */
-    float* out;              /* NULL when only bits are written */
-    const int32_t* thresh;   /* NULL unless bits are written */
+    const float* residual;      /* may be NULL */
+    float* out;                 /* NULL when only bits are written */
+    const int32_t* thresh;      /* bits from the integer dot product */
     const uint8_t* flip;
+    const float* float_thresh;  /* bits from the float output */
     const ob_conv* next;
-    uint8_t* next_planes;
+    uint8_t* next_planes;       /* NULL: no bits */
 } ob_output;
 
 /* Zero-padding correction. With zero padding the padded taps contribute 0, not the +1 * w
