@@ -1,0 +1,228 @@
+"""RBNN against its formulas (spec rbnn-irnet.md section 1)."""
+import math
+
+import pytest
+import torch
+
+from onebit.layers import BinaryConv2d
+from onebit.models import create_model
+from onebit.quant import get_method
+from onebit.quant.functional import sign, sign_with_surrogate, standardize, training_aware_grad
+from onebit.quant.rbnn import RbnnInput, RbnnWeight, bi_rotation, get_ab, random_orthogonal, rotation_objective
+from onebit.quant.schedules import log_linear_temperature
+
+
+def rbnn_conv(cin=16, cout=8, **options):
+    method = get_method("rbnn").with_options(**options)
+    return BinaryConv2d(cin, cout, 3, padding=1, input_quantizer=method.input_quantizer,
+                        weight_quantizer=method.weight_quantizer)
+
+
+@pytest.mark.parametrize(
+    "n, ab",
+    [(144, (12, 12)), (288, (16, 18)), (576, (24, 24)), (1152, (32, 36)), (2304, (48, 48)),
+     (4608, (64, 72)), (64, (8, 8)), (128, (8, 16)), (256, (16, 16)), (9, (3, 3)), (13, (1, 13))],
+)
+def test_get_ab_table(n, ab):
+    assert get_ab(n) == ab
+
+
+def test_random_orthogonal_is_orthogonal_and_seeded():
+    torch.manual_seed(3)
+    q = random_orthogonal(18)
+    assert torch.allclose(q @ q.t(), torch.eye(18), atol=1e-5)
+    torch.manual_seed(3)
+    assert torch.equal(random_orthogonal(18), q)
+
+
+def loop_bi_rotation(x, r1, r2, iterations=3):
+    """The reference's per-channel formulation (Python sums over channels, torch.svd's V)."""
+    for _ in range(iterations):
+        b = torch.sign(r1.t() @ x @ r2)
+        d1 = sum(bi @ r2.t() @ xi.t() for bi, xi in zip(b, x))
+        u1, _, v1 = torch.svd(d1)
+        r1 = v1 @ u1.t()
+        d2 = sum(xi.t() @ r1 @ bi for xi, bi in zip(x, b))
+        u2, _, v2 = torch.svd(d2)
+        r2 = u2 @ v2.t()
+    return r1, r2
+
+
+def test_vectorised_update_equals_per_channel_loop():
+    torch.manual_seed(0)
+    x = standardize(torch.randn(32, 16, 3, 3, dtype=torch.float64)).reshape(32, 12, 12)
+    r1, r2 = random_orthogonal(12).double(), random_orthogonal(12).double()
+    v1, v2 = bi_rotation(x, r1, r2)
+    l1, l2 = loop_bi_rotation(x, r1, r2)
+    assert torch.allclose(v1, l1, atol=1e-10) and torch.allclose(v2, l2, atol=1e-10)
+
+
+def test_rotations_stay_orthogonal_and_objective_never_decreases():
+    torch.manual_seed(1)
+    x = standardize(torch.randn(64, 32, 3, 3)).reshape(64, 16, 18)
+    r1, r2 = random_orthogonal(16), random_orthogonal(18)
+    objective = [rotation_objective(x, r1, r2).item()]
+    for _ in range(6):
+        r1, r2 = bi_rotation(x, r1, r2, iterations=1)
+        objective.append(rotation_objective(x, r1, r2).item())
+        assert torch.allclose(r1 @ r1.t(), torch.eye(16), atol=1e-5)
+        assert torch.allclose(r2 @ r2.t(), torch.eye(18), atol=1e-5)
+    assert all(b >= a * (1 - 1e-6) for a, b in zip(objective, objective[1:])), objective
+    assert objective[-1] > objective[0]
+    # about half of the signs flip relative to the unrotated filters (the paper's ~50%)
+    flips = (sign(r1.t() @ x @ r2) != sign(x)).float().mean().item()
+    assert 0.4 < flips < 0.6
+
+
+def test_weight_forward_formula_and_init():
+    torch.manual_seed(2)
+    conv = rbnn_conv()
+    q = conv.weight_quantizer
+    default_w = conv.weight.detach().clone()
+    n = 16 * 9
+    # alpha = mean|W| of PyTorch's default init (kaiming-uniform a=sqrt5: E|w| = 1/(2 sqrt n))
+    assert torch.allclose(q.alpha.flatten(), default_w.abs().reshape(8, -1).mean(1))
+    assert q.alpha.mean().item() == pytest.approx(1 / (2 * math.sqrt(n)), rel=0.1)
+    assert torch.all(q.theta == torch.tensor(math.pi / 2))
+    with torch.no_grad():
+        q.theta.uniform_(0, 3)
+    w = conv.weight
+    w2 = standardize(w.detach())
+    wr = (q.R1.t() @ w2.reshape(8, 12, 12) @ q.R2).reshape_as(w2)
+    s = torch.sin(q.theta).abs()
+    expected = sign(w2 + s * (wr - w2)) * q.alpha
+    assert torch.allclose(q(w), expected)
+    assert set(torch.unique(q(w) / q.alpha).tolist()) <= {-1.0, 1.0}
+
+
+def test_theta_lock_zero_latent_gradient_at_init():
+    torch.manual_seed(4)
+    conv = rbnn_conv()
+    conv.weight_quantizer.set_temperature(0.5)
+    conv(torch.randn(2, 16, 6, 6)).square().sum().backward()
+    assert torch.count_nonzero(conv.weight.grad) == 0  # 1 - |sin(float32(pi/2))| == 0 exactly
+    assert 0 < conv.weight_quantizer.theta.grad.abs().max() < 1e-4  # cos(float32(pi/2)) ~ -4.4e-8
+    assert conv.weight_quantizer.alpha.grad.abs().max() > 0
+    # the documented alternative does not lock
+    torch.manual_seed(4)
+    unlocked = rbnn_conv(theta_init="uniform")
+    assert torch.all((unlocked.weight_quantizer.theta >= 0) & (unlocked.weight_quantizer.theta <= math.pi / 2))
+    unlocked(torch.randn(2, 16, 6, 6)).square().sum().backward()
+    assert unlocked.weight.grad.abs().max() > 0
+
+
+def test_weight_gradient_is_the_blend_of_the_surrogate():
+    """dL/dW2 = (1 - |sin theta|) * alpha * F'(W3) * g; no gradient through the rotation."""
+    torch.manual_seed(5)
+    q = rbnn_conv().weight_quantizer
+    q.set_temperature(0.3)
+    with torch.no_grad():
+        q.theta.uniform_(0, 3)
+    w2 = standardize(torch.randn(8, 16, 3, 3)).requires_grad_()
+    g = torch.randn(8, 16, 3, 3)
+    # bypass the standardisation: feed an already standardised weight (standardize is idempotent
+    # up to rounding), compare with the closed form
+    out = q(w2)
+    (grad,) = torch.autograd.grad(out, w2, g)
+    s = torch.sin(q.theta).abs()
+    w3 = w2.detach() + s * (q.rotated(w2.detach()) - w2.detach())
+    closed = training_aware_grad(w3, q.k, q.t) * q.alpha * g
+    # chain through standardize's Jacobian, which is the identity's projection for a standardised input
+    (expected,) = torch.autograd.grad(standardize(w2), w2, (1 - s) * closed)
+    assert torch.allclose(grad, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("epoch, t", [(0, 0.01), (500, 0.316), (999, 9.93)])
+def test_training_aware_surrogate_on_a_grid(epoch, t):
+    """Weights: k max(0, sqrt2 t - t^2 |x|), k = max(1/t, 1); activations: k = 1, t = max(t, 1)."""
+    t = log_linear_temperature(epoch, 1000, 1e-2, 1e1)
+    q = RbnnWeight()
+    q.set_temperature(t)
+    k = max(1 / t, 1)
+    assert q.k.item() == pytest.approx(k) and q.t.item() == pytest.approx(t)
+    x = torch.linspace(-200, 200, 4001, dtype=torch.float64).requires_grad_()
+    sign_with_surrogate(x, training_aware_grad, q.k.double(), q.t.double()).sum().backward()
+    kq, tq = q.k.double().item(), q.t.double().item()  # the float32 buffers' values
+    closed = kq * torch.clamp(math.sqrt(2) * tq - tq * tq * x.detach().abs(), min=0)
+    assert torch.allclose(x.grad, closed, rtol=1e-9, atol=1e-12)
+    assert x.grad[2000].item() == pytest.approx(k * math.sqrt(2) * t)  # 1.414 while t < 1
+    support = x.detach()[x.grad > 0].abs().max().item()
+    assert support == pytest.approx(math.sqrt(2) / t, rel=0.01, abs=0.1)
+    a = RbnnInput()
+    a.set_temperature(t)
+    assert a.t.item() == pytest.approx(max(t, 1.0)) and a.k.item() == 1.0
+
+
+def test_surrogate_is_the_derivative_of_the_papers_function():
+    k, t = 2.0, 0.7
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    inside = x.abs() < math.sqrt(2) / t
+    f = torch.where(inside, k * (math.sqrt(2) * t * x - torch.sign(x) * t * t * x * x / 2), k * torch.sign(x))
+    numeric = torch.gradient(f, spacing=(x,))[0]
+    closed = training_aware_grad(x, torch.tensor(k, dtype=x.dtype), torch.tensor(t, dtype=x.dtype))
+    assert torch.allclose(numeric[1:-1], closed[1:-1], atol=0.02)
+
+
+def test_activation_forward_and_fused_backward():
+    torch.manual_seed(6)
+    x = (torch.randn(4, 3, 5, 5, dtype=torch.float64) * 2 + 1).requires_grad_()
+    g = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    q = RbnnInput().double()
+    for t in (0.01, 0.5, 4.0):
+        q.set_temperature(t)
+        out = q(x)
+        mean = x.detach().mean((1, 2, 3), keepdim=True)
+        assert torch.equal(out, sign(x.detach() - mean))  # threshold = per-sample mean
+        (fused,) = torch.autograd.grad(out, x, g)
+        ref = sign_with_surrogate(standardize(x), training_aware_grad, q.k, q.t)
+        (expected,) = torch.autograd.grad(ref, x, g)
+        assert torch.allclose(fused, expected, atol=1e-12)
+    a32 = RbnnInput(a32=True)
+    assert a32.precision == 32 and q.precision == 1
+    assert torch.allclose(a32(x.float()), standardize(x.float()))
+
+
+def test_rotation_update_period_determinism_and_state_dict():
+    torch.manual_seed(7)
+    model = create_model("resnet20_1w1a", 10, method=get_method("rbnn").with_options(rotation_update=2))
+    convs = [m for m in model.modules() if isinstance(getattr(m, "weight_quantizer", None), RbnnWeight)]
+    assert len(convs) == 18 and all(c.weight_quantizer.rotation_update == 2 for c in convs)
+    q = convs[0].weight_quantizer
+    before = q.R1.clone()
+    q.on_epoch_start(1, 10)  # 1 % 2 != 0: no update
+    assert torch.equal(q.R1, before)
+    q.on_epoch_start(2, 10)
+    assert not torch.equal(q.R1, before)
+    assert torch.allclose(q.R1 @ q.R1.t(), torch.eye(q.a), atol=1e-5)
+    # the update only depends on the weights and the current rotations: deterministic
+    x = standardize(convs[0].weight.detach()).reshape(-1, q.a, q.b)
+    r1, r2 = bi_rotation(x, q.R1, q.R2)
+    q.on_epoch_start(4, 10)
+    assert torch.equal(q.R1, r1) and torch.equal(q.R2, r2)
+    state = model.state_dict()
+    name = next(n for n, m in model.named_modules() if m is q)
+    assert {f"{name}.R1", f"{name}.R2", f"{name}.theta", f"{name}.alpha"} <= set(state)
+    assert f"{name}.t" not in state  # set by the engine every epoch
+    torch.manual_seed(8)
+    fresh = create_model("resnet20_1w1a", 10, method="rbnn")
+    fresh.load_state_dict(state)
+    model.eval(), fresh.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), fresh(x))
+
+
+def test_same_seed_same_rotations():
+    torch.manual_seed(9)
+    a = create_model("resnet20_1w1a", 10, method="rbnn")
+    torch.manual_seed(9)
+    b = create_model("resnet20_1w1a", 10, method="rbnn")
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_shared_instance_is_refused():
+    q = RbnnWeight()
+    BinaryConv2d(4, 4, 3, padding=1, weight_quantizer=q)
+    with pytest.raises(ValueError, match="single layer"):
+        BinaryConv2d(4, 4, 3, padding=1, weight_quantizer=q)
+    with pytest.raises(ValueError, match="rotation_update"):
+        RbnnWeight(rotation_update=0)
