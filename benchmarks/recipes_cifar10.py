@@ -67,7 +67,8 @@ def run_recipes(args) -> list[dict]:
         rows.append({"recipe": recipe, "epochs": args.epochs, "best_top1": result["best_top1"],
                      "final_top1": result["final_top1"], "seconds": result["seconds"], "target_top1": target,
                      "command": f"OMP_NUM_THREADS={args.threads} onebit train {shlex.join(argv)}"})
-    print("\n| recipe | epochs | best top-1 | final top-1 | seconds | paper (full schedule) |\n|---|---|---|---|---|---|")
+    print("\n| recipe | epochs | best top-1 | final top-1 | seconds | paper (full schedule) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['recipe']} | {r['epochs']} | {r['best_top1']:.2f} | {r['final_top1']:.2f} | {r['seconds']:.0f} "
               f"| {r['target_top1']} |")
@@ -126,7 +127,8 @@ def run_two_stage(args) -> dict:
                           description="real-valued teacher: the student's network without binarization", **common)
     teacher_ckpt = str(out / "teacher" / "checkpoint.pth")
     distill = dict(teacher="reactnet_r18", teacher_ckpt=teacher_ckpt)
-    step1 = recipe_file(out / "step1.yaml", "configs/reactnet/reactnet_r18_step1.yaml", save="step1", **distill, **common)
+    step1 = recipe_file(out / "step1.yaml", "configs/reactnet/reactnet_r18_step1.yaml", save="step1",
+                        **distill, **common)
     step1_ckpt = out / "step1" / "checkpoint.pth"
     step2 = recipe_file(out / "step2.yaml", "configs/reactnet/reactnet_r18_step2.yaml", save="step2",
                         stage1=str(step1_ckpt), **distill, **common)
@@ -155,7 +157,8 @@ def main() -> None:
     p.add_argument("--results_dir", default="/tmp/onebit_recipes_cifar10")
     p.add_argument("--threads", type=int, default=1, help="torch threads (one per free core on a shared CPU)")
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--recipes", nargs="+", default=DEFAULT_RECIPES, help="runs: recipe files (paths from the repo root)")
+    p.add_argument("--recipes", nargs="+", default=DEFAULT_RECIPES,
+                   help="runs: recipe files (paths from the repo root)")
     p.add_argument("--train_images", type=int, default=10000, help="two_stage: size of the training subset")
     p.add_argument("--test_images", type=int, default=10000, help="two_stage: size of the test subset")
     p.add_argument("--batch_size", type=int, default=128, help="two_stage: batch size of every step")

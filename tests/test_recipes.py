@@ -141,8 +141,8 @@ def test_every_second_stage_names_its_first_stage():
 
 def test_lr_gamma_scales_each_step_milestone():
     # The Training-Tricks stage 2 schedule: 2e-4, x0.2 at epochs 150, 250 and 320.
-    config = resolve(["--optimizer", "adam", "--lr", "2e-4", "--lr_type", "step", "--lr_decay_step", "150", "250", "320",
-                      "--lr_gamma", "0.2", "--epochs", "350"])
+    config = resolve(["--optimizer", "adam", "--lr", "2e-4", "--lr_type", "step", "--lr_decay_step", "150", "250",
+                      "320", "--lr_gamma", "0.2", "--epochs", "350"])
     optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     lrs = {e: set_lr(optimizer, e, config) for e in (0, 149, 150, 249, 250, 320, 349)}
     expected = {0: 2e-4, 149: 2e-4, 150: 4e-5, 249: 4e-5, 250: 8e-6, 320: 1.6e-6, 349: 1.6e-6}
@@ -158,7 +158,8 @@ def test_recipes_command_table_and_json(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["recipe", "model", "method", "dataset"]
     row = next(line.split() for line in lines if line.startswith("rbnn/cifar10_resnet20_bireal_1w1a_1000ep "))
-    assert row == ["rbnn/cifar10_resnet20_bireal_1w1a_1000ep", "resnet20_bireal_1w1a", "rbnn", "cifar10", "1000", "87.8"]
+    assert row == ["rbnn/cifar10_resnet20_bireal_1w1a_1000ep", "resnet20_bireal_1w1a", "rbnn", "cifar10", "1000",
+                   "87.8"]
     assert len(lines) == len(RECIPES) + 1
 
     assert onebit_main(["recipes", "reactnet_a", "--json"]) == 0

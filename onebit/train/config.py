@@ -91,7 +91,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay on all parameters (default 1e-4)")
     g.add_argument("--lr_type", type=_choice("lr_type", LR_TYPES), default="cos", help="cos (default), step or linear")
     g.add_argument("--lr_decay_step", type=int, nargs="+", default=None, help="milestones of --lr_type step, e.g. 30 60 90")
-    g.add_argument("--lr_gamma", type=float, default=0.1, help="--lr_type step: lr factor at each milestone (default 0.1)")
+    g.add_argument("--lr_gamma", type=float, default=0.1,
+                   help="--lr_type step: lr factor at each milestone (default 0.1)")
     g.add_argument("--warm_up", action="store_true", help="5-epoch linear warm-up before the schedule")
     g.add_argument("--mixup", type=float, nargs="?", const=0.1, default=0.0, metavar="ALPHA",
                    help="mixup with Beta(ALPHA, ALPHA) (bare flag: 0.1, as RBNN)")

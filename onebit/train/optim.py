@@ -67,8 +67,9 @@ def build_optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.Opt
 def set_lr(optimizer: torch.optim.Optimizer, epoch: int, config: dict[str, Any]) -> float:
     if config["lr_type"] == "step" and not config.get("lr_decay_step"):
         raise ValueError("--lr_type step needs milestones: --lr_decay_step 30 60 90")
-    lr = config["lr"] * lr_factor(epoch, config["epochs"], config["lr_type"], config["warm_up"], config["lr_decay_step"],
-                                  config.get("lr_gamma", 0.1))
+    factor = lr_factor(epoch, config["epochs"], config["lr_type"], config["warm_up"], config["lr_decay_step"],
+                       config.get("lr_gamma", 0.1))
+    lr = config["lr"] * factor
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr

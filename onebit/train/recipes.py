@@ -67,7 +67,8 @@ def load_recipe_file(path: str | Path, root: str | Path | None = None) -> Recipe
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         raise ValueError(f"{path}: {e}") from None
     target = config.get("target_top1")
-    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 <= target <= 100):
+    is_percentage = isinstance(target, (int, float)) and not isinstance(target, bool) and 0 <= target <= 100
+    if target is not None and not is_percentage:
         raise ValueError(f"{path}: target_top1 must be a percentage in [0, 100] or null, got {target!r}")
     for key in ("description", "paper"):
         if config.get(key) is not None and not isinstance(config[key], str):
