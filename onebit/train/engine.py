@@ -357,10 +357,8 @@ class Trainer:
         return result
 
     def _log_model_summary(self, log: RunLog) -> None:
-        try:
-            from onebit.analysis import summary
-        except ImportError:  # the summary module is not there yet
-            return
+        from onebit.analysis import summary
+
         info = self.data.info
         s = summary(self.net, (1, info.in_channels, info.image_size, info.image_size))
         log.info(s.totals_text())
