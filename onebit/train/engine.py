@@ -31,6 +31,7 @@ from onebit.data import build_data
 from onebit.models import create_model, get_entry
 from onebit.quant.base import temperature_modules
 from onebit.quant.methods import Method, get_method, parse_method_options
+from onebit.quant.schedules import log_linear_temperature
 from onebit.train import checkpoint as ckpt_io
 from onebit.train.config import MODEL_KEYS, save_config
 from onebit.train.distill import DistillationLoss, FeatureHooks, Teacher, block_names
@@ -112,6 +113,7 @@ class Trainer:
         self.model = build_model(config, self.data.info).to(self.device)
         self.stage1 = load_stage1(self.model, config["stage1"]) if config["stage1"] and not config["resume"] else None
         self.loss = ClassificationLoss(config["labelsmooth"], config["mixup"])
+        self.student_features: FeatureHooks | None = None
         self.teacher, self.distill = self._build_teacher() if config["teacher"] else (None, None)
         self.stop_signal: int | None = None
 
@@ -176,8 +178,6 @@ class Trainer:
 
     def _set_epoch_state(self, epoch: int) -> float:
         """Learning rate and temperature of ``epoch`` (deterministic, safe to repeat on resume)."""
-        from onebit.quant.schedules import log_linear_temperature
-
         lr = set_lr(self.optimizer, epoch, self.config)
         t = log_linear_temperature(epoch, self.config["epochs"], self.config["Tmin"], self.config["Tmax"])
         for m in temperature_modules(self.net):
