@@ -160,3 +160,22 @@ def test_package_imports_without_loading_the_kernels():
             "print(k._lib is None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("args", [
+    ((1, 64, 28, 28), 3, 2, 1, False, True, None), ((2, 3, 7, 9), 2, 2, 0, True, False, None),
+    ((2, 3, 7, 9), 3, 2, 1, True, True, None), ((1, 2, 5, 5), (3, 2), (2, 1), (1, 0), True, True, None),
+    ((1, 2, 6, 6), 3, 2, 1, False, True, 5), ((2, 4, 13, 11), 3, 3, 1, True, False, None),
+])
+def test_pooling_matches_pytorch_bit_for_bit(kernel, args):
+    from onebit.deploy.pooling import avg_pool2d, max_pool2d
+
+    shape, k, s, p, ceil_mode, count_pad, divisor = args
+    x = torch.randn(*shape) * 10
+    x[0, 0, 0, 0] = float("-inf")
+    assert torch.equal(avg_pool2d(x, k, s, p, ceil_mode, count_pad, divisor),
+                       F.avg_pool2d(x, k, s, p, ceil_mode, count_pad, divisor))
+    if not ceil_mode:
+        assert torch.equal(max_pool2d(x, k, s, p), F.max_pool2d(x, k, s, p))
+    x[0, 1, 2, 2] = float("nan")  # NaN propagates as in PyTorch
+    assert torch.equal(max_pool2d(x, 3, 2, 1).isnan(), F.max_pool2d(x, 3, 2, 1).isnan())

@@ -15,7 +15,7 @@ import torch
 
 from onebit.deploy.kernels import ConvOutput, ConvShape, Padding, library
 
-__all__ = ["pack_signs", "unpack_signs", "kernel_weights", "tap_sums", "BinaryConvKernel", "BitPlanes", "max_pool2d"]
+__all__ = ["pack_signs", "unpack_signs", "kernel_weights", "tap_sums", "BinaryConvKernel", "BitPlanes"]
 
 NR = 6  # OB_NR of the C code: output channels per weight block
 
@@ -102,10 +102,13 @@ class BinaryConvKernel:
 
     ``zero_padding=True`` reproduces a layer trained with 0-padding of its +-1 input (the border
     correction is applied); ``False`` pads with +1 (native). Call :meth:`binarize` to turn a float
-    NCHW input into planes, then :meth:`run`.
+    NCHW input into planes, then :meth:`run`. ``reuse_planes``: every call for one input size
+    returns the same planes buffer (its padding is never written, so it stays valid), which saves
+    allocating and zeroing it; for owners that consume the planes before the next call (the runtime).
     """
 
-    def __init__(self, negative: np.ndarray, *, stride=(1, 1), padding=(0, 0), groups: int = 1, zero_padding: bool = True):
+    def __init__(self, negative: np.ndarray, *, stride=(1, 1), padding=(0, 0), groups: int = 1, zero_padding: bool = True,
+                 reuse_planes: bool = False):
         negative = np.asarray(negative, dtype=bool)
         if negative.ndim != 4:
             raise ValueError(f"binary conv weights must be [cout, cin/groups, kh, kw], got shape {negative.shape}")
@@ -117,6 +120,7 @@ class BinaryConvKernel:
         self.weights = torch.from_numpy(kernel_weights(negative, groups))
         self.tap_sums = tap_sums(negative).reshape(self.cout, self.kh, self.kw)
         self._layouts: dict[tuple[int, int, int], Layout] = {}
+        self._planes: dict[tuple[int, int, int], BitPlanes] | None = {} if reuse_planes else None
 
     def layout(self, n: int, h: int, w: int) -> Layout:
         """The kernels' layout for an ``n x cin x h x w`` input (cached per size)."""
@@ -143,8 +147,14 @@ class BinaryConvKernel:
         return Layout(s, fix, (rows, cols, value))
 
     def new_planes(self, n: int, h: int, w: int) -> BitPlanes:
+        """Planes for an ``n x cin x h x w`` input with zero (+1) padding."""
+        if self._planes is not None and (n, h, w) in self._planes:
+            return self._planes[(n, h, w)]
         layout = self.layout(n, h, w)
-        return BitPlanes(torch.zeros(layout.shape.input_bytes, dtype=torch.uint8), layout)
+        planes = BitPlanes(torch.zeros(layout.shape.input_bytes, dtype=torch.uint8), layout)
+        if self._planes is not None:
+            self._planes[(n, h, w)] = planes
+        return planes
 
     def binarize(self, x: torch.Tensor, thresholds: torch.Tensor | None = None, threads: int = 1) -> BitPlanes:
         """Planes of ``sign(x - threshold)``; ``thresholds`` is ``[C]`` (per channel) or ``[N, C]``."""
@@ -194,25 +204,3 @@ class BinaryConvKernel:
         if out is not None and nxt is not None:
             return out, nxt
         return out if out is not None else nxt
-
-
-def max_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False) -> torch.Tensor:
-    """``F.max_pool2d`` (same results), on the kernels' NCHW implementation where it applies: this
-    PyTorch build's NCHW max pooling is ~20x slower than its channels-last one."""
-    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
-    k, d, p = pair(kernel_size), pair(dilation), pair(padding)
-    st = pair(stride) if stride not in (None, ()) and stride != [] else k
-    if (x.dim() != 4 or x.dtype != torch.float32 or not x.is_contiguous() or d != (1, 1) or ceil_mode or return_indices
-            or x.requires_grad):
-        return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-    n, c, h, w = x.shape
-    ho, wo = (h + 2 * p[0] - k[0]) // st[0] + 1, (w + 2 * p[1] - k[1]) // st[1] + 1
-    if p[0] * 2 > k[0] or p[1] * 2 > k[1] or ho < 1 or wo < 1:  # let PyTorch raise its own error
-        return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
-    out = torch.empty(n, c, ho, wo)
-    code = library().ob_max_pool2d(x.data_ptr(), n * c, h, w, k[0], k[1], st[0], st[1], p[0], p[1], ho, wo,
-                                   out.data_ptr(), torch.get_num_threads())
-    if code:
-        raise MemoryError("max_pool2d: out of memory")
-    return out

@@ -1,7 +1,7 @@
 """The float operations an exported graph may call, by name (a whitelist: a file never names code).
 
-Float layers run on PyTorch CPU ops (oneDNN). ``max_pool2d`` is PyTorch's, on the kernels' NCHW
-implementation (same results; PyTorch's is slow on NCHW). The ``onebit.*`` functions reproduce,
+Float layers run on PyTorch CPU ops (oneDNN). ``max_pool2d`` and ``avg_pool2d`` are PyTorch's, on the
+kernels' NCHW implementations (same results; PyTorch's are slow on NCHW). The ``onebit.*`` functions reproduce,
 with the same arithmetic, the small real-valued modules of the zoo (:mod:`onebit.layers.activations`)
 and the quantizers when they are used outside a binary layer.
 """
@@ -12,7 +12,7 @@ import operator
 import torch
 import torch.nn.functional as F
 
-from onebit.deploy.bitconv import max_pool2d
+from onebit.deploy.pooling import avg_pool2d, max_pool2d
 
 __all__ = ["FUNCTIONS", "METHODS", "function_name"]
 
@@ -66,7 +66,7 @@ FUNCTIONS = {
     "conv2d": F.conv2d, "linear": F.linear, "batch_norm": F.batch_norm, "pad": F.pad,
     "relu": F.relu, "relu6": F.relu6, "hardtanh": F.hardtanh, "prelu": F.prelu, "leaky_relu": F.leaky_relu,
     "gelu": F.gelu, "silu": F.silu, "softmax": F.softmax, "dropout": F.dropout,
-    "max_pool2d": max_pool2d, "avg_pool2d": F.avg_pool2d, "adaptive_avg_pool2d": F.adaptive_avg_pool2d,
+    "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d, "adaptive_avg_pool2d": F.adaptive_avg_pool2d,
     "adaptive_max_pool2d": F.adaptive_max_pool2d,
     "onebit.add_channel": add_channel, "onebit.rprelu": rprelu, "onebit.learnable_scale": learnable_scale,
     "onebit.sign_threshold": sign_threshold, "onebit.batch_norm_affine": batch_norm_affine,
@@ -79,6 +79,7 @@ METHODS = {
 
 _NAMES = {id(fn): name for name, fn in FUNCTIONS.items()}
 _NAMES[id(F.max_pool2d)] = "max_pool2d"
+_NAMES[id(F.avg_pool2d)] = "avg_pool2d"
 
 
 def function_name(fn) -> str | None:

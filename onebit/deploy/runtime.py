@@ -6,6 +6,8 @@ threads are serialised by a lock (use one model per thread for parallel serving)
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -72,10 +74,11 @@ class _BinaryStep:
         groups = a.get("groups", 1)
         negative = unpack_signs(packed, cin // groups)
         if self.linear:
-            self.kernel = BinaryConvKernel(negative, groups=1, zero_padding=False)
+            self.kernel = BinaryConvKernel(negative, groups=1, zero_padding=False, reuse_planes=True)
         else:
             self.kernel = BinaryConvKernel(negative, stride=a["stride"], padding=a["padding"], groups=groups,
-                                           zero_padding=a.get("pad_value", 0) == 0)
+                                           zero_padding=a.get("pad_value", 0) == 0, reuse_planes=True)
+        self.outputs: dict[tuple, torch.Tensor] = {}  # reused float outputs, per shape
         self.threshold = tensor(t["threshold"]) if "threshold" in t else None
         self.sample_mean = a.get("sample_mean_threshold", False)
         affine = tensor(t["affine"]) if "affine" in t else None  # [2, cout]: dot * mult + bias
@@ -105,18 +108,26 @@ class _BinaryStep:
             threshold = x.mean(tuple(range(1, x.dim())), keepdim=False)[:, None].expand(-1, x.shape[1])
         return self.kernel.binarize(x4, threshold, threads)
 
+    def output_buffer(self, planes: BitPlanes) -> torch.Tensor | None:
+        s = planes.shape
+        shape = (s.n, s.cout, s.ho, s.wo)
+        if shape not in self.outputs:
+            self.outputs[shape] = torch.empty(shape)
+        return self.outputs[shape]
+
     def __call__(self, x: Any, residual: torch.Tensor | None, threads: int):
         planes = self.planes(x, threads)
         if self.consumer is None:
-            out = self.kernel.run(planes, self.mult, self.bias, residual=residual, threads=threads)
+            out = self.kernel.run(planes, self.mult, self.bias, residual=residual, threads=threads,
+                                  out=self.output_buffer(planes))
             return _linear_output(out, self.sample_mean) if self.linear else out
         if self.bits_float_threshold is None:  # bits only (LCE): no float output
             self.consumer.supplied = self.kernel.run(planes, None, None, float_out=False, bits_for=self.consumer.kernel,
                                                      thresh=self.bits_threshold, flip=self.bits_flip, threads=threads)
             return None
         out, self.consumer.supplied = self.kernel.run(planes, self.mult, self.bias, residual=residual,
-                                                      bits_for=self.consumer.kernel,
-                                                      float_thresh=self.bits_float_threshold, threads=threads)
+                                                      bits_for=self.consumer.kernel, float_thresh=self.bits_float_threshold,
+                                                      threads=threads, out=self.output_buffer(planes))
         return out
 
 
@@ -247,7 +258,7 @@ class OnebitModel:
         channels = self.info.get("in_channels")
         if channels is not None and (x.dim() != 4 or x.shape[1] != channels):
             raise ValueError(f"expected an N x {channels} x H x W float input, got shape {tuple(x.shape)}")
-        with self._lock:
+        with self._lock, _no_gc():
             threads = self.threads or torch.get_num_threads()
             previous = torch.get_num_threads()
             if threads != previous:
@@ -259,12 +270,18 @@ class OnebitModel:
                     for value in free:
                         env.pop(value, None)
                 out = env[self._output]
+                if isinstance(out, torch.Tensor) and self._owns(out):  # the next call would overwrite it
+                    out = out.clone()
             finally:
                 for step in self._binary:  # after an error, no bits are left for the next call
                     step.supplied = None
                 if threads != previous:
                     torch.set_num_threads(previous)
         return out.numpy() if as_numpy else out
+
+    def _owns(self, t: torch.Tensor) -> bool:
+        ptr = t.untyped_storage().data_ptr()
+        return any(buf.untyped_storage().data_ptr() == ptr for step in self._binary for buf in step.outputs.values())
 
     def summary(self) -> str:
         """What runs where: binary layers on the kernels (and those exchanging bits), float steps."""
@@ -282,6 +299,19 @@ class OnebitModel:
 
     def __repr__(self) -> str:
         return f"OnebitModel({self.info.get('name', '?')}, {len(self._steps)} steps)"
+
+
+@contextlib.contextmanager
+def _no_gc():
+    """No cyclic garbage collection during a call (its objects are freed by reference counting);
+    full collections over PyTorch's many objects would otherwise cost ~5% of a call."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def load(path: str | Path, threads: int | None = None) -> OnebitModel:

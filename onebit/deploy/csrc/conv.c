@@ -11,16 +11,7 @@
 
 #include "onebit_kernels.h"
 
-#define OB_ABI_VERSION 1
-
-/* Same numerics on every path: no a*b+c contraction into fma in one clone and not another. */
-#pragma GCC optimize("fp-contract=off")
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define MULTIVERSION
-#endif
+#define OB_ABI_VERSION 2 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
 
 #define POP4(x) (((x) & 1) + (((x) >> 1) & 1) + (((x) >> 2) & 1) + (((x) >> 3) & 1))
 #define ROW(b)                                                                               \
@@ -36,6 +27,7 @@ const uint8_t ob_nibble_popcount[16][16] __attribute__((aligned(64))) = {
 typedef struct {
     const char* name;
     ob_tile_fn tile;
+    const ob_float_ops* ops;
     int (*supported)(void);
 } ob_kernel;
 
@@ -43,14 +35,14 @@ static int always(void) { return 1; }
 #if defined(__x86_64__)
 static int has_avx2(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
 }
 #endif
 
 static const ob_kernel KERNELS[] = {
-    {"scalar", ob_tile_scalar, always},
+    {"scalar", ob_tile_scalar, &ob_float_ops_scalar, always},
 #if defined(__x86_64__)
-    {"avx2", ob_tile_avx2, has_avx2},
+    {"avx2", ob_tile_avx2, &ob_float_ops_avx2, has_avx2},
 #endif
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
@@ -88,10 +80,14 @@ int ob_set_kernel(const char* name) {
     return -1;
 }
 
-const char* ob_kernel_name(void) {
+static const ob_kernel* kernel(void) {
     if (!current) current = best_kernel();
-    return current->name;
+    return current;
 }
+
+const ob_float_ops* ob_current_float_ops(void) { return kernel()->ops; }
+
+const char* ob_kernel_name(void) { return kernel()->name; }
 
 /* ---------------------------------------------------------------- layout */
 
@@ -135,23 +131,27 @@ static inline int64_t pixel_offset(const ob_conv* s, int64_t iy, int64_t ix) {
     return ((y % s->sh) * s->sw + x % s->sw) * s->phase_bytes + (y / s->sh) * s->wq + x / s->sw;
 }
 
-/* ---------------------------------------------------------------- binarize */
-
-/* one input row of 4 (or fewer) channels -> nibbles; bit set when !(x >= t), which is
- * sign(x - t) = -1 of onebit.quant.functional.sign (NaN included) */
-MULTIVERSION
-static void binarize_row4(const float* x0, const float* x1, const float* x2, const float* x3,
-                          float t0, float t1, float t2, float t3, int n, uint8_t* dst) {
-    for (int i = 0; i < n; i++)
-        dst[i] = (uint8_t)((!(x0[i] >= t0)) | ((!(x1[i] >= t1)) << 1) | ((!(x2[i] >= t2)) << 2) |
-                           ((!(x3[i] >= t3)) << 3));
+/* write the nibbles of a row segment of input pixels (row y, columns x0...) into a plane of layout nx */
+static void store_nibbles(const ob_conv* nx, uint8_t* plane, int64_t y, int64_t x0, const uint8_t* bytes,
+                          int64_t len) {
+    if (nx->sh == 1 && nx->sw == 1) { /* contiguous */
+        memcpy(plane + pixel_offset(nx, y, x0), bytes, len);
+        return;
+    }
+    for (int k = 0; k < nx->sw && k < len; k++) { /* every sw-th column goes to one phase, contiguously */
+        uint8_t* dst = plane + pixel_offset(nx, y, x0 + k);
+        for (int64_t i = k, j = 0; i < len; i += nx->sw, j++) dst[j] = bytes[i];
+    }
 }
+
+/* ---------------------------------------------------------------- binarize */
 
 int ob_binarize(const ob_conv* s, const float* x, const float* thr, int64_t thr_stride_n,
                 uint8_t* planes, int threads) {
     const int64_t hw = (int64_t)s->h * s->w;
     const int64_t jobs = (int64_t)s->n * s->groups * s->q;
     const int strided = s->sh != 1 || s->sw != 1;
+    const ob_float_ops* ops = kernel()->ops;
     int failed = 0;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (int64_t job = 0; job < jobs; job++) {
@@ -186,9 +186,8 @@ int ob_binarize(const ob_conv* s, const float* x, const float* thr, int64_t thr_
                 failed = 1;
                 break;
             }
-            binarize_row4(r[0], r[1], r[2], r[3], t[0], t[1], t[2], t[3], s->w, dst);
-            if (strided)
-                for (int64_t ix = 0; ix < s->w; ix++) plane[pixel_offset(s, iy, ix)] = row[ix];
+            ops->binarize_row4(r[0], r[1], r[2], r[3], t[0], t[1], t[2], t[3], s->w, dst);
+            if (strided) store_nibbles(s, plane, iy, 0, row, s->w);
         }
         free(row);
         free(ones);
@@ -207,111 +206,73 @@ static inline uint64_t padded_taps(int64_t o, int stride, int pad, int k, int si
     return mask;
 }
 
-/* fma(d, m, b), as PyTorch's eval BatchNorm computes x * alpha + beta on this CPU, so that an
- * integer conv output followed by BN gives bit-identical floats; the residual is added after */
-MULTIVERSION
-static void write_float_row(const int32_t* d, float m, float b, const float* res, float* out,
-                            int n) {
-    if (res)
-        for (int i = 0; i < n; i++) out[i] = fmaf((float)d[i], m, b) + res[i];
-    else
-        for (int i = 0; i < n; i++) out[i] = fmaf((float)d[i], m, b);
-}
-
-/* the output segments of a tile: row y, columns [x0, x1), tile index p of column x0 */
-typedef struct {
-    int64_t y, x0, x1, p;
-} segment;
-
-static int tile_segments(const ob_conv* s, int64_t pos0, int width, segment* seg) {
+static int tile_segments(const ob_conv* s, int64_t pos0, int width, ob_segment* seg) {
     int k = 0;
     for (int64_t y = pos0 / s->wq; y < s->ho && y * s->wq < pos0 + width; y++) {
         int64_t x0 = pos0 - y * s->wq, x1 = pos0 + width - y * s->wq;
         if (x0 < 0) x0 = 0;
         if (x1 > s->wo) x1 = s->wo;
-        if (x0 < x1) seg[k++] = (segment){y, x0, x1, y * s->wq + x0 - pos0};
+        if (x0 < x1) seg[k++] = (ob_segment){y, x0, x1, y * s->wq + x0 - pos0};
     }
     return k;
 }
 
-/* dot products of channel o over a tile, zero-padding corrected */
-static void channel_dots(const ob_conv* s, const uint16_t* counts, const ob_padding* fix, int64_t o,
-                         const segment* seg, int nseg, int32_t* d) {
-    /* columns [0, left) and [right, wo) have taps in the left / right padding */
-    const int64_t left = ceil_div(s->pw, s->sw);
+/* The tile positions that read padding, with their row and column classes: zero padding
+ * contributes 0, not the +1 * w the bits computed, so fix->value[o][row][column] is subtracted
+ * from the dot product there. Returns how many. */
+static int border_positions(const ob_conv* s, const ob_padding* fix, const ob_segment* seg, int nseg, int* p,
+                            int* row, int* col) {
+    const int64_t left = ceil_div(s->pw, s->sw); /* columns [0, left) and [right, wo) read padding */
     const int64_t right = s->w + s->pw >= s->kw ? (s->w + s->pw - s->kw) / s->sw + 1 : 0;
-    for (int k = 0; k < nseg; k++) {
-        const segment* g = &seg[k];
-        int32_t* dk = d + g->p - g->x0; /* dk[x] is column x of row g->y */
-        const uint16_t* ck = counts + g->p - g->x0;
-        for (int64_t x = g->x0; x < g->x1; x++) dk[x] = s->k_bits - 2 * (int32_t)ck[x];
-        if (!fix) continue;
+    int k = 0;
+    for (int i = 0; i < nseg; i++) {
+        const ob_segment* g = &seg[i];
         const int rc = fix->row_class[g->y];
-        const int32_t* v = fix->value + (o * fix->n_rows + rc) * fix->n_cols;
         for (int64_t x = g->x0; x < g->x1; x++) {
             if (!rc && x >= left && x < right) x = right; /* skip the interior columns */
             if (x >= g->x1) break;
-            dk[x] -= v[fix->col_class[x]];
+            p[k] = (int)(g->p + x - g->x0);
+            row[k] = rc;
+            col[k++] = fix->col_class[x];
         }
     }
-}
-
-/* nibbles of up to 4 channels (planes `stride` floats apart) of one output row segment:
- * bit i set when !(v >= t[i]), the next layer's sign(v - t) = -1 */
-MULTIVERSION
-static void bits_from_floats(const float* v, int64_t stride, const float* t, int cnt, int64_t len,
-                             uint8_t* bytes) {
-    memset(bytes, 0, len);
-    for (int i = 0; i < cnt; i++)
-        for (int64_t x = 0; x < len; x++) bytes[x] |= (uint8_t)((!(v[i * stride + x] >= t[i])) << i);
+    return k;
 }
 
 /* the transform of the channels [o0, o0 + nch) of one tile of image n */
-static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padding* fix,
-                           int64_t n, int64_t o0, int nch, const uint16_t* counts,
-                           int64_t pos0, int width) {
-    segment seg[OB_PB + 1];
+static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padding* fix, int64_t n, int64_t o0,
+                           int nch, const uint16_t* counts, int64_t pos0, int width) {
+    const ob_float_ops* ops = kernel()->ops;
+    ob_segment seg[OB_PB + 1];
     const int nseg = tile_segments(s, pos0, width, seg);
-    int32_t d[2 * OB_NR][OB_PB];
-    const int64_t hw = (int64_t)s->ho * s->wo;
+    int border[OB_PB], row[OB_PB], col[OB_PB];
+    const int nb = fix ? border_positions(s, fix, seg, nseg, border, row, col) : 0;
+    int32_t d[2 * OB_NR + 1][OB_PB]; /* + 1: vector loads may read past the last channel's row */
     for (int r = 0; r < nch; r++) {
-        const int64_t o = o0 + r;
-        channel_dots(s, counts + (int64_t)r * OB_PB, fix, o, seg, nseg, d[r]);
-        if (!out->out) continue;
-        for (int k = 0; k < nseg; k++) {
-            const int64_t at = (n * s->cout + o) * hw + seg[k].y * s->wo + seg[k].x0;
-            write_float_row(d[r] + seg[k].p, out->mult[o], out->bias[o],
-                            out->residual ? out->residual + at : NULL, out->out + at,
-                            (int)(seg[k].x1 - seg[k].x0));
-        }
+        ops->dots(counts + r * OB_PB, s->k_bits, width, d[r]);
+        const int32_t* v = nb ? fix->value + (o0 + r) * fix->n_rows * fix->n_cols : NULL;
+        for (int i = 0; i < nb; i++) d[r][border[i]] -= v[row[i] * fix->n_cols + col[i]];
     }
+    uint8_t neg[2 * OB_NR + 3][OB_PB]; /* sign bits for the next layer, per channel; 3 zero rows */
+    const int64_t hw = (int64_t)s->ho * s->wo, base = (n * s->cout + o0) * hw;
+    if (out->out)
+        ops->tile_float((const int32_t(*)[OB_PB])d, nch, out->mult + o0, out->bias + o0,
+                        out->residual ? out->residual + base : NULL, out->out + base, hw, s->wo, seg, nseg,
+                        out->next_planes && out->float_thresh ? out->float_thresh + o0 : NULL, neg);
     if (!out->next_planes) return;
+    if (!out->float_thresh) /* bits from the integer dot products */
+        for (int r = 0; r < nch; r++) ops->int_flags(d[r], out->thresh[o0 + r], out->flip[o0 + r], width, neg[r]);
     const ob_conv* nx = out->next;
+    memset(neg[nch], 0, sizeof(neg[0]) * 3); /* channels past the last one: bit 0 */
     for (int r0 = 0; r0 < nch; r0 += 4) { /* whole nibbles of the next layer's planes */
         const int64_t c = o0 + r0, j = c % nx->cg;
-        uint8_t* plane = out->next_planes + n * nx->image_bytes +
-                         ((c / nx->cg) * nx->q + j / 4) * nx->plane_bytes;
-        const int cnt = nch - r0 < 4 ? nch - r0 : 4;
-        for (int k = 0; k < nseg; k++) {
-            const segment* g = &seg[k];
-            const int64_t len = g->x1 - g->x0;
-            uint8_t bytes[OB_PB];
-            if (out->float_thresh) {
-                const float* v = out->out + (n * s->cout + c) * hw + g->y * s->wo + g->x0;
-                bits_from_floats(v, hw, out->float_thresh + c, cnt, len, bytes);
-            } else {
-                for (int64_t x = 0; x < len; x++) {
-                    uint8_t byte = 0;
-                    for (int i = 0; i < cnt; i++)
-                        byte |= (uint8_t)(((d[r0 + i][g->p + x] < out->thresh[c + i]) != out->flip[c + i]) << i);
-                    bytes[x] = byte;
-                }
-            }
-            if (nx->sh == 1 && nx->sw == 1) /* the row segment is contiguous in the next planes */
-                memcpy(plane + pixel_offset(nx, g->y, g->x0), bytes, len);
-            else
-                for (int64_t x = 0; x < len; x++) plane[pixel_offset(nx, g->y, g->x0 + x)] = bytes[x];
-        }
+        uint8_t* plane = out->next_planes + n * nx->image_bytes + ((c / nx->cg) * nx->q + j / 4) * nx->plane_bytes;
+        const int last = nch - 1;
+        uint8_t bytes[OB_PB];
+        ops->nibbles(neg[r0], neg[r0 + 1 <= last ? r0 + 1 : nch], neg[r0 + 2 <= last ? r0 + 2 : nch + 1],
+                     neg[r0 + 3 <= last ? r0 + 3 : nch + 2], width, bytes);
+        for (int k = 0; k < nseg; k++)
+            store_nibbles(nx, plane, seg[k].y, seg[k].x0, bytes + seg[k].p, seg[k].x1 - seg[k].x0);
     }
 }
 
@@ -320,26 +281,26 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
 /* Run the convolution on planes laid out for s. wnib: [groups][ob][g][OB_NR] weight nibbles
  * << 4 (g = (q, ky, kx)); fix: the zero-padding correction (NULL for +1 padding).
  * Bits output requires whole output nibbles per task: groups == 1 or cog % 4 == 0, and the
- * next layer's groups == 1 or cg % 4 == 0 (checked by the caller). */
-int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* wnib,
-                const ob_padding* fix, const ob_output* out, int threads) {
-    if (!current) current = best_kernel();
-    const ob_tile_fn tile = current->tile;
+ * next layer's groups == 1 or cg % 4 == 0 (checked by the caller).
+ * A task is 2 weight blocks (12 output channels) on one tile of OB_PB positions. */
+int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* wnib, const ob_padding* fix,
+                const ob_output* out, int threads) {
+    const ob_tile_fn tile = kernel()->tile;
     int64_t* aoff = (int64_t*)malloc(sizeof(int64_t) * s->g);
     if (!aoff) return -3;
-    for (int64_t qi = 0, k = 0; qi < s->q; qi++)
+    for (int64_t qi = 0, i = 0; qi < s->q; qi++)
         for (int ky = 0; ky < s->kh; ky++)
-            for (int kx = 0; kx < s->kw; kx++, k++)
-                aoff[k] = qi * s->plane_bytes +
-                          ((ky % s->sh) * s->sw + kx % s->sw) * s->phase_bytes +
+            for (int kx = 0; kx < s->kw; kx++, i++)
+                aoff[i] = qi * s->plane_bytes + ((ky % s->sh) * s->sw + kx % s->sw) * s->phase_bytes +
                           (ky / s->sh) * s->wq + kx / s->sw;
-    const int64_t pairs = ceil_div(s->ob, 2); /* a task covers 2 weight blocks: 12 channels */
+    const int writes = out->out || out->next_planes;
+    const int64_t pairs = ceil_div(s->ob, 2);
     const int64_t tasks = (int64_t)s->n * s->groups * s->pblocks * pairs;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    /* one thread: a plain loop (no scheduling calls per task); several: dynamic, for a shared CPU */
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 4) if (threads > 1 && tasks > 1)
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t pair = t % pairs, pb = (t / pairs) % s->pblocks;
-        const int64_t grp = (t / pairs / s->pblocks) % s->groups;
-        const int64_t n = t / pairs / s->pblocks / s->groups;
+        const int64_t grp = (t / pairs / s->pblocks) % s->groups, n = t / pairs / s->pblocks / s->groups;
         const int64_t pos0 = pb * OB_PB;
         const int width = s->positions - pos0 > OB_PB / 2 ? OB_PB : OB_PB / 2;
         const uint8_t* a = planes + n * s->image_bytes + grp * s->q * s->plane_bytes + pos0;
@@ -351,51 +312,10 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* wnib,
             const int64_t left = s->cog - blk * OB_NR;
             nch += (int)(left < OB_NR ? left : OB_NR);
         }
-        transform_tile(s, out, fix, n, grp * s->cog + 2 * pair * OB_NR, nch, counts, pos0, width);
+        if (writes) transform_tile(s, out, fix, n, grp * s->cog + 2 * pair * OB_NR, nch, counts, pos0, width);
     }
     free(aoff);
     return 0;
-}
-
-/* ---------------------------------------------------------------- float max pooling */
-
-/* PyTorch's max_pool2d (NCHW, dilation 1, floor mode, NaN propagates), which in this PyTorch
- * build is ~20x slower on NCHW than on channels-last tensors: a vertical max of the kernel's
- * rows into a row buffer (vectorised), then the horizontal max. */
-MULTIVERSION
-static void max_rows(const float* r, int64_t w, float* acc) {
-    for (int64_t x = 0; x < w; x++) acc[x] = (r[x] > acc[x] || r[x] != r[x]) ? r[x] : acc[x];
-}
-
-int ob_max_pool2d(const float* x, int64_t planes, int h, int w, int kh, int kw, int sh, int sw, int ph,
-                  int pw, int ho, int wo, float* out, int threads) {
-    int failed = 0;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t p = 0; p < planes; p++) {
-        float* acc = (float*)malloc(sizeof(float) * w);
-        if (!acc) {
-            failed = 1;
-            continue;
-        }
-        for (int64_t oy = 0; oy < ho; oy++) {
-            for (int64_t i = 0; i < w; i++) acc[i] = -INFINITY;
-            for (int ky = 0; ky < kh; ky++) {
-                const int64_t iy = oy * sh - ph + ky;
-                if (iy >= 0 && iy < h) max_rows(x + (p * h + iy) * w, w, acc);
-            }
-            float* o = out + (p * ho + oy) * wo;
-            for (int64_t ox = 0; ox < wo; ox++) {
-                float m = -INFINITY;
-                for (int kx = 0; kx < kw; kx++) {
-                    const int64_t ix = ox * sw - pw + kx;
-                    if (ix >= 0 && ix < w && (acc[ix] > m || acc[ix] != acc[ix])) m = acc[ix];
-                }
-                o[ox] = m;
-            }
-        }
-        free(acc);
-    }
-    return failed ? -3 : 0;
 }
 
 /* ---------------------------------------------------------------- benchmarking aid */

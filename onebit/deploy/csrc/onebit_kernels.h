@@ -79,6 +79,35 @@ typedef struct {
     const int32_t* value;      /* [cout][n_rows][n_cols] */
 } ob_padding;
 
+/* The output positions of a tile on one output row: row y, columns [x0, x1); p is the tile
+ * index of column x0. */
+typedef struct {
+    int64_t y, x0, x1, p;
+} ob_segment;
+
+/* The float loops of a code path (float_ops.h). */
+typedef struct {
+    void (*tile_float)(const int32_t (*d)[OB_PB], int nch, const float* mult, const float* bias, const float* res,
+                       float* out, int64_t hw, int64_t wo, const ob_segment* seg, int nseg, const float* t,
+                       uint8_t (*neg)[OB_PB]);
+    void (*dots)(const uint16_t* count, int32_t k, int n, int32_t* d);
+    void (*int_flags)(const int32_t* d, int32_t t, uint8_t flip, int n, uint8_t* neg);
+    void (*nibbles)(const uint8_t* f0, const uint8_t* f1, const uint8_t* f2, const uint8_t* f3, int n,
+                    uint8_t* out);
+    void (*binarize_row4)(const float* x0, const float* x1, const float* x2, const float* x3, float t0,
+                          float t1, float t2, float t3, int n, uint8_t* dst);
+    void (*max_pool_plane)(const float* x, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
+                           int ho, int wo, float* acc, float* out);
+} ob_float_ops;
+
+extern const ob_float_ops ob_float_ops_scalar;
+#if defined(__x86_64__)
+extern const ob_float_ops ob_float_ops_avx2;
+#endif
+
+/* the float loops of the selected code path */
+const ob_float_ops* ob_current_float_ops(void);
+
 /* One GEMM tile: counts[r][p] = sum over g of popcount(A[aoff[g] + p] ^ w[g][r]) for
  * r < OB_NR, p < width (width = OB_PB or OB_PB / 2). w holds weight nibbles << 4. */
 typedef void (*ob_tile_fn)(const uint8_t* a, const int64_t* aoff, int g, const uint8_t* w,
