@@ -68,10 +68,12 @@ def test_cifar_models_match_pytorch_exactly(kernel, tmp_path, name, side, channe
     assert torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("name", ["birealnet18", "reactnet_a", "resnet20_bireal_1w1a", "mobilenetv1_bireal_025_1w1a"])
+@pytest.mark.parametrize("name", ["birealnet18", "reactnet_a", "resnet20_bireal_1w1a", "mobilenetv1_bireal_025_1w1a",
+                                  "resnet18_1w1a"])
 def test_zoo_models_match_pytorch(tmp_path, name):
     """Bi-Real (scaled weights), ReActNet-A (RSign thresholds, RPReLU, learnable biases), RBNN
-    (per-sample mean thresholds, rotated weights), binary depthwise convs."""
+    (per-sample mean thresholds, rotated weights), binary depthwise convs, binary 1x1 stride-2
+    shortcuts reading the same input as the block's first conv (ResNet-18 CIFAR)."""
     model = randomize(create_model(name, 10, image_size=32), seed=2)
     got, expected = roundtrip(model, torch.randn(6, 3, 32, 32), tmp_path)
     diff = compare_logits(got, expected)

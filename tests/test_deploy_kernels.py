@@ -105,6 +105,15 @@ def test_bit_packed_output_feeds_the_next_conv(kernel, consumer_stride):
     assert torch.equal(got, F.conv2d(hidden, signs(w2), stride=consumer_stride, padding=1))
 
 
+def test_threads_give_the_same_result(kernel):
+    x, w = torch.randn(2, 40, 21, 17), torch.randn(50, 40, 3, 3)
+    conv = BinaryConvKernel((w < 0).numpy(), stride=(2, 2), padding=(1, 1), zero_padding=True)
+    mult, bias = torch.randn(50), torch.randn(50)
+    one = conv.run(conv.binarize(x, threads=1), mult, bias, threads=1)
+    two = conv.run(conv.binarize(x, threads=2), mult, bias, threads=2)
+    assert torch.equal(one, two)
+
+
 def test_paths_agree_bit_for_bit():
     """All code paths give the same floats (same output transform, no fma in one path only)."""
     x, w = torch.randn(3, 70, 12, 12), torch.randn(33, 70, 3, 3)

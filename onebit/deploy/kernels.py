@@ -102,6 +102,9 @@ def available_kernels() -> list[str]:
 
 def set_kernel(name: str) -> None:
     """Force a code path (``"scalar"``, ``"avx2"``) or go back to the best one (``"auto"``)."""
+    if name == "avx512":
+        raise ValueError("kernel 'avx512' is not implemented: this build has the avx2 and scalar paths "
+                         "(an AVX-512 machine runs the avx2 path)")
     code = library().ob_set_kernel(name.encode())
     if code == -1:
         raise ValueError(f"unknown kernel {name!r} (ONEBIT_KERNEL / set_kernel): choose from auto, {', '.join(KERNEL_NAMES)}")
