@@ -44,7 +44,7 @@ def random_case(rng):
     groups = groups or int(rng.integers(2, 20))
     k = int(rng.choice([1, 3]))
     stride = int(rng.choice([1, 2]))
-    pad = int(rng.choice([0, 1])) if k == 3 else 0
+    pad = int(rng.choice([0, 1, 1, 1, 2, 3])) if k == 3 else int(rng.choice([0, 0, 0, 1]))
     h, w = (int(v) for v in rng.integers(k, 19, size=2))
     return dict(n=int(rng.integers(1, 4)), cin=cg * groups, cout=cog * groups, k=k, stride=stride, pad=pad,
                 groups=groups, h=h, w=w, zero_padding=bool(rng.integers(0, 2)))

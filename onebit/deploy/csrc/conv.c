@@ -107,8 +107,8 @@ int ob_conv_init(ob_conv* s) {
     s->g = s->kh * s->kw * s->q;
     s->k_bits = s->kh * s->kw * s->cg;
     if (s->k_bits > 65535) return -1; /* counts are 16-bit */
-    if (s->sh == 1 && s->sw == 1) {   /* shared left/right padding columns */
-        s->wq = s->w + s->pw;
+    if (s->sh == 1 && s->sw == 1) { /* rows share their padding columns unless pw >= kw */
+        s->wq = s->pw < s->kw ? s->w + s->pw : s->w + 2 * s->pw;
         s->hq = s->h + 2 * s->ph + 1;
     } else {
         s->wq = (int32_t)ceil_div(s->w + 2 * s->pw, s->sw);

@@ -8,7 +8,8 @@
  * native and zero padding is corrected at the border afterwards):
  *   stride 1: pitch Wq = W + pw; the right padding of row Y is the left padding of row
  *             Y+1, so a tap (ky, kx) of output position p = y*Wq + x reads byte
- *             p + ky*Wq + kx. Only pw "garbage" output columns per row are computed.
+ *             p + ky*Wq + kx. Only kw - 1 - pw "garbage" output columns per row are computed.
+ *             (Wq = W + 2 pw without sharing when pw >= kw.)
  *   stride s: the padded input is split into s*s phase planes (rows Y % s, columns X % s),
  *             each of pitch Wq = ceil((W + 2pw) / s); tap (ky, kx) reads phase
  *             (ky % s, kx % s) at p + (ky / s) * Wq + kx / s.
