@@ -12,6 +12,15 @@ from onebit.quant.rbnn import RbnnInput, RbnnWeight, bi_rotation, get_ab, random
 from onebit.quant.schedules import log_linear_temperature
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP overhead (and stalls on a busy machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def rbnn_conv(cin=16, cout=8, **options):
     method = get_method("rbnn").with_options(**options)
     return BinaryConv2d(cin, cout, 3, padding=1, input_quantizer=method.input_quantizer,
@@ -111,25 +120,28 @@ def test_theta_lock_zero_latent_gradient_at_init():
     assert unlocked.weight.grad.abs().max() > 0
 
 
-def test_weight_gradient_is_the_blend_of_the_surrogate():
-    """dL/dW2 = (1 - |sin theta|) * alpha * F'(W3) * g; no gradient through the rotation."""
+def rbnn_weight_formula(w, q):
+    """The spec's formula as plain autograd: W3 = W2 + |sin theta| (stopgrad(R1^T X R2) - W2)."""
+    w2 = standardize(w)
+    wr = (q.R1.t() @ w2.reshape(w.shape[0], q.a, q.b) @ q.R2).reshape_as(w2).detach()
+    w3 = w2 + torch.sin(q.theta).abs() * (wr - w2)
+    return sign_with_surrogate(w3, training_aware_grad, q.k, q.t) * q.alpha
+
+
+@pytest.mark.parametrize("theta_init", ["half_pi", "uniform"])
+def test_fused_weight_path_equals_the_formula(theta_init):
     torch.manual_seed(5)
-    q = rbnn_conv().weight_quantizer
+    q = rbnn_conv(theta_init=theta_init).weight_quantizer.double()
     q.set_temperature(0.3)
     with torch.no_grad():
-        q.theta.uniform_(0, 3)
-    w2 = standardize(torch.randn(8, 16, 3, 3)).requires_grad_()
-    g = torch.randn(8, 16, 3, 3)
-    # bypass the standardisation: feed an already standardised weight (standardize is idempotent
-    # up to rounding), compare with the closed form
-    out = q(w2)
-    (grad,) = torch.autograd.grad(out, w2, g)
-    s = torch.sin(q.theta).abs()
-    w3 = w2.detach() + s * (q.rotated(w2.detach()) - w2.detach())
-    closed = training_aware_grad(w3, q.k, q.t) * q.alpha * g
-    # chain through standardize's Jacobian, which is the identity's projection for a standardised input
-    (expected,) = torch.autograd.grad(standardize(w2), w2, (1 - s) * closed)
-    assert torch.allclose(grad, expected, atol=1e-5)
+        q.alpha.uniform_(0.5, 1.5)
+    w = torch.randn(8, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(8, 16, 3, 3, dtype=torch.float64)
+    params = (w, q.theta, q.alpha)
+    fused, formula = q(w), rbnn_weight_formula(w, q)
+    assert torch.equal(fused, formula)
+    for got, expected in zip(torch.autograd.grad(fused, params, g), torch.autograd.grad(formula, params, g)):
+        assert torch.allclose(got, expected, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("epoch, t", [(0, 0.01), (500, 0.316), (999, 9.93)])

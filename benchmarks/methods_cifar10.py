@@ -1,0 +1,92 @@
+"""CIFAR-10 comparison of RBNN, IR-Net, Bi-Real, ReActNet and BNN on resnet20_1w1a.
+
+Every method trains with the same recipe through the training engine (``onebit train``),
+by default the seeds' CIFAR recipe shortened: SGD momentum 0.9, lr 0.1, weight decay 1e-4
+on every parameter, cosine schedule, batch 256, each method's own Tmin/Tmax. The papers'
+numbers need 400-1000 epochs (RBNN resnet20 86.5%, IR-Net 85.4-86.5%); a CPU budget of a
+few epochs only ranks the methods early in training.
+
+    python benchmarks/methods_cifar10.py                                   # full train set, 10 epochs
+    python benchmarks/methods_cifar10.py --train_size 10000 --epochs 3     # reduced budget
+
+``--train_size`` < 50000 trains on the first images of the real batches (written to a
+temporary folder in CIFAR's pickle format); the test set is always the full 10,000 images
+unless ``--test_size`` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import pickle
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from onebit.train import run
+
+DATA = Path("/work/shared/data")
+METHODS = ["rbnn", "irnet", "bireal", "reactnet", "bnn"]
+
+
+def _load(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+
+def write_subset(root: Path, train_size: int, test_size: int) -> Path:
+    """First ``train_size`` training and ``test_size`` test images, as CIFAR-10 pickles."""
+    src, out = DATA / "cifar-10-batches-py", root / "cifar-10-batches-py"
+    out.mkdir(parents=True)
+    batches = [_load(src / f"data_batch_{i}") for i in range(1, 6)]
+    per_batch = -(-train_size // 5)
+    for i, batch in enumerate(batches, 1):
+        part = {b"data": batch[b"data"][:per_batch], b"labels": batch[b"labels"][:per_batch]}
+        with open(out / f"data_batch_{i}", "wb") as f:
+            pickle.dump(part, f)
+    test = _load(src / "test_batch")
+    with open(out / "test_batch", "wb") as f:
+        pickle.dump({b"data": test[b"data"][:test_size], b"labels": test[b"labels"][:test_size]}, f)
+    return root
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--methods", nargs="+", default=METHODS)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--train_size", type=int, default=50000)
+    p.add_argument("--test_size", type=int, default=10000)
+    p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--extra", default="", help="more `onebit train` flags for every run, one string")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        subset = args.train_size < 50000 or args.test_size < 10000
+        data_path = str(write_subset(Path(tmp), args.train_size, args.test_size)) if subset else str(DATA)
+        for method in args.methods:
+            t0 = time.time()
+            result = run([
+                "--dataset", "cifar10", "--data_path", data_path, "--model", "resnet20_1w1a", "--method", method,
+                "--epochs", str(args.epochs), "-b", str(args.batch_size), "--lr", str(args.lr),
+                "--results_dir", str(Path(tmp) / "runs"), "--save", method, "--print_freq", "0",
+                "--time_estimate", "0", "--seed", "1", *shlex.split(args.extra),
+            ])
+            rows.append((method, result["final_top1"], result["best_top1"], time.time() - t0))
+            print(f"  {method}: top-1 {result['final_top1']:.2f} ({time.time() - t0:.0f} s)", flush=True)
+
+    print(f"\nresnet20_1w1a on CIFAR-10 ({args.train_size} train / {args.test_size} test images, {args.epochs} epochs, "
+          f"batch {args.batch_size}, SGD lr {args.lr} cosine {args.extra}, {args.threads} threads)")
+    print("| method | final top-1 (%) | best top-1 (%) | seconds |\n|---|---|---|---|")
+    for method, top1, best, seconds in rows:
+        print(f"| {method} | {top1:.2f} | {best:.2f} | {seconds:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
