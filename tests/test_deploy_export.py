@@ -96,7 +96,7 @@ def test_plus_one_padding_and_forced_scalar_path(tmp_path):
 
 
 def test_file_is_safetensors_with_a_json_graph(tmp_path):
-    model = randomize(create_model("resnet20_1w1a", 10), seed=4)
+    model = randomize(create_model("resnet20_1w1a", 10, method="bnn"), seed=4)
     path = tmp_path / "r20.onebit"
     program = export(model, torch.randn(1, 3, 32, 32), path)
     assert program.check == {"max_rel": 0.0, "top1_agree": 1.0}

@@ -44,7 +44,8 @@ def test_libra_pb_forward_scale_and_backward():
     assert shift[:5].eq(0).all() and shift[5].item() <= -1
     scale = (2.0 ** shift).reshape(6, 1, 1, 1)
     assert torch.equal(out, sign(ws) * scale)
-    assert torch.allclose(ws.reshape(6, -1).mean(1), torch.zeros(6, dtype=torch.float64), atol=1e-12)  # balanced: max entropy
+    # zero mean per channel: balanced signs, maximal entropy
+    assert torch.allclose(ws.reshape(6, -1).mean(1), torch.zeros(6, dtype=torch.float64), atol=1e-12)
     g = torch.randn_like(w)
     (grad,) = torch.autograd.grad(out, w, g)
     # EDE through the standardisation, scaled by the detached 2^s

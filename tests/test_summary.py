@@ -200,7 +200,7 @@ def test_cli_reactnet_a_on_imagenet(capsys):  # a real forward pass at 224x224
 
 
 def test_cli_checkpoint(tmp_path, capsys):
-    model = create_model("resnet20_1w1a", 10, in_channels=1, image_size=28, binary_type=(False, True))
+    model = create_model("resnet20_1w1a", 10, in_channels=1, image_size=28, method="bnn", binary_type=(False, True))
     path = tmp_path / "model_best.pth"
     config = {"model": "resnet20_1w1a", "dataset": "fashion-mnist", "method": "bnn", "a32": True}  # W1A32
     torch.save({"model": model.state_dict(), "config": config}, path)

@@ -72,7 +72,8 @@ class CifarResNet(nn.Module):
         return self.fc(self.bn2(x))
 
 
-@register_model("resnet20_1w1a", source="RBNN models_cifar/resnet.py (He et al. ResNet-20)", input_size=32)
+@register_model("resnet20_1w1a", default_method="rbnn", input_size=32,
+                source="RBNN models_cifar/resnet.py (He et al. ResNet-20)")
 def resnet20_1w1a(num_classes, in_channels, image_size, layers, **_):
     model = CifarResNet(layers, [3, 3, 3], [16, 32, 64], num_classes, in_channels, shortcut="A", stem_act=True)
     for m in model.modules():
@@ -84,7 +85,7 @@ def resnet20_1w1a(num_classes, in_channels, image_size, layers, **_):
     return model
 
 
-@register_model("resnet18_1w1a", input_size=32,
+@register_model("resnet18_1w1a", default_method="rbnn", input_size=32,
                 source="RBNN models_cifar/resnet2.py (CIFAR ResNet-18); image_size >= 64: models_imagenet/resnet.py")
 def resnet18_1w1a(num_classes, in_channels, image_size, layers, **options):
     if image_size >= 64:  # RBNN's main.py takes models_imagenet's ResNet-18 for TinyImageNet/ImageNet

@@ -45,6 +45,7 @@ class VGGSmall(nn.Module):
         return self.fc(x.flatten(1))
 
 
-@register_model("vgg_small_1w1a", source="IR-Net / RBNN vgg.py (VGG-small of LQ-Net)", input_size=32)
+@register_model("vgg_small_1w1a", default_method="rbnn", input_size=32,
+                source="IR-Net / RBNN vgg.py (VGG-small of LQ-Net)")
 def vgg_small_1w1a(num_classes, in_channels, image_size, layers, **_):
     return VGGSmall(layers, num_classes, in_channels, image_size)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from onebit.quant.base import Quantizer, register_quantizer
-from onebit.quant.functional import identity_grad, scaled_sign_with_surrogate
+from onebit.quant.functional import channel_mean_abs, identity_grad, scaled_sign_with_surrogate
 
 __all__ = ["MagnitudeAwareSign", "GRADIENTS"]
 
@@ -45,7 +45,7 @@ class MagnitudeAwareSign(Quantizer):
         self.gradient = gradient
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        alpha = w.detach().abs().reshape(w.shape[0], -1).mean(1).reshape((-1,) + (1,) * (w.dim() - 1))
+        alpha = channel_mean_abs(w)
         params = (alpha,) if self.gradient == "paper" else ()
         return scaled_sign_with_surrogate(w, alpha, GRADIENTS[self.gradient], *params)
 

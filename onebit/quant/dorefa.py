@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 
 from onebit.quant.base import Quantizer, register_quantizer
-from onebit.quant.functional import clipped_identity_grad, identity_grad, scaled_sign_with_surrogate, sign_with_surrogate
+from onebit.quant.functional import (
+    channel_mean_abs, clipped_identity_grad, identity_grad, scaled_sign_with_surrogate, sign_with_surrogate,
+)
 
 __all__ = ["DorefaInput", "DorefaWeight"]
 
@@ -63,8 +65,7 @@ class DorefaWeight(Quantizer):
         self.scale = scale
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        a = w.detach().abs()
-        e = a.mean() if self.scale == "layer" else a.reshape(w.shape[0], -1).mean(1).reshape((-1,) + (1,) * (w.dim() - 1))
+        e = w.detach().abs().mean() if self.scale == "layer" else channel_mean_abs(w)
         return scaled_sign_with_surrogate(w, e, identity_grad)
 
     def extra_repr(self) -> str:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onebit.quant.base import Quantizer, register_quantizer
-from onebit.quant.functional import fda_grad, sign_with_surrogate
+from onebit.quant.functional import channel_mean_abs, fda_grad, sign_with_surrogate
 from onebit.quant.schedules import fda_noise_weight, fda_num_terms
 
 __all__ = ["NoiseAdaptation", "FdaWeight", "FdaInput"]
@@ -59,10 +59,8 @@ class FdaWeight(_FdaScheduled):
         self.noise = NoiseAdaptation(layer.weight[0].numel()).to(layer.weight.device)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        flat = w.reshape(w.shape[0], -1)
-        q = sign_with_surrogate(w, fda_grad, self.n) + self.noise_weight * self.noise(flat).reshape_as(w)
-        scale = flat.detach().abs().mean(1).reshape((-1,) + (1,) * (w.dim() - 1))
-        return q * scale
+        noise = self.noise(w.reshape(w.shape[0], -1)).reshape_as(w)
+        return (sign_with_surrogate(w, fda_grad, self.n) + self.noise_weight * noise) * channel_mean_abs(w)
 
 
 @register_quantizer("fda_input")

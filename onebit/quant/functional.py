@@ -137,6 +137,13 @@ def channel_shape(weight: torch.Tensor) -> tuple[int, ...]:
     return (weight.shape[0],) + (1,) * (weight.dim() - 1)
 
 
+def channel_mean_abs(weight: torch.Tensor) -> torch.Tensor:
+    """``mean |W_o|`` per output channel (shape :func:`channel_shape`), without gradient: the
+    magnitude scale of XNOR-Net, Bi-Real Net, ReActNet and FDA, and RBNN's initial alpha."""
+    w = weight.detach()
+    return w.abs().reshape(w.shape[0], -1).mean(1).reshape(channel_shape(w))
+
+
 def input_channel_shape(layer: torch.nn.Module) -> tuple[int, ...]:
     """Shape of a per-input-channel factor broadcasting over the layer's input: ``(1, C_in, 1, 1)``
     for a conv (input N x C x H x W), ``(1, C_in)`` for a linear layer."""

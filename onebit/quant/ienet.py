@@ -31,7 +31,9 @@ import torch
 from torch import nn
 
 from onebit.quant.base import Quantizer, register_quantizer
-from onebit.quant.functional import channel_shape, input_channel_shape, sign_with_surrogate, training_aware_grad
+from onebit.quant.functional import (
+    channel_mean_abs, channel_shape, input_channel_shape, sign_with_surrogate, training_aware_grad,
+)
 from onebit.quant.schedules import surrogate_scale
 
 __all__ = ["IeNetWeight", "DualShiftSign"]
@@ -54,7 +56,7 @@ class IeNetWeight(Quantizer):
     def build(self, layer: nn.Module) -> None:
         w = layer.weight.detach()
         shape = channel_shape(w)
-        self.alpha = nn.Parameter(w.abs().reshape(w.shape[0], -1).mean(1).reshape(shape).clone())
+        self.alpha = nn.Parameter(channel_mean_abs(w).clone())
         self.dual = isinstance(getattr(layer, "input_quantizer", None), DualShiftSign)
         if self.dual:
             _check_groups(layer)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from onebit.quant.base import Quantizer, register_quantizer
-from onebit.quant.functional import ede_grad, sign_with_surrogate, standardize
+from onebit.quant.functional import channel_shape, ede_grad, sign_with_surrogate, standardize
 from onebit.quant.schedules import surrogate_scale
 
 __all__ = ["EdeSign", "LibraPBWeight"]
@@ -52,5 +52,5 @@ class LibraPBWeight(_EdeScheduled):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         w = standardize(w)
         mean_abs = w.detach().abs().reshape(w.shape[0], -1).mean(1)
-        scale = torch.pow(2.0, torch.round(torch.log2(mean_abs))).reshape((-1,) + (1,) * (w.dim() - 1))
+        scale = torch.pow(2.0, torch.round(torch.log2(mean_abs))).reshape(channel_shape(w))
         return sign_with_surrogate(w, ede_grad, self.k, self.t) * scale

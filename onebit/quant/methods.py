@@ -88,7 +88,8 @@ class Method:
         unknown = sorted(set(values) - set(known))
         if unknown:
             listed = ", ".join(f"{k}={v!r}" for k, v in sorted(known.items())) or "none"
-            raise ValueError(f"method {self.name!r} has no option {', '.join(map(repr, unknown))} (its options: {listed})")
+            names = ", ".join(map(repr, unknown))
+            raise ValueError(f"method {self.name!r} has no option {names} (its options: {listed})")
         bound = {}
         for key, spec in self._components().items():
             factory = _factory(spec)
@@ -177,7 +178,8 @@ for _method in [
     ),
     Method(
         "bnn", SteSign, BnnWeight,
-        "BinaryNet (Hubara et al. 2016): clipped-STE activations, identity-STE weights clipped to [-1, 1] after each step",
+        "BinaryNet (Hubara et al. 2016): clipped-STE activations, identity-STE weights "
+        "clipped to [-1, 1] after each step",
     ),
     Method(
         "dorefa", DorefaInput, DorefaWeight,

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from onebit.quant.base import Quantizer, register_quantizer
-from onebit.quant.functional import channel_shape, sign, sign_, standardize, training_aware_grad
+from onebit.quant.functional import channel_mean_abs, channel_shape, sign, sign_, standardize, training_aware_grad
 from onebit.quant.owner import LayerBoundQuantizer
 from onebit.quant.schedules import surrogate_scale
 
@@ -188,7 +188,7 @@ class RbnnWeight(LayerBoundQuantizer):
             theta = torch.rand(shape, device=w.device) * (math.pi / 2)
         self.theta = nn.Parameter(theta)
         # mean |W| of the layer's *default* init (build runs before the model's own init)
-        self.alpha = nn.Parameter(w.abs().reshape(w.shape[0], -1).mean(1).reshape(shape).clone())
+        self.alpha = nn.Parameter(channel_mean_abs(w).clone())
 
     def set_temperature(self, t: float) -> None:
         self.t.fill_(t)

@@ -21,7 +21,7 @@ from functools import partial
 import torch
 
 from onebit.quant.base import Quantizer, register_quantizer
-from onebit.quant.functional import scaled_sign_with_surrogate
+from onebit.quant.functional import channel_mean_abs, scaled_sign_with_surrogate
 
 __all__ = ["XnorWeight"]
 
@@ -36,5 +36,5 @@ class XnorWeight(Quantizer):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         n = w[0].numel()
-        alpha = w.detach().abs().reshape(w.shape[0], -1).mean(1).reshape((-1,) + (1,) * (w.dim() - 1))
+        alpha = channel_mean_abs(w)
         return scaled_sign_with_surrogate(w, alpha, partial(_xnor_grad, inv_n=1.0 / n), alpha)
