@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import signal
+from contextlib import contextmanager
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -264,7 +265,21 @@ class Trainer:
             "config": self.config,
         }
 
+    @contextmanager
+    def _stop_on_signals(self):
+        """SIGTERM/SIGINT (cluster preemption, Ctrl-C) end the run after the current batch, with a checkpoint."""
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+
     def fit(self) -> dict[str, Any]:
+        with self._stop_on_signals():
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         c = self.config
         main = self.dist.is_main
         run_dir = self._run_dir()
@@ -297,57 +312,52 @@ class Trainer:
             log.info(f"distillation from teacher {c['teacher']} ({c['teacher_ckpt']}): {self.distill.extra_repr()}")
         self._log_model_summary(log)
 
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         t_start, result = time.time(), {}
-        try:
-            for epoch in range(start_epoch, c["epochs"]):
-                t0 = time.time()
-                if resume_rng is not None:  # mid-epoch resume: the epoch's hooks already ran
-                    lr = self._set_epoch_state(epoch)
-                    ckpt_io.set_rng_state(resume_rng)
-                    resume_rng = None
-                else:
-                    seed_everything(epoch_seed(c["seed"], epoch))
-                    lr = self._set_epoch_state(epoch)
-                    for hook in self._hooks("on_epoch_start"):
-                        hook(epoch, c["epochs"])
-                    start_step, sums = 0, [0.0, 0.0, 0.0]
-                self._stop_step = 0
-                sums = self._train_epoch(epoch, start_step, sums, log)
-                if self._stop_step:
-                    if main:
-                        ckpt_io.save_atomic(self._checkpoint(epoch, self._stop_step, sums, best), run_dir / ckpt_io.CHECKPOINT)
-                    log.info(f"stopped by a signal at epoch {epoch + 1}, batch "
-                             f"{self._stop_step}; checkpoint written, continue with --resume {run_dir}")
-                    result = {"interrupted": True}
-                    break
-                tr_loss, tr_correct, tr_n = self.dist.sum(sums)
-                metrics = {"lr": lr, "train_loss": tr_loss / tr_n, "train_top1": 100 * tr_correct / tr_n, **self.evaluate()}
-                metrics["epoch_seconds"] = time.time() - t0
-                is_best = metrics["test_top1"] > best
-                best = max(best, metrics["test_top1"])
+        for epoch in range(start_epoch, c["epochs"]):
+            t0 = time.time()
+            if resume_rng is not None:  # mid-epoch resume: the epoch's hooks already ran
+                lr = self._set_epoch_state(epoch)
+                ckpt_io.set_rng_state(resume_rng)
+                resume_rng = None
+            else:
+                seed_everything(epoch_seed(c["seed"], epoch))
+                lr = self._set_epoch_state(epoch)
+                for hook in self._hooks("on_epoch_start"):
+                    hook(epoch, c["epochs"])
+                start_step, sums = 0, [0.0, 0.0, 0.0]
+            self._stop_step = 0
+            sums = self._train_epoch(epoch, start_step, sums, log)
+            if self._stop_step:
                 if main:
-                    state = self._checkpoint(epoch + 1, 0, [0.0, 0.0, 0.0], best)
-                    ckpt_io.save_atomic(state, run_dir / ckpt_io.CHECKPOINT)
-                    if is_best:
-                        ckpt_io.save_atomic({k: state[k] for k in ("format_version", "model_name", "model", "config",
-                                                                    "best_top1", "epoch")}, run_dir / ckpt_io.BEST)
-                    log.metrics(epoch, metrics)
-                    if c["weight_hist"] and (epoch + 1) % c["weight_hist"] == 0:
-                        log.weight_histograms(self.net, epoch)
-                log.info(f"epoch {epoch + 1}/{c['epochs']}  lr {lr:.5f}  train loss {metrics['train_loss']:.4f} "
-                         f"top-1 {metrics['train_top1']:.2f}  |  test loss {metrics['test_loss']:.4f} "
-                         f"top-1 {metrics['test_top1']:.2f} top-5 {metrics['test_top5']:.2f}  (best {best:.2f})  "
-                         f"{metrics['epoch_seconds']:.1f}s")
-                if c["time_estimate"] and (epoch + 1) % c["time_estimate"] == 0 and epoch + 1 < c["epochs"]:
-                    per_epoch = (time.time() - t_start) / (epoch + 1 - start_epoch)
-                    left = per_epoch * (c["epochs"] - epoch - 1)
-                    log.info(f"  {per_epoch:.1f}s/epoch, projected finish {datetime.now() + timedelta(seconds=left):%Y-%m-%d %H:%M} "
-                             f"(in {timedelta(seconds=round(left))})")
-                result = {"final_top1": metrics["test_top1"], "final_top5": metrics["test_top5"]}
-        finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
+                    ckpt_io.save_atomic(self._checkpoint(epoch, self._stop_step, sums, best), run_dir / ckpt_io.CHECKPOINT)
+                log.info(f"stopped by a signal at epoch {epoch + 1}, batch "
+                         f"{self._stop_step}; checkpoint written, continue with --resume {run_dir}")
+                result = {"interrupted": True}
+                break
+            tr_loss, tr_correct, tr_n = self.dist.sum(sums)
+            metrics = {"lr": lr, "train_loss": tr_loss / tr_n, "train_top1": 100 * tr_correct / tr_n, **self.evaluate()}
+            metrics["epoch_seconds"] = time.time() - t0
+            is_best = metrics["test_top1"] > best
+            best = max(best, metrics["test_top1"])
+            if main:
+                state = self._checkpoint(epoch + 1, 0, [0.0, 0.0, 0.0], best)
+                ckpt_io.save_atomic(state, run_dir / ckpt_io.CHECKPOINT)
+                if is_best:
+                    ckpt_io.save_atomic({k: state[k] for k in ("format_version", "model_name", "model", "config",
+                                                                "best_top1", "epoch")}, run_dir / ckpt_io.BEST)
+                log.metrics(epoch, metrics)
+                if c["weight_hist"] and (epoch + 1) % c["weight_hist"] == 0:
+                    log.weight_histograms(self.net, epoch)
+            log.info(f"epoch {epoch + 1}/{c['epochs']}  lr {lr:.5f}  train loss {metrics['train_loss']:.4f} "
+                     f"top-1 {metrics['train_top1']:.2f}  |  test loss {metrics['test_loss']:.4f} "
+                     f"top-1 {metrics['test_top1']:.2f} top-5 {metrics['test_top5']:.2f}  (best {best:.2f})  "
+                     f"{metrics['epoch_seconds']:.1f}s")
+            if c["time_estimate"] and (epoch + 1) % c["time_estimate"] == 0 and epoch + 1 < c["epochs"]:
+                per_epoch = (time.time() - t_start) / (epoch + 1 - start_epoch)
+                left = per_epoch * (c["epochs"] - epoch - 1)
+                log.info(f"  {per_epoch:.1f}s/epoch, projected finish {datetime.now() + timedelta(seconds=left):%Y-%m-%d %H:%M} "
+                         f"(in {timedelta(seconds=round(left))})")
+            result = {"final_top1": metrics["test_top1"], "final_top5": metrics["test_top5"]}
         seconds = time.time() - t_start
         result.update({"best_top1": best, "seconds": seconds, "run_dir": str(run_dir)})
         if "interrupted" not in result:
