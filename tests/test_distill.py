@@ -19,12 +19,7 @@ from onebit.train.distill import (
 from onebit.train.stages import load_stage1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def softmax(row, t=1.0):

@@ -7,13 +7,7 @@ from onebit.models import create_model
 from onebit.quant import get_method, list_methods, parse_method_options
 from onebit.quant.functional import sign
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP overhead (and stalls on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 METHODS = ["rbnn", "irnet", "bireal", "reactnet", "xnor", "xnorpp", "bnn", "dorefa", "recu", "fda", "ienet"]

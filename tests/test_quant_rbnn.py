@@ -12,13 +12,7 @@ from onebit.quant.rbnn import RbnnInput, RbnnWeight, bi_rotation, get_ab, random
 from onebit.quant.schedules import log_linear_temperature
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP overhead (and stalls on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rbnn_conv(cin=16, cout=8, **options):

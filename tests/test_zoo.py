@@ -25,13 +25,7 @@ from onebit.quant import SteSign
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: the weight-sized elementwise ops dominate, and 2 threads on 2 shared cores are slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ZOO = [
     "resnet20_bireal_1w1a", "resnet34_1w1a", "mobilenetv1_bireal_025_1w1a", "mobilenetv1_bireal_05_1w1a",
