@@ -69,16 +69,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         subset = args.train_size < 50000 or args.test_size < 10000
         data_path = str(write_subset(Path(tmp), args.train_size, args.test_size)) if subset else str(DATA)
-        for method in args.methods:
+        for spec in args.methods:  # NAME or NAME:OPTION=VALUE,OPTION=VALUE (method options)
+            method, _, options = spec.partition(":")
             t0 = time.time()
             result = run([
+                *(["--method_options", *options.split(",")] if options else []),
                 "--dataset", "cifar10", "--data_path", data_path, "--model", "resnet20_1w1a", "--method", method,
                 "--epochs", str(args.epochs), "-b", str(args.batch_size), "--lr", str(args.lr),
-                "--results_dir", str(Path(tmp) / "runs"), "--save", method, "--print_freq", "0",
+                "--results_dir", str(Path(tmp) / "runs"), "--save", spec.replace(":", "_"), "--print_freq", "0",
                 "--time_estimate", "0", "--seed", "1", *shlex.split(args.extra),
             ])
-            rows.append((method, result["final_top1"], result["best_top1"], time.time() - t0))
-            print(f"  {method}: top-1 {result['final_top1']:.2f} ({time.time() - t0:.0f} s)", flush=True)
+            rows.append((spec, result["final_top1"], result["best_top1"], time.time() - t0))
+            print(f"  {spec}: top-1 {result['final_top1']:.2f} ({time.time() - t0:.0f} s)", flush=True)
 
     print(f"\nresnet20_1w1a on CIFAR-10 ({args.train_size} train / {args.test_size} test images, {args.epochs} epochs, "
           f"batch {args.batch_size}, SGD lr {args.lr} cosine {args.extra}, {args.threads} threads)")
