@@ -2,9 +2,9 @@
 
 One training step = forward + backward + SGD step of ``resnet20_1w1a`` at batch 256 on
 32 x 32 inputs. The methods take turns in every round (so a busy machine slows them alike)
-and each round's time is the process CPU time of the step (both threads), which other
-processes on the machine disturb less than wall time; the table gives the median and the
-best round. The rotation update (three alternating Procrustes iterations over all binary
+and each round's time is the process CPU time of the step (all threads), which other
+processes on the machine disturb less than wall time (also given); the table gives the
+median and the best round. The rotation update (three alternating Procrustes iterations over all binary
 layers, once per epoch) is timed separately per model, on a warmed-up process.
 
     python benchmarks/methods_throughput.py                     # 2 threads, 12 rounds
@@ -33,14 +33,14 @@ def make_step(method: str, batch: int):
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     after_step = [m.after_step for m in model.modules() if callable(getattr(m, "after_step", None))]
 
-    def step() -> float:
-        start = time.process_time()
+    def step() -> tuple[float, float]:
+        cpu, wall = time.process_time(), time.perf_counter()
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
         for hook in after_step:
             hook()
-        return time.process_time() - start
+        return time.process_time() - cpu, time.perf_counter() - wall
 
     return step
 
@@ -74,12 +74,14 @@ def main() -> None:
     for _ in range(args.rounds):
         for m, step in steps.items():
             times[m].append(step())
-    base = statistics.median(times[args.methods[-1]])
-    print(f"resnet20_1w1a training step, batch {args.batch}, {args.threads} threads, {args.rounds} rounds "
-          f"(process CPU seconds per step)")
-    print(f"| method | median (s) | best (s) | median / {args.methods[-1]} |\n|---|---|---|---|")
+    base = statistics.median(cpu for cpu, _ in times[args.methods[-1]])
+    print(f"resnet20_1w1a training step, batch {args.batch}, {args.threads} threads, {args.rounds} rounds")
+    print(f"| method | CPU s/step, median | best | wall s/step, median | CPU median / {args.methods[-1]} |")
+    print("|---|---|---|---|---|")
     for m, t in times.items():
-        print(f"| {m} | {statistics.median(t):.3f} | {min(t):.3f} | {statistics.median(t) / base:.2f} |")
+        cpu = [c for c, _ in t]
+        wall = statistics.median(w for _, w in t)
+        print(f"| {m} | {statistics.median(cpu):.3f} | {min(cpu):.3f} | {wall:.3f} | {statistics.median(cpu) / base:.2f} |")
 
     print("\nRBNN rotation update, all binary layers, once per epoch (wall seconds)")
     print("| model | binary layers | first call (s) | warm (s) |\n|---|---|---|---|")
