@@ -16,7 +16,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from onebit.layers.activations import ChannelGate, LearnableBias, LearnableScale, RPReLU, activation
+from onebit.layers.activations import ChannelGate, LearnableBias, RPReLU, activation
+from onebit.layers.scale import LearnedScale
 from onebit.models import create_model, get_entry
 from onebit.models.common import BinaryLayers
 from onebit.models.mobilenet import MobileBlock
@@ -189,8 +190,8 @@ def test_rbnn_resnet18_picks_the_imagenet_definition_from_image_size():
 
 def test_strong_baseline_scales_are_sized_from_the_image_size():
     model = build("strong_baseline", image_size=64)  # 64 -> stem 16 -> stages 16, 8, 4, 2
-    sides = [model.layer1[0].unit1.post.beta.shape[2], model.layer2[0].unit1.post.beta.shape[2],
-             model.layer3[1].unit2.post.gamma.shape[3], model.layer4[0].unit2.post.beta.shape[2]]
+    sides = [len(model.layer1[0].unit1.post.row), len(model.layer2[0].unit1.post.row),
+             len(model.layer3[1].unit2.post.column), len(model.layer4[0].unit2.post.row)]
     assert sides == [16, 8, 4, 2]
     model(torch.randn(2, 3, 64, 64))
     with pytest.raises(ValueError, match="image_size"):
@@ -339,17 +340,21 @@ def test_learnable_bias_as_rsign_threshold_gradient():
     torch.testing.assert_close(shift.bias.grad, (g * ((x + b).abs() <= 1).float()).sum((0, 2, 3)))
 
 
-def test_learnable_scale_and_channel_gate_formulas():
+def test_learned_scale_and_channel_gate_formulas():
     torch.manual_seed(0)
-    scale = LearnableScale(3, 4, 5)
+    scale = LearnedScale(channels=3, size=(4, 5))  # standalone, sized from the output (R2B strong baseline)
+    assert scale.channel.shape == (3, 1, 1) and scale.row.shape == (4, 1) and scale.column.shape == (5,)
     with torch.no_grad():
         for p in scale.parameters():
             p.uniform_(0.5, 1.5)
     x, g = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
     (scale(x) * g).sum().backward()
-    a, b, c = scale.alpha.detach(), scale.beta.detach(), scale.gamma.detach()
-    torch.testing.assert_close(scale.alpha.grad, (g * x * b * c).sum((0, 2, 3), keepdim=True))
-    torch.testing.assert_close(scale.beta.grad, (g * x * a * c).sum((0, 1, 3), keepdim=True))
+    a, b, c = scale.channel.detach(), scale.row.detach(), scale.column.detach()
+    torch.testing.assert_close(scale(x), x * a * b * c)
+    torch.testing.assert_close(scale.channel.grad, (g * x * b * c).sum((0, 2, 3)).view(3, 1, 1))
+    torch.testing.assert_close(scale.row.grad, (g * x * a * c).sum((0, 1, 3)).view(4, 1))
+    with pytest.raises(ValueError, match="image_size"):
+        scale(torch.randn(1, 3, 8, 8))
 
     gate = ChannelGate(16, 8)
     assert gate.squeeze.weight.shape == (2, 16) and gate.squeeze.bias is None

@@ -7,18 +7,7 @@ from __future__ import annotations
 
 import json
 
-from onebit.utils import suggest
-
-DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
-    # name: (num_classes, in_channels, image side)
-    "digits": (10, 1, 8),
-    "mnist": (10, 1, 28),
-    "fashion-mnist": (10, 1, 28),
-    "cifar10": (10, 3, 32),
-    "cifar100": (100, 3, 32),
-    "tinyimagenet": (200, 3, 64),
-    "imagenet": (1000, 3, 224),
-}
+from onebit.data import dataset_shape, list_datasets
 
 
 def add_arguments(parser) -> None:
@@ -26,7 +15,7 @@ def add_arguments(parser) -> None:
     source.add_argument("--model", help="a registered model name (see `onebit models`)")
     source.add_argument("--checkpoint", help="a checkpoint saved by `onebit train` (dict with 'model' and 'config')")
     parser.add_argument(
-        "--dataset", choices=sorted(DATASET_SHAPES),
+        "--dataset", choices=list_datasets(),
         help="classes, channels and image size of --model (default: the model's own input size, "
              "3 channels, 10 classes); a checkpoint brings its own",
     )
@@ -34,45 +23,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def _dataset_shape(name: str | None, model_name: str) -> tuple[int, int, int]:
+def model_shape(name: str, dataset: str | None) -> tuple[int, int, int]:
+    """``(num_classes, in_channels, image_size)`` of a registered model on ``dataset``
+    (default: the model's own input size, 3 channels, 10 classes)."""
     from onebit.models import get_entry
 
-    if name is None:
-        return 10, 3, get_entry(model_name).input_size
-    if name not in DATASET_SHAPES:
-        raise ValueError(f"unknown dataset {name!r}{suggest(name, DATASET_SHAPES)}")
-    return DATASET_SHAPES[name]
-
-
-def _load_checkpoint(path: str):
-    """The checkpoint's network, rebuilt as ``onebit train`` builds it from the saved config
-    (flags missing from the config take their ``onebit train`` defaults), with its weights."""
-    from types import SimpleNamespace
-
-    from onebit.train import checkpoint as ckpt_io
-    from onebit.train.config import build_parser
-    from onebit.train.engine import build_model
-
-    checkpoint = ckpt_io.load(path)
-    saved = checkpoint.get("config")
-    if not isinstance(saved, dict) or "model" not in saved:
-        raise ValueError(f"{path}: expected a dict with keys 'model' (state_dict) and 'config' (naming its 'model')")
-    config = {**vars(build_parser().parse_args([])), **saved}
-    num_classes, in_channels, side = _dataset_shape(saved.get("dataset"), saved["model"])
-    model = build_model(config, SimpleNamespace(num_classes=num_classes, in_channels=in_channels, image_size=side))
-    ckpt_io.load_model_state(model, checkpoint, saved["model"])
-    return model, saved["model"], in_channels, side
+    return dataset_shape(dataset) if dataset else (10, 3, get_entry(name).input_size)
 
 
 def _model_and_input(args):
     from onebit.models import create_model
+    from onebit.train import load_trained_model
 
     if args.checkpoint:
         if args.dataset:
             raise ValueError("--dataset does not apply to --checkpoint: the checkpoint's config names its data set")
-        model, name, in_channels, side = _load_checkpoint(args.checkpoint)
-        return model, name, in_channels, args.input_size or side
-    num_classes, in_channels, side = _dataset_shape(args.dataset, args.model)
+        trained = load_trained_model(args.checkpoint)
+        return trained.model, trained.name, trained.in_channels, args.input_size or trained.image_size
+    num_classes, in_channels, side = model_shape(args.model, args.dataset)
     side = args.input_size or side
     return create_model(args.model, num_classes, in_channels=in_channels, image_size=side), args.model, in_channels, side
 

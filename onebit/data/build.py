@@ -118,6 +118,25 @@ def list_datasets() -> list[str]:
     return sorted([*MEMORY_DATASETS, *FOLDER_DATASET_NAMES])
 
 
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    # name: (classes, channels, image side) of the network's input, without reading the data
+    "digits": (10, 1, 8),
+    "mnist": (10, 1, 28),
+    "fashion-mnist": (10, 1, 28),
+    "cifar10": (10, 3, 32),
+    "cifar100": (100, 3, 32),
+    "tinyimagenet": (200, 3, 64),
+    "imagenet": (1000, 3, 224),
+}
+
+
+def dataset_shape(name: str) -> tuple[int, int, int]:
+    """``(num_classes, in_channels, image_size)`` of a data set, without reading it."""
+    if name not in DATASET_SHAPES:
+        raise ValueError(f"unknown dataset {name!r}{suggest(name, DATASET_SHAPES)}")
+    return DATASET_SHAPES[name]
+
+
 def build_data(
     name: str,
     data_path: str | Path | None = None,

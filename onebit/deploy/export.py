@@ -35,7 +35,7 @@ from onebit.deploy.bitconv import pack_signs
 from onebit.deploy.ops import METHODS, function_name
 from onebit.deploy.quantizers import ActivationSign, ExportError, activation_sign, weight_signs
 from onebit.layers import BinaryConv2d, BinaryLinear
-from onebit.layers.activations import LearnableBias, LearnableScale, RPReLU
+from onebit.layers.activations import LearnableBias, RPReLU
 from onebit.layers.scale import LearnedScale
 from onebit.quant.base import Quantizer
 
@@ -50,7 +50,7 @@ IDENTITY = (nn.Identity, nn.Dropout, nn.Dropout2d)
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (*BINARY, Quantizer, LearnableBias, RPReLU, LearnableScale)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (*BINARY, Quantizer, LearnableBias, RPReLU, LearnedScale)) or super().is_leaf_module(m, qualname)
 
 
 @dataclass
@@ -404,7 +404,8 @@ class _Builder:
             nn.Flatten: lambda: call("torch.flatten", m.start_dim, m.end_dim),
             LearnableBias: lambda: call("onebit.add_channel", m.bias),
             RPReLU: lambda: call("onebit.rprelu", m.gamma, m.beta, m.zeta),
-            LearnableScale: lambda: call("onebit.learnable_scale", m.alpha, m.beta, m.gamma),
+            LearnedScale: lambda: call("onebit.learned_scale", m.channel, getattr(m, "row", None),
+                                        getattr(m, "column", None)),
         }
         for kind, make in simple.items():
             if type(m) is kind:
@@ -447,11 +448,7 @@ class _Builder:
         if scale is not None:
             if not isinstance(scale, LearnedScale):
                 raise ExportError(f"cannot export output scale {type(scale).__name__} of {node.target}")
-            add("mul", scale.channel)
-            if hasattr(scale, "row"):
-                h, w = self.shape(node)[-2:]
-                add("mul", scale.row[:h])
-                add("mul", scale.column[:w])
+            add("onebit.learned_scale", scale.channel, getattr(scale, "row", None), getattr(scale, "column", None))
         nodes[-1]["name"] = name
         nodes[-1]["float_binary_layer"] = True  # reported by the runtime's summary
         return nodes

@@ -31,9 +31,11 @@ def rprelu(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, zeta: torch
     return F.prelu(x - _per_channel(gamma, x), beta) + _per_channel(zeta, x)
 
 
-def learnable_scale(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor | None, gamma: torch.Tensor | None) -> torch.Tensor:
-    """:class:`~onebit.layers.activations.LearnableScale`."""
-    return x * alpha if beta is None else x * alpha * beta * gamma
+def learned_scale(x: torch.Tensor, channel: torch.Tensor, row: torch.Tensor | None,
+                  column: torch.Tensor | None) -> torch.Tensor:
+    """:class:`~onebit.layers.scale.LearnedScale` (the same multiplications in the same order)."""
+    x = x * channel
+    return x if row is None else x * row[: x.shape[-2]] * column[: x.shape[-1]]
 
 
 def batch_norm_affine(x: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
@@ -68,7 +70,7 @@ FUNCTIONS = {
     "gelu": F.gelu, "silu": F.silu, "softmax": F.softmax, "dropout": F.dropout,
     "max_pool2d": max_pool2d, "avg_pool2d": avg_pool2d, "adaptive_avg_pool2d": F.adaptive_avg_pool2d,
     "adaptive_max_pool2d": F.adaptive_max_pool2d,
-    "onebit.add_channel": add_channel, "onebit.rprelu": rprelu, "onebit.learnable_scale": learnable_scale,
+    "onebit.add_channel": add_channel, "onebit.rprelu": rprelu, "onebit.learned_scale": learned_scale,
     "onebit.sign_threshold": sign_threshold, "onebit.batch_norm_affine": batch_norm_affine,
 }
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LearnableBias", "RPReLU", "LearnableScale", "ChannelGate", "activation", "ACTIVATIONS"]
+__all__ = ["LearnableBias", "RPReLU", "ChannelGate", "activation", "ACTIVATIONS"]
 
 
 def _per_channel(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -49,32 +49,6 @@ class RPReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.prelu(x - _per_channel(self.gamma, x), self.beta) + _per_channel(self.zeta, x)
-
-
-class LearnableScale(nn.Module):
-    """XNOR-Net++ learned output scale ``Gamma = alpha (x) beta (x) gamma`` (spec P12), init 1.
-
-    ``alpha`` has one factor per channel, ``beta`` one per output row and ``gamma`` one per
-    output column (the rank-1 form the paper recommends, used by the Real-to-Binary strong
-    baseline). The spatial factors are sized from the layer's output resolution at build
-    time (spec §9.10); ``height=None`` keeps only the channel factor.
-    """
-
-    def __init__(self, channels: int, height: int | None = None, width: int | None = None):
-        super().__init__()
-        self.alpha = nn.Parameter(torch.ones(1, channels, 1, 1))
-        self.beta = nn.Parameter(torch.ones(1, 1, height, 1)) if height else None
-        self.gamma = nn.Parameter(torch.ones(1, 1, 1, width or height)) if height else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.beta is None:
-            return x * self.alpha
-        if x.shape[-2:] != (self.beta.shape[2], self.gamma.shape[3]):
-            raise ValueError(
-                f"LearnableScale was sized for {self.beta.shape[2]}x{self.gamma.shape[3]} outputs but got "
-                f"{x.shape[-2]}x{x.shape[-1]}: build the model with the image_size you feed it"
-            )
-        return x * self.alpha * self.beta * self.gamma
 
 
 class ChannelGate(nn.Module):

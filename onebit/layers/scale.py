@@ -8,11 +8,18 @@ initialised to 1 and trained by backprop:
   ``a`` per output channel, ``b`` per output row, ``c`` per output column;
 * ``shape="channel"`` (case 1): ``Gamma = a`` only, resolution-independent.
 
-Sizing the spatial factors: a layer does not know its output resolution when it is built
-(it depends on the input image size and on the layers before it), and parameters must exist
-before the optimizer is created, so ``b`` and ``c`` are allocated with ``max_side`` entries and
-the first ``H_out`` / ``W_out`` are used (BiBench does the same with 2000). Unused entries get no
-gradient. An output larger than ``max_side`` is an error naming the option to raise.
+Two ways to size it:
+
+* standalone after a convolution whose output size is known (Real-to-Binary's strong
+  baseline): ``LearnedScale(channels=C, size=(H, W))`` creates its parameters at once;
+* as a binary layer's ``output_scale`` (the xnorpp method): the layer calls :meth:`build`.
+  The layer does not know its output resolution (it depends on the input image size and on
+  the layers before it) and parameters must exist before the optimizer is created, so the
+  spatial factors get ``max_side`` entries and the first ``H_out`` / ``W_out`` are used
+  (BiBench does the same with 2000). Unused entries get no gradient.
+
+An output larger than the spatial factors (or, for a standalone scale, of another size than
+``size``) is an error naming the option to raise.
 """
 from __future__ import annotations
 
@@ -23,35 +30,42 @@ __all__ = ["LearnedScale"]
 
 
 class LearnedScale(nn.Module):
-    """XNOR-Net++'s learned output scale ``Gamma`` (``shape`` ``"rank1"`` or ``"channel"``)."""
+    """XNOR-Net++'s learned output scale ``Gamma``: ``channel`` ``(C, 1, 1)``, and for
+    ``shape="rank1"`` also ``row`` ``(H, 1)`` and ``column`` ``(W,)``, all initialised to 1."""
 
-    def __init__(self, shape: str = "rank1", max_side: int = 64):
+    def __init__(self, shape: str = "rank1", max_side: int = 64, channels: int | None = None,
+                 size: tuple[int, int] | None = None):
         super().__init__()
         if shape not in ("rank1", "channel"):
             raise ValueError(f"shape must be 'rank1' or 'channel', got {shape!r}")
         self.shape = shape
         self.max_side = int(max_side)
+        self.size = tuple(size) if size is not None else None  # exact output size, when known
+        if channels is not None:
+            self._create(channels, spatial=True, size=self.size or (self.max_side, self.max_side))
 
     def build(self, layer: nn.Module) -> None:
         spatial = hasattr(layer, "out_channels")
         channels = layer.out_channels if spatial else layer.out_features
-        device = layer.weight.device
+        self._create(channels, spatial, (self.max_side, self.max_side), layer.weight.device)
+
+    def _create(self, channels: int, spatial: bool, size: tuple[int, int], device=None) -> None:
         self.channel = nn.Parameter(torch.ones((channels, 1, 1) if spatial else (channels,), device=device))
         if self.shape == "rank1" and spatial:
-            self.row = nn.Parameter(torch.ones(self.max_side, 1, device=device))
-            self.column = nn.Parameter(torch.ones(self.max_side, device=device))
+            self.row = nn.Parameter(torch.ones(size[0], 1, device=device))
+            self.column = nn.Parameter(torch.ones(size[1], device=device))
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         y = y * self.channel
         if hasattr(self, "row"):
             h, w = y.shape[-2:]
-            if max(h, w) > self.max_side:
+            if (h, w) != (self.size or (h, w)) or h > len(self.row) or w > len(self.column):
                 raise ValueError(
-                    f"output of {h}x{w} exceeds the learned scale's max_side={self.max_side}; "
-                    "raise the method option max_side"
+                    f"output of {h}x{w} does not fit the learned scale's {len(self.row)}x{len(self.column)}: "
+                    "raise the method option max_side, or build the model with the image_size you feed it"
                 )
             y = y * self.row[:h] * self.column[:w]
         return y
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape!r}, max_side={self.max_side}"
+        return f"shape={self.shape!r}, " + (f"size={self.size}" if self.size else f"max_side={self.max_side}")

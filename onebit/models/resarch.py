@@ -42,7 +42,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from onebit.layers.activations import ChannelGate, LearnableBias, LearnableScale, activation
+from onebit.layers.activations import ChannelGate, LearnableBias, activation
+from onebit.layers.scale import LearnedScale
 from onebit.models.common import BinaryLayers, ShortcutA
 from onebit.models.registry import register_model
 from onebit.models.weight_init import init_weights
@@ -104,7 +105,7 @@ class BinaryConvUnit(nn.Module):
         if style.post == "bn":
             self.post = nn.BatchNorm2d(cout)
         elif style.post == "scale":
-            self.post = LearnableScale(cout, out_size, out_size)
+            self.post = LearnedScale(channels=cout, size=(out_size, out_size))
         elif style.post == "gate":
             self.post = ChannelGate(cin, cout)
         self.act = activation(style.act, cout)

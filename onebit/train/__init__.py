@@ -1,8 +1,13 @@
 """Training: flags and recipes, the engine, optimizers and schedules, losses, checkpoints,
-distributed execution. ``run(argv)`` is ``onebit train`` as a function."""
+distributed execution. ``run(argv)`` is ``onebit train`` as a function;
+``load_trained_model(path)`` rebuilds a trained network from its checkpoint."""
 from __future__ import annotations
 
 from typing import Any
+
+from onebit.train.trained import TrainedModel, load_trained_model
+
+__all__ = ["run", "load_trained_model", "TrainedModel"]
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:

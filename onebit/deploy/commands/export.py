@@ -20,17 +20,19 @@ def add_arguments(parser) -> None:
 
 def model_and_shape(checkpoint: str | None, model_name: str | None, dataset: str | None, input_size: int | None):
     """``(model, info, input shape)`` from a checkpoint or a registered model name."""
-    from onebit.analysis.cli import _dataset_shape, _load_checkpoint
+    from onebit.analysis.cli import model_shape
     from onebit.models import create_model
+    from onebit.train import load_trained_model
 
     if (checkpoint is None) == (model_name is None):
         raise ValueError("give either a checkpoint or --model NAME")
     if checkpoint is not None:
         if dataset:
             raise ValueError("--dataset does not apply to a checkpoint: its config names its data set")
-        model, name, in_channels, side = _load_checkpoint(checkpoint)
+        trained = load_trained_model(checkpoint)
+        model, name, in_channels, side = trained.model, trained.name, trained.in_channels, trained.image_size
     else:
-        num_classes, in_channels, side = _dataset_shape(dataset, model_name)
+        num_classes, in_channels, side = model_shape(model_name, dataset)
         name = model_name
         model = create_model(name, num_classes, in_channels=in_channels, image_size=input_size or side)
     side = input_size or side
