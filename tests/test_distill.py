@@ -260,5 +260,5 @@ def test_stage1_load_errors_name_the_mismatch():
         load_stage1(stage_model((True, True)), {k: v for k, v in small.items() if not k.startswith("layer1.0.unit1.")})
     with pytest.raises(ValueError, match="expected a checkpoint"):
         load_stage1(stage_model((True, True)), {"model": 3})
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="stage-1 checkpoint not found: .*run the step-1 recipe first"):
         load_stage1(stage_model((True, True)), "/nonexistent/stage1.pth")

@@ -43,6 +43,9 @@ def read_checkpoint(source: str | Path | dict) -> dict:
     """A checkpoint as ``{"model": state_dict, ...}`` from a path (an onebit checkpoint or a
     bare state_dict file, see :func:`onebit.train.checkpoint.load`) or an in-memory dict."""
     if isinstance(source, (str, Path)):
+        if not Path(source).exists():
+            raise CheckpointError(f"stage-1 checkpoint not found: {source} (run the step-1 recipe first, "
+                                  "or point --stage1 at its checkpoint)")
         return load(source)
     if isinstance(source, dict) and isinstance(source.get("model"), dict):
         return source
