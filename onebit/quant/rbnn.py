@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from onebit.quant.base import Quantizer, register_quantizer
@@ -195,7 +196,9 @@ class RbnnWeight(LayerBoundQuantizer):
         self.k.fill_(surrogate_scale(t))
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
-        if epoch % self.rotation_update == 0:
+        # Under DDP the update runs once, on rank 0, and the engine broadcasts R1, R2 (the
+        # reference's DataParallel replicas update copies that are then thrown away).
+        if epoch % self.rotation_update == 0 and (not dist.is_initialized() or dist.get_rank() == 0):
             self.update_rotation()
 
     @torch.no_grad()

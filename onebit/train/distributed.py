@@ -48,6 +48,13 @@ class Distributed:
         dist.all_reduce(t)
         return t.tolist()
 
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        """Give every process rank 0's buffers (e.g. the rotations that RBNN's once-per-epoch
+        update computes on rank 0 only)."""
+        if self.enabled:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

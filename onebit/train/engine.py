@@ -324,6 +324,7 @@ class Trainer:
                 lr = self._set_epoch_state(epoch)
                 for hook in self._hooks("on_epoch_start"):
                     hook(epoch, c["epochs"])
+                self.dist.broadcast_buffers(self.net)  # epoch-start updates run once, on rank 0
                 start_step, sums = 0, [0.0, 0.0, 0.0]
             self._stop_step = 0
             sums = self._train_epoch(epoch, start_step, sums, log)
