@@ -1,4 +1,4 @@
-"""CIFAR-10 comparison of RBNN, IR-Net, Bi-Real, ReActNet and BNN on resnet20_1w1a.
+"""CIFAR-10 comparison of RBNN, IR-Net, Bi-Real, ReActNet and BNN on resnet20_1w1a (or ``--model``).
 
 Every method trains with the same recipe through the training engine (``onebit train``),
 by default the seeds' CIFAR recipe shortened: SGD momentum 0.9, lr 0.1, weight decay 1e-4
@@ -55,6 +55,7 @@ def write_subset(root: Path, train_size: int, test_size: int) -> Path:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--methods", nargs="+", default=METHODS)
+    p.add_argument("--model", default="resnet20_1w1a")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--train_size", type=int, default=50000)
     p.add_argument("--test_size", type=int, default=10000)
@@ -74,7 +75,7 @@ def main() -> int:
             t0 = time.time()
             result = run([
                 *(["--method_options", *options.split(",")] if options else []),
-                "--dataset", "cifar10", "--data_path", data_path, "--model", "resnet20_1w1a", "--method", method,
+                "--dataset", "cifar10", "--data_path", data_path, "--model", args.model, "--method", method,
                 "--epochs", str(args.epochs), "-b", str(args.batch_size), "--lr", str(args.lr),
                 "--results_dir", str(Path(tmp) / "runs"), "--save", spec.replace(":", "_"), "--print_freq", "0",
                 "--time_estimate", "0", "--seed", "1", *shlex.split(args.extra),
@@ -82,7 +83,7 @@ def main() -> int:
             rows.append((spec, result["final_top1"], result["best_top1"], time.time() - t0))
             print(f"  {spec}: top-1 {result['final_top1']:.2f} ({time.time() - t0:.0f} s)", flush=True)
 
-    print(f"\nresnet20_1w1a on CIFAR-10 ({args.train_size} train / {args.test_size} test images, {args.epochs} epochs, "
+    print(f"\n{args.model} on CIFAR-10 ({args.train_size} train / {args.test_size} test images, {args.epochs} epochs, "
           f"batch {args.batch_size}, SGD lr {args.lr} cosine {args.extra}, {args.threads} threads)")
     print("| method | final top-1 (%) | best top-1 (%) | seconds |\n|---|---|---|---|")
     for method, top1, best, seconds in rows:
