@@ -125,3 +125,18 @@ def test_every_method_learns_a_small_task(method):
                 m.after_step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_quantizers_compose_freely_in_a_binary_layer():
+    from onebit.layers import BinaryConv2d
+    from onebit.quant import MagnitudeAwareSign, RSign
+
+    torch.manual_seed(0)
+    conv = BinaryConv2d(4, 6, 3, padding=1, input_quantizer=RSign(), weight_quantizer=MagnitudeAwareSign())
+    with torch.no_grad():
+        conv.input_quantizer.threshold.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 4, 5, 5)
+    w = conv.weight.detach()
+    expected = F.conv2d(sign(x - conv.input_quantizer.threshold.detach()),
+                        w.abs().mean((1, 2, 3), keepdim=True) * sign(w), padding=1)
+    torch.testing.assert_close(conv(x), expected)
