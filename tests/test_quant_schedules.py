@@ -45,3 +45,19 @@ def test_fda_schedules():
     assert [fda_num_terms(e, 100) for e in (0, 11, 12, 50, 99)] == [9, 9, 10, 13, 17]
     assert fda_noise_weight(0, 100) == pytest.approx(0.05 * (1 + math.cos(math.pi / 100)))
     assert fda_noise_weight(99, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_set_epoch_temperature_is_seed_002s_ede_hook_for_any_model():
+    import torch
+
+    from onebit.layers import BinaryConv2d
+    from onebit.quant import EdeSign, MagnitudeAwareSign
+    from onebit.quant.schedules import set_epoch_temperature
+
+    # EDE activations inside a Bi-Real-weight layer: the schedule reaches them anyway
+    model = torch.nn.Sequential(BinaryConv2d(2, 2, 3, input_quantizer=EdeSign(), weight_quantizer=MagnitudeAwareSign()))
+    ede = model[0].input_quantizer
+    t = set_epoch_temperature(model, 25, 100)  # EDEHook(total_epoch=100): t = 0.1 * 10^(2e/E), k = max(1/t, 1)
+    assert t == pytest.approx(10 ** -0.5) and float(ede.t) == pytest.approx(t) and float(ede.k) == pytest.approx(1 / t)
+    t = set_epoch_temperature(model, 99, 100)
+    assert t == pytest.approx(10 ** (2 * 99 / 100 - 1)) and float(ede.k) == 1.0

@@ -79,8 +79,3 @@ def precision_of(quantizer: nn.Module | None) -> int:
     """Bits of what ``quantizer`` produces; 32 for ``None`` (full precision)."""
     return 32 if quantizer is None else int(getattr(quantizer, "precision", 32))
 
-
-def temperature_modules(model: nn.Module):
-    """The modules of ``model`` that follow a temperature schedule."""
-    return [m for m in model.modules() if callable(getattr(m, "set_temperature", None))]
-

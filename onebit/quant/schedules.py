@@ -5,12 +5,19 @@ every module with ``set_temperature(t)``; each quantizer derives its own constan
 (``surrogate_scale`` for the ``k`` of RBNN, IR-Net and IE-Net). Methods scheduled on the
 epoch itself (ReCU's tau, FDA's number of terms and noise weight) compute their value in
 ``on_epoch_start(epoch, epochs)`` with the functions below.
+
+:func:`set_epoch_temperature` is that step for any training loop and any model (seed 002's
+``EDEHook``): it schedules every temperature-driven quantizer the model holds, whatever the
+method (IR-Net's EDE, RBNN, IE-Net, or an ``EdeSign`` put into another method's layers).
 """
 from __future__ import annotations
 
 import math
 
-__all__ = ["log_linear_temperature", "surrogate_scale", "recu_tau", "fda_num_terms", "fda_noise_weight"]
+from torch import nn
+
+__all__ = ["log_linear_temperature", "set_epoch_temperature", "surrogate_scale", "recu_tau", "fda_num_terms",
+           "fda_noise_weight"]
 
 
 def _check_epoch(epoch: int, epochs: int) -> None:
@@ -32,6 +39,17 @@ def log_linear_temperature(epoch: int, epochs: int, tmin: float, tmax: float) ->
         raise ValueError(f"Tmin and Tmax must be positive, got Tmin={tmin}, Tmax={tmax}")
     lo, hi = math.log10(tmin), math.log10(tmax)
     return 10.0 ** (lo + (hi - lo) * epoch / epochs)
+
+
+def set_epoch_temperature(model: nn.Module, epoch: int, epochs: int, tmin: float = 0.1, tmax: float = 10.0) -> float:
+    """Set ``t = log_linear_temperature(epoch, epochs, tmin, tmax)`` on every module of ``model``
+    with ``set_temperature`` (call it at the start of each epoch); returns ``t``. The defaults
+    are IR-Net's and seed 002's EDEHook range."""
+    t = log_linear_temperature(epoch, epochs, tmin, tmax)
+    for m in model.modules():
+        if callable(getattr(m, "set_temperature", None)):
+            m.set_temperature(t)
+    return t
 
 
 def surrogate_scale(t: float) -> float:

@@ -30,9 +30,8 @@ from torch import nn
 
 from onebit.data import build_data
 from onebit.models import create_model, get_entry
-from onebit.quant.base import temperature_modules
 from onebit.quant.methods import Method, get_method, parse_method_options
-from onebit.quant.schedules import log_linear_temperature
+from onebit.quant.schedules import set_epoch_temperature
 from onebit.train import checkpoint as ckpt_io
 from onebit.train.config import MODEL_KEYS, save_config
 from onebit.train.distill import DistillationLoss, FeatureHooks, Teacher, block_names
@@ -180,9 +179,7 @@ class Trainer:
     def _set_epoch_state(self, epoch: int) -> float:
         """Learning rate and temperature of ``epoch`` (deterministic, safe to repeat on resume)."""
         lr = set_lr(self.optimizer, epoch, self.config)
-        t = log_linear_temperature(epoch, self.config["epochs"], self.config["Tmin"], self.config["Tmax"])
-        for m in temperature_modules(self.net):
-            m.set_temperature(t)
+        set_epoch_temperature(self.net, epoch, self.config["epochs"], self.config["Tmin"], self.config["Tmax"])
         return lr
 
     def _on_signal(self, signum, frame):
