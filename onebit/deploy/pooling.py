@@ -62,6 +62,8 @@ def avg_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, ceil_mode=F
         return torch.nn.functional.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                               divisor_override)
     out = torch.empty(n, c, ho, wo)
-    library().ob_avg_pool2d(x.data_ptr(), n * c, h, w, k[0], k[1], st[0], st[1], p[0], p[1], ho, wo,
-                            int(count_include_pad), int(divisor_override or 0), out.data_ptr(), torch.get_num_threads())
+    if library().ob_avg_pool2d(x.data_ptr(), n * c, h, w, k[0], k[1], st[0], st[1], p[0], p[1], ho, wo,
+                               int(count_include_pad), int(divisor_override or 0), out.data_ptr(),
+                               torch.get_num_threads()):
+        raise MemoryError("avg_pool2d: out of memory")
     return out

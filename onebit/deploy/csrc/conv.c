@@ -217,51 +217,76 @@ static int tile_segments(const ob_conv* s, int64_t pos0, int width, ob_segment* 
     return k;
 }
 
-/* The tile positions that read padding, with their row and column classes: zero padding
- * contributes 0, not the +1 * w the bits computed, so fix->value[o][row][column] is subtracted
- * from the dot product there. Returns how many. */
-static int border_positions(const ob_conv* s, const ob_padding* fix, const ob_segment* seg, int nseg, int* p,
-                            int* row, int* col) {
-    const int64_t left = ceil_div(s->pw, s->sw); /* columns [0, left) and [right, wo) read padding */
-    const int64_t right = s->w + s->pw >= s->kw ? (s->w + s->pw - s->kw) / s->sw + 1 : 0;
-    int k = 0;
-    for (int i = 0; i < nseg; i++) {
-        const ob_segment* g = &seg[i];
-        const int rc = fix->row_class[g->y];
-        for (int64_t x = g->x0; x < g->x1; x++) {
-            if (!rc && x >= left && x < right) x = right; /* skip the interior columns */
-            if (x >= g->x1) break;
-            p[k] = (int)(g->p + x - g->x0);
-            row[k] = rc;
-            col[k++] = fix->col_class[x];
-        }
-    }
-    return k;
+/* A tile position whose column reads the left or right padding (zero padding only). */
+typedef struct {
+    int p;          /* tile index */
+    int fix;        /* offset of its correction in fix->value[o]: row class * n_cols + column class */
+    int64_t at;     /* offset in an output plane */
+} ob_edge;
+
+/* One output value, as segment_float computes it (fmaf is correctly rounded on every path). */
+static inline float output1(int32_t d, float mult, float bias, const float* res) {
+    const float v = fmaf((float)d, mult, bias);
+    return res ? v + *res : v;
 }
 
-/* the transform of the channels [o0, o0 + nch) of one tile of image n */
+/* The transform of the channels [o0, o0 + nch) of one tile of image n, per row segment, straight
+ * from the counts. With zero padding, the padded taps contribute 0, not the +1 * w the bits
+ * computed: fix->value[o][row class][column class] is subtracted from the dot product. A
+ * segment's interior correction (column class 0) is a constant of the vector loop; the few
+ * columns that read the left or right padding ("edges") are recomputed afterwards. */
 static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padding* fix, int64_t n, int64_t o0,
                            int nch, const uint16_t* counts, int64_t pos0, int width) {
     const ob_float_ops* ops = kernel()->ops;
     ob_segment seg[OB_PB + 1];
     const int nseg = tile_segments(s, pos0, width, seg);
-    int border[OB_PB], row[OB_PB], col[OB_PB];
-    const int nb = fix ? border_positions(s, fix, seg, nseg, border, row, col) : 0;
-    int32_t d[2 * OB_NR + 1][OB_PB]; /* + 1: vector loads may read past the last channel's row */
-    for (int r = 0; r < nch; r++) {
-        ops->dots(counts + r * OB_PB, s->k_bits, width, d[r]);
-        const int32_t* v = nb ? fix->value + (o0 + r) * fix->n_rows * fix->n_cols : NULL;
-        for (int i = 0; i < nb; i++) d[r][border[i]] -= v[row[i] * fix->n_cols + col[i]];
+    int row_fix[OB_PB + 1]; /* per segment: row class * n_cols */
+    ob_edge edge[OB_PB];
+    int nedge = 0;
+    if (fix) {
+        const int64_t left = ceil_div(s->pw, s->sw); /* columns [0, left) and [right, wo) read padding */
+        const int64_t right = s->w + s->pw >= s->kw ? (s->w + s->pw - s->kw) / s->sw + 1 : 0;
+        for (int k = 0; k < nseg; k++) {
+            const ob_segment* g = &seg[k];
+            row_fix[k] = fix->row_class[g->y] * fix->n_cols;
+            for (int64_t x = g->x0; x < g->x1; x++) {
+                if (x >= left && x < right) x = right; /* skip the interior */
+                if (x >= g->x1) break;
+                edge[nedge++] = (ob_edge){(int)(g->p + x - g->x0), row_fix[k] + fix->col_class[x], g->y * s->wo + x};
+            }
+        }
     }
     uint8_t neg[2 * OB_NR + 3][OB_PB]; /* sign bits for the next layer, per channel; 3 zero rows */
-    const int64_t hw = (int64_t)s->ho * s->wo, base = (n * s->cout + o0) * hw;
-    if (out->out)
-        ops->tile_float((const int32_t(*)[OB_PB])d, nch, out->mult + o0, out->bias + o0,
-                        out->residual ? out->residual + base : NULL, out->out + base, hw, s->wo, seg, nseg,
-                        out->next_planes && out->float_thresh ? out->float_thresh + o0 : NULL, neg);
+    const int64_t hw = (int64_t)s->ho * s->wo;
+    const int int_flags = out->next_planes && !out->float_thresh;
+    for (int r = 0; r < nch; r++) {
+        const int64_t o = o0 + r, plane = (n * s->cout + o) * hw;
+        const uint16_t* count = counts + r * OB_PB;
+        const int32_t* v = fix ? fix->value + o * fix->n_rows * fix->n_cols : NULL;
+        const float* res = out->residual ? out->residual + plane : NULL;
+        const float* t = out->next_planes && out->float_thresh ? out->float_thresh + o : NULL;
+        for (int k = 0; k < nseg; k++) {
+            const ob_segment* g = &seg[k];
+            const int32_t kk = s->k_bits - (v ? v[row_fix[k]] : 0);
+            const int64_t at = g->y * s->wo + g->x0;
+            const int len = (int)(g->x1 - g->x0);
+            if (out->out)
+                ops->segment_float(count + g->p, len, kk, out->mult[o], out->bias[o], res ? res + at : NULL,
+                                   out->out + plane + at, t, neg[r] + g->p);
+            if (int_flags) ops->segment_flags(count + g->p, len, kk, out->thresh[o], out->flip[o], neg[r] + g->p);
+        }
+        for (int e = 0; e < nedge; e++) {
+            const int p = edge[e].p;
+            const int32_t d = s->k_bits - 2 * (int32_t)count[p] - v[edge[e].fix];
+            if (out->out) {
+                const float y = output1(d, out->mult[o], out->bias[o], res ? res + edge[e].at : NULL);
+                out->out[plane + edge[e].at] = y;
+                if (t) neg[r][p] = (uint8_t)!(y >= *t);
+            }
+            if (int_flags) neg[r][p] = (uint8_t)((d < out->thresh[o]) ^ out->flip[o]);
+        }
+    }
     if (!out->next_planes) return;
-    if (!out->float_thresh) /* bits from the integer dot products */
-        for (int r = 0; r < nch; r++) ops->int_flags(d[r], out->thresh[o0 + r], out->flip[o0 + r], width, neg[r]);
     const ob_conv* nx = out->next;
     memset(neg[nch], 0, sizeof(neg[0]) * 3); /* channels past the last one: bit 0 */
     for (int r0 = 0; r0 < nch; r0 += 4) { /* whole nibbles of the next layer's planes */
@@ -299,8 +324,8 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* wnib, co
     /* one thread: a plain loop (no scheduling calls per task); several: dynamic, for a shared CPU */
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 4) if (threads > 1 && tasks > 1)
     for (int64_t t = 0; t < tasks; t++) {
-        const int64_t pair = t % pairs, pb = (t / pairs) % s->pblocks;
-        const int64_t grp = (t / pairs / s->pblocks) % s->groups, n = t / pairs / s->pblocks / s->groups;
+        const int64_t pb = t % s->pblocks, pair = (t / s->pblocks) % pairs;
+        const int64_t grp = (t / s->pblocks / pairs) % s->groups, n = t / s->pblocks / pairs / s->groups;
         const int64_t pos0 = pb * OB_PB;
         const int width = s->positions - pos0 > OB_PB / 2 ? OB_PB : OB_PB / 2;
         const uint8_t* a = planes + n * s->image_bytes + grp * s->q * s->plane_bytes + pos0;

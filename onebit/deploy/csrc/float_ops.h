@@ -11,45 +11,29 @@
 #define OB_CAT(a, b) OB_CAT2(a, b)
 #define OB_NAME(f) OB_CAT(f, OB_SUFFIX)
 
-/* dot products from xor-popcounts: d = k - 2 * count */
-static void OB_NAME(dots)(const uint16_t* count, int32_t k, int n, int32_t* d) {
-    for (int i = 0; i < n; i++) d[i] = k - 2 * (int32_t)count[i];
+/* The output of one row segment of one output channel, straight from the GEMM's counts: the dot
+ * product d = k - 2 * count[i] (k: the dot product length, minus the row's zero-padding
+ * correction), out[i] = fma(d, mult, bias) (+ res[i]); with t, also neg[i] = !(out[i] >= *t)
+ * (the next layer's sign bits, while the value is in a register).
+ * An instruction set may provide its own (OB_OWN_SEGMENT_FLOAT), e.g. with overlapping tails. */
+static inline float OB_NAME(output1)(uint16_t count, int32_t k, float mult, float bias, const float* res) {
+    const float v = fmaf((float)(k - 2 * (int32_t)count), mult, bias);
+    return res ? v + *res : v;
 }
 
-/* The float output of a tile: for each of nch channels (dots d[r][p]) and each row segment,
- * out = fma(d, mult, bias) (+ res) at NCHW offsets (channel r at r * hw, row y at y * wo) from
- * `out` / `res`; with t, also neg[r][p] = !(out >= t[r]) (the next layer's sign bits).
- * An instruction set may provide its own (OB_OWN_TILE_FLOAT), e.g. with masked tails. */
-#ifndef OB_OWN_TILE_FLOAT
-static void OB_NAME(tile_float)(const int32_t (*d)[OB_PB], int nch, const float* mult, const float* bias,
-                                const float* res, float* out, int64_t hw, int64_t wo, const ob_segment* seg,
-                                int nseg, const float* t, uint8_t (*neg)[OB_PB]) {
-    for (int r = 0; r < nch; r++) {
-        const float m = mult[r], b = bias[r];
-        for (int g = 0; g < nseg; g++) {
-            const int64_t at = r * hw + seg[g].y * wo + seg[g].x0;
-            const int n = (int)(seg[g].x1 - seg[g].x0);
-            const int32_t* dr = d[r] + seg[g].p;
-            float* o = out + at;
-            if (res) {
-                const float* q = res + at;
-                for (int i = 0; i < n; i++) o[i] = fmaf((float)dr[i], m, b) + q[i];
-            } else {
-                for (int i = 0; i < n; i++) o[i] = fmaf((float)dr[i], m, b);
-            }
-            if (t) {
-                uint8_t* f = neg[r] + seg[g].p;
-                const float tr = t[r];
-                for (int i = 0; i < n; i++) f[i] = (uint8_t)!(o[i] >= tr);
-            }
-        }
-    }
+#ifndef OB_OWN_SEGMENT_FLOAT
+static void OB_NAME(segment_float)(const uint16_t* count, int n, int32_t k, float mult, float bias,
+                                   const float* res, float* out, const float* t, uint8_t* neg) {
+    for (int i = 0; i < n; i++) out[i] = OB_NAME(output1)(count[i], k, mult, bias, res ? res + i : NULL);
+    if (t)
+        for (int i = 0; i < n; i++) neg[i] = (uint8_t)!(out[i] >= *t);
 }
 #endif
 
-/* the next layer's sign bits from the integer dot product: neg = (d < t) != flip */
-static void OB_NAME(int_flags)(const int32_t* d, int32_t t, uint8_t flip, int n, uint8_t* neg) {
-    for (int i = 0; i < n; i++) neg[i] = (uint8_t)((d[i] < t) ^ flip);
+/* the next layer's sign bits from the integer dot product d = k - 2 * count: neg = (d < t) != flip */
+static void OB_NAME(segment_flags)(const uint16_t* count, int n, int32_t k, int32_t t, uint8_t flip,
+                                   uint8_t* neg) {
+    for (int i = 0; i < n; i++) neg[i] = (uint8_t)((k - 2 * (int32_t)count[i] < t) ^ flip);
 }
 
 /* 4 channels' sign bits -> nibbles */
@@ -69,6 +53,16 @@ static void OB_NAME(binarize_row4)(const float* x0, const float* x1, const float
 
 /* max as PyTorch's max pooling takes it: NaN propagates */
 static inline float OB_NAME(nan_max)(float m, float a) { return (a > m || a != a) ? a : m; }
+
+/* phase k of row[w] (columns k, k + sw, ...) -> phase + k * plen */
+static void OB_NAME(split_phases)(const float* row, int w, int sw, float* phase, int plen) {
+    int done = 0; /* columns split by vector code */
+#ifdef OB_SPLIT2
+    if (sw == 2) done = OB_SPLIT2(row, w, phase, phase + plen);
+#endif
+    for (int k = 0; k < sw; k++)
+        for (int i = (done + sw - 1 - k) / sw; k + i * sw < w; i++) phase[k * plen + i] = row[k + i * sw];
+}
 
 /* max pooling of one plane (dilation 1, floor mode). Per output row: the vertical max of the
  * kernel's rows into acc[w], split into sw column phases (phase k holds columns k, k + sw, ...),
@@ -94,8 +88,7 @@ static void OB_NAME(max_pool_plane)(const float* x, int h, int w, int kh, int kw
                 for (int i = 0; i < w; i++) acc[i] = OB_NAME(nan_max)(acc[i], r[i]);
             first = 0;
         }
-        for (int k = 0; k < sw; k++)
-            for (int i = 0; k + i * sw < w; i++) phase[k * plen + i] = acc[k + i * sw];
+        OB_NAME(split_phases)(acc, w, sw, phase, plen);
         float* o = out + (int64_t)oy * wo;
         if (x_lo < x_hi) {
             for (int kx = 0; kx < kw; kx++) { /* column ox * sw - pw + kx = (ox + q) * sw + rem */
@@ -120,7 +113,58 @@ static void OB_NAME(max_pool_plane)(const float* x, int h, int w, int kh, int kw
     }
 }
 
-#ifndef OB_OWN_TILE_FLOAT
-const ob_float_ops OB_NAME(ob_float_ops) = {OB_NAME(tile_float), OB_NAME(dots),          OB_NAME(int_flags),
-                                             OB_NAME(nibbles),    OB_NAME(binarize_row4), OB_NAME(max_pool_plane)};
-#endif
+/* average pooling of one plane with PyTorch's window rules (ceil mode, padding counted or not,
+ * divisor override): each window's elements summed in float from 0, row by row, then divided.
+ * Rows are split into column phases as in max_pool_plane, so that the interior (windows inside
+ * the input) sums shifted phase rows elementwise; windows that are clipped (and all windows of
+ * narrow rows) are summed alone.
+ * buf: sw * (w / sw + 1) + wo floats. */
+static void OB_NAME(avg_pool_plane)(const float* x, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
+                                    int ho, int wo, int count_include_pad, int divisor_override, float* buf,
+                                    float* out) {
+    const int plen = w / sw + 1;
+    float* phase = buf;        /* phase k at phase + k * plen */
+    float* sum = buf + sw * plen;
+    const int x_lo = (pw + sw - 1) / sw; /* first window without left padding */
+    int x_hi = w + pw - kw >= 0 ? (w + pw - kw) / sw + 1 : 0; /* first window past the input's right side */
+    if (x_hi > wo) x_hi = wo;
+    if (x_hi - x_lo < 4) x_hi = x_lo; /* narrow rows: the split does not pay, every window alone */
+    for (int oy = 0; oy < ho; oy++) {
+        int y0 = oy * sh - ph, y1 = y0 + kh < h + ph ? y0 + kh : h + ph;
+        const int rows_with_pad = y1 - y0;
+        y0 = y0 > 0 ? y0 : 0;
+        y1 = y1 < h ? y1 : h;
+        float* o = out + (int64_t)oy * wo;
+        if (x_lo < x_hi) {
+            for (int ox = x_lo; ox < x_hi; ox++) sum[ox] = 0.0f;
+            for (int iy = y0; iy < y1; iy++) {
+                OB_NAME(split_phases)(x + (int64_t)iy * w, w, sw, phase, plen);
+                for (int kx = 0; kx < kw; kx++) { /* column ox * sw - pw + kx = (ox + q) * sw + rem */
+                    const int shift = kx - pw, q = shift >= 0 ? shift / sw : -((-shift + sw - 1) / sw);
+                    const float* src = phase + (shift - q * sw) * plen + q;
+                    for (int ox = x_lo; ox < x_hi; ox++) sum[ox] += src[ox];
+                }
+            }
+            const float divide = (float)(divisor_override ? divisor_override
+                                                          : (count_include_pad ? rows_with_pad * kw : (y1 - y0) * kw));
+            for (int ox = x_lo; ox < x_hi; ox++) o[ox] = sum[ox] / divide;
+        }
+        for (int ox = 0; ox < wo; ox++) {
+            if (ox == x_lo && x_lo < x_hi) ox = x_hi; /* the interior is done */
+            if (ox >= wo) break;
+            int x0 = ox * sw - pw, x1 = x0 + kw < w + pw ? x0 + kw : w + pw;
+            const int pool = rows_with_pad * (x1 - x0);
+            x0 = x0 > 0 ? x0 : 0;
+            x1 = x1 < w ? x1 : w;
+            float s = 0.0f;
+            for (int iy = y0; iy < y1; iy++)
+                for (int ix = x0; ix < x1; ix++) s += x[(int64_t)iy * w + ix];
+            const int divide = divisor_override ? divisor_override : (count_include_pad ? pool : (y1 - y0) * (x1 - x0));
+            o[ox] = s / (float)divide;
+        }
+    }
+}
+
+const ob_float_ops OB_NAME(ob_float_ops) = {OB_NAME(segment_float), OB_NAME(segment_flags), OB_NAME(nibbles),
+                                             OB_NAME(binarize_row4), OB_NAME(max_pool_plane),
+                                             OB_NAME(avg_pool_plane)};

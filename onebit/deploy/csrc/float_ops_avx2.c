@@ -1,54 +1,61 @@
-/* The float loops compiled for AVX2 + FMA (selected with the avx2 kernel), with the tile output
- * transform in intrinsics: row segments are short (a 64-position tile spans several output rows),
- * so masked loads and stores replace the scalar tails a compiler would generate. */
+/* The float loops compiled for AVX2 + FMA (selected with the avx2 kernel), with the output transform
+ * in intrinsics: row segments are short (a 64-position tile spans several output rows), so an
+ * overlapping last vector replaces the scalar tail a compiler would generate. */
 #if defined(__x86_64__)
 #pragma GCC target("avx2,fma,bmi2")
 #include <immintrin.h>
+#include <stdint.h>
 
 #define OB_SUFFIX avx2
-#define OB_OWN_TILE_FLOAT
+#define OB_OWN_SEGMENT_FLOAT
+static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float mult, float bias, const float* res,
+                               float* out, const float* t, uint8_t* neg);
+#define OB_SPLIT2 split2_avx2
+/* even and odd columns of row[0, w), 16 columns at a time; returns how many columns it split */
+static inline int split2_avx2(const float* row, int w, float* even, float* odd) {
+    int i = 0;
+    for (; i + 16 <= w; i += 16) {
+        const __m256 a = _mm256_loadu_ps(row + i), b = _mm256_loadu_ps(row + i + 8);
+        /* per 128-bit lane: a0 a2 b0 b2 | a4 a6 b4 b6, then the middle 64-bit quarters swapped */
+        const __m256 e = _mm256_shuffle_ps(a, b, 0x88), o = _mm256_shuffle_ps(a, b, 0xDD);
+        _mm256_storeu_ps(even + i / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+        _mm256_storeu_ps(odd + i / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+    }
+    return i;
+}
 #include "float_ops.h"
 
 /* 8 outputs (and sign bytes) at segment index i */
-static inline void outputs8(const int32_t* d, __m256 m, __m256 b, const float* res, float* out, __m256 t, uint8_t* f) {
-    __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i*)d)), m, b);
+static inline void outputs8(const uint16_t* count, __m256i k, __m256 m, __m256 b, const float* res, float* out,
+                            const float* t, uint8_t* neg) {
+    const __m256i c = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)count));
+    const __m256i d = _mm256_sub_epi32(k, _mm256_add_epi32(c, c));
+    __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), m, b);
     if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res));
     _mm256_storeu_ps(out, v);
-    if (f) { /* !(v >= t) per lane -> one byte per lane */
-        const uint64_t bytes = _pdep_u64((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_NGE_UQ)),
-                                         0x0101010101010101ull);
-        memcpy(f, &bytes, 8);
+    if (t) { /* !(v >= t) per lane -> one byte per lane */
+        const __m256 lt = _mm256_cmp_ps(v, _mm256_set1_ps(*t), _CMP_NGE_UQ);
+        const uint64_t bytes = _pdep_u64((unsigned)_mm256_movemask_ps(lt), 0x0101010101010101ull);
+        memcpy(neg, &bytes, 8);
     }
 }
 
-static void tile_float_avx2(const int32_t (*d)[OB_PB], int nch, const float* mult, const float* bias,
-                            const float* res, float* out, int64_t hw, int64_t wo, const ob_segment* seg, int nseg,
-                            const float* t, uint8_t (*neg)[OB_PB]) {
-    for (int r = 0; r < nch; r++) {
-        const __m256 m = _mm256_set1_ps(mult[r]), b = _mm256_set1_ps(bias[r]);
-        const __m256 tr = _mm256_set1_ps(t ? t[r] : 0.0f);
-        for (int g = 0; g < nseg; g++) {
-            const int64_t at = r * hw + seg[g].y * wo + seg[g].x0;
-            const int n = (int)(seg[g].x1 - seg[g].x0);
-            const int32_t* dr = d[r] + seg[g].p;
-            const float* q = res ? res + at : NULL;
-            float* o = out + at;
-            uint8_t* f = t ? neg[r] + seg[g].p : NULL;
-            if (n < 8) { /* short segment */
-                for (int i = 0; i < n; i++) {
-                    o[i] = fmaf((float)dr[i], mult[r], bias[r]) + (q ? q[i] : 0.0f);
-                    if (f) f[i] = (uint8_t)!(o[i] >= t[r]);
-                }
-                continue;
-            }
-            int i = 0;
-            for (; i + 8 <= n; i += 8) outputs8(dr + i, m, b, q ? q + i : NULL, o + i, tr, f ? f + i : NULL);
-            if (i < n) /* the last 8, overlapping: the same values are written twice */
-                outputs8(dr + n - 8, m, b, q ? q + n - 8 : NULL, o + n - 8, tr, f ? f + n - 8 : NULL);
+static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float mult, float bias, const float* res,
+                               float* out, const float* t, uint8_t* neg) {
+    if (n < 8) { /* short segment */
+        for (int i = 0; i < n; i++) {
+            out[i] = output1_avx2(count[i], k, mult, bias, res ? res + i : NULL);
+            if (t) neg[i] = (uint8_t)!(out[i] >= *t);
         }
+        return;
+    }
+    const __m256i kv = _mm256_set1_epi32(k);
+    const __m256 m = _mm256_set1_ps(mult), b = _mm256_set1_ps(bias);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) outputs8(count + i, kv, m, b, res ? res + i : NULL, out + i, t, neg + i);
+    if (i < n) { /* the last 8, overlapping: the same values are written twice */
+        i = n - 8;
+        outputs8(count + i, kv, m, b, res ? res + i : NULL, out + i, t, neg + i);
     }
 }
-
-const ob_float_ops ob_float_ops_avx2 = {tile_float_avx2, dots_avx2,          int_flags_avx2,
-                                        nibbles_avx2,    binarize_row4_avx2, max_pool_plane_avx2};
 #endif

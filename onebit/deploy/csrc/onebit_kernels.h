@@ -88,17 +88,17 @@ typedef struct {
 
 /* The float loops of a code path (float_ops.h). */
 typedef struct {
-    void (*tile_float)(const int32_t (*d)[OB_PB], int nch, const float* mult, const float* bias, const float* res,
-                       float* out, int64_t hw, int64_t wo, const ob_segment* seg, int nseg, const float* t,
-                       uint8_t (*neg)[OB_PB]);
-    void (*dots)(const uint16_t* count, int32_t k, int n, int32_t* d);
-    void (*int_flags)(const int32_t* d, int32_t t, uint8_t flip, int n, uint8_t* neg);
+    void (*segment_float)(const uint16_t* count, int n, int32_t k, float mult, float bias, const float* res,
+                          float* out, const float* t, uint8_t* neg);
+    void (*segment_flags)(const uint16_t* count, int n, int32_t k, int32_t t, uint8_t flip, uint8_t* neg);
     void (*nibbles)(const uint8_t* f0, const uint8_t* f1, const uint8_t* f2, const uint8_t* f3, int n,
                     uint8_t* out);
     void (*binarize_row4)(const float* x0, const float* x1, const float* x2, const float* x3, float t0,
                           float t1, float t2, float t3, int n, uint8_t* dst);
     void (*max_pool_plane)(const float* x, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
-                           int ho, int wo, float* acc, float* out);
+                           int ho, int wo, float* buf, float* out);
+    void (*avg_pool_plane)(const float* x, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
+                           int ho, int wo, int count_include_pad, int divisor_override, float* buf, float* out);
 } ob_float_ops;
 
 extern const ob_float_ops ob_float_ops_scalar;

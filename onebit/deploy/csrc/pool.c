@@ -25,32 +25,21 @@ int ob_max_pool2d(const float* x, int64_t planes, int h, int w, int kh, int kw, 
     return failed ? -3 : 0;
 }
 
-/* avg_pool2d with PyTorch's window rules (ceil mode, padding counted or not, divisor override):
- * the window's elements summed in float, row by row, then divided */
+/* avg_pool2d with PyTorch's window rules (ceil mode, padding counted or not, divisor override) */
 int ob_avg_pool2d(const float* x, int64_t planes, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
                   int ho, int wo, int count_include_pad, int divisor_override, float* out, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t p = 0; p < planes; p++) {
-        const float* xp = x + p * h * w;
-        float* op = out + p * ho * wo;
-        for (int oy = 0; oy < ho; oy++) {
-            int y0 = oy * sh - ph, y1 = y0 + kh < h + ph ? y0 + kh : h + ph;
-            const int rows_with_pad = y1 - y0;
-            y0 = y0 > 0 ? y0 : 0;
-            y1 = y1 < h ? y1 : h;
-            for (int ox = 0; ox < wo; ox++) {
-                int x0 = ox * sw - pw, x1 = x0 + kw < w + pw ? x0 + kw : w + pw;
-                const int pool = rows_with_pad * (x1 - x0);
-                x0 = x0 > 0 ? x0 : 0;
-                x1 = x1 < w ? x1 : w;
-                float sum = 0.0f;
-                for (int iy = y0; iy < y1; iy++)
-                    for (int ix = x0; ix < x1; ix++) sum += xp[iy * w + ix];
-                const int divide = divisor_override ? divisor_override
-                                                    : (count_include_pad ? pool : (y1 - y0) * (x1 - x0));
-                op[oy * wo + ox] = sum / (float)divide;
-            }
-        }
+    const ob_float_ops* ops = ob_current_float_ops();
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        float* buf = (float*)malloc(sizeof(float) * (sw * (w / sw + 1) + wo)); /* one per thread */
+        if (!buf) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < planes; p++)
+            if (buf)
+                ops->avg_pool_plane(x + p * h * w, h, w, kh, kw, sh, sw, ph, pw, ho, wo, count_include_pad,
+                                    divisor_override, buf, out + p * ho * wo);
+        free(buf);
     }
-    return 0;
+    return failed ? -3 : 0;
 }

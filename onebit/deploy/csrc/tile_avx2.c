@@ -9,7 +9,6 @@
 #if defined(__x86_64__)
 #pragma GCC target("avx2")
 #include <immintrin.h>
-#include <string.h>
 
 #include "onebit_kernels.h"
 
@@ -79,20 +78,23 @@ static void chunk32(const uint8_t* a, const int64_t* aoff_end, int64_t n, const 
         : CLOBBERS);
 }
 
-/* counts[r][32m .. 32m+31] += widened bytes of accumulator (r, m) */
-static inline void widen_add(const uint8_t* bytes, uint16_t* counts) {
+/* counts[r][32m .. 32m+31] (+)= widened bytes of accumulator (r, m): the first chunk stores */
+static inline void widen(const uint8_t* bytes, uint16_t* counts, int add) {
     const __m256i v = _mm256_loadu_si256((const __m256i*)bytes);
+    __m256i lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(v));
+    __m256i hi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(v, 1));
     __m256i* c = (__m256i*)counts;
-    _mm256_storeu_si256(c, _mm256_add_epi16(_mm256_loadu_si256(c),
-                                            _mm256_cvtepu8_epi16(_mm256_castsi256_si128(v))));
-    _mm256_storeu_si256(c + 1, _mm256_add_epi16(_mm256_loadu_si256(c + 1),
-                                                _mm256_cvtepu8_epi16(_mm256_extracti128_si256(v, 1))));
+    if (add) {
+        lo = _mm256_add_epi16(lo, _mm256_loadu_si256(c));
+        hi = _mm256_add_epi16(hi, _mm256_loadu_si256(c + 1));
+    }
+    _mm256_storeu_si256(c, lo);
+    _mm256_storeu_si256(c + 1, hi);
 }
 
 void ob_tile_avx2(const uint8_t* a, const int64_t* aoff, int g, const uint8_t* w, int width,
                   uint16_t* counts) {
     uint8_t bytes[2 * OB_NR * 32];
-    memset(counts, 0, sizeof(uint16_t) * OB_NR * OB_PB);
     for (int g0 = 0; g0 < g; g0 += OB_CHUNK) {
         const int64_t n = g0 + OB_CHUNK < g ? OB_CHUNK : g - g0;
         if (width > 32)
@@ -101,7 +103,7 @@ void ob_tile_avx2(const uint8_t* a, const int64_t* aoff, int g, const uint8_t* w
             chunk32(a, aoff + g0 + n, n, w + (int64_t)g0 * OB_NR, bytes);
         for (int r = 0; r < OB_NR; r++)
             for (int m = 0; m < (width > 32 ? 2 : 1); m++)
-                widen_add(bytes + 32 * (2 * r + m), counts + r * OB_PB + 32 * m);
+                widen(bytes + 32 * (2 * r + m), counts + r * OB_PB + 32 * m, g0 > 0);
     }
 }
 #endif
