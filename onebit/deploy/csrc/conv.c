@@ -212,22 +212,9 @@ static int tile_segments(const ob_conv* s, int64_t pos0, int width, ob_segment* 
         int64_t x0 = pos0 - y * s->wq, x1 = pos0 + width - y * s->wq;
         if (x0 < 0) x0 = 0;
         if (x1 > s->wo) x1 = s->wo;
-        if (x0 < x1) seg[k++] = (ob_segment){y, x0, x1, y * s->wq + x0 - pos0};
+        if (x0 < x1) seg[k++] = (ob_segment){y, x0, x1, y * s->wq + x0 - pos0, y * s->wo + x0, 0};
     }
     return k;
-}
-
-/* A tile position whose column reads the left or right padding (zero padding only). */
-typedef struct {
-    int p;          /* tile index */
-    int fix;        /* offset of its correction in fix->value[o]: row class * n_cols + column class */
-    int64_t at;     /* offset in an output plane */
-} ob_edge;
-
-/* One output value, as segment_float computes it (fmaf is correctly rounded on every path). */
-static inline float output1(int32_t d, float mult, float bias, const float* res) {
-    const float v = fmaf((float)d, mult, bias);
-    return res ? v + *res : v;
 }
 
 /* The transform of the channels [o0, o0 + nch) of one tile of image n, per row segment, straight
@@ -239,52 +226,31 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
                            int nch, const uint16_t* counts, int64_t pos0, int width) {
     const ob_float_ops* ops = kernel()->ops;
     ob_segment seg[OB_PB + 1];
-    const int nseg = tile_segments(s, pos0, width, seg);
-    int row_fix[OB_PB + 1]; /* per segment: row class * n_cols */
     ob_edge edge[OB_PB];
-    int nedge = 0;
+    ob_tile_rows rows = {seg, tile_segments(s, pos0, width, seg), edge, 0, s->k_bits};
     if (fix) {
         const int64_t left = ceil_div(s->pw, s->sw); /* columns [0, left) and [right, wo) read padding */
         const int64_t right = s->w + s->pw >= s->kw ? (s->w + s->pw - s->kw) / s->sw + 1 : 0;
-        for (int k = 0; k < nseg; k++) {
-            const ob_segment* g = &seg[k];
-            row_fix[k] = fix->row_class[g->y] * fix->n_cols;
+        for (int k = 0; k < rows.nseg; k++) {
+            ob_segment* g = &seg[k];
+            g->fix = fix->row_class[g->y] * fix->n_cols;
             for (int64_t x = g->x0; x < g->x1; x++) {
                 if (x >= left && x < right) x = right; /* skip the interior */
                 if (x >= g->x1) break;
-                edge[nedge++] = (ob_edge){(int)(g->p + x - g->x0), row_fix[k] + fix->col_class[x], g->y * s->wo + x};
+                edge[rows.nedge++] = (ob_edge){(int32_t)(g->p + x - g->x0), g->fix + fix->col_class[x], g->y * s->wo + x};
             }
         }
     }
     uint8_t neg[2 * OB_NR + 3][OB_PB]; /* sign bits for the next layer, per channel; 3 zero rows */
     const int64_t hw = (int64_t)s->ho * s->wo;
-    const int int_flags = out->next_planes && !out->float_thresh;
+    const float* t = out->next_planes ? out->float_thresh : NULL;
     for (int r = 0; r < nch; r++) {
         const int64_t o = o0 + r, plane = (n * s->cout + o) * hw;
-        const uint16_t* count = counts + r * OB_PB;
         const int32_t* v = fix ? fix->value + o * fix->n_rows * fix->n_cols : NULL;
-        const float* res = out->residual ? out->residual + plane : NULL;
-        const float* t = out->next_planes && out->float_thresh ? out->float_thresh + o : NULL;
-        for (int k = 0; k < nseg; k++) {
-            const ob_segment* g = &seg[k];
-            const int32_t kk = s->k_bits - (v ? v[row_fix[k]] : 0);
-            const int64_t at = g->y * s->wo + g->x0;
-            const int len = (int)(g->x1 - g->x0);
-            if (out->out)
-                ops->segment_float(count + g->p, len, kk, out->mult[o], out->bias[o], res ? res + at : NULL,
-                                   out->out + plane + at, t, neg[r] + g->p);
-            if (int_flags) ops->segment_flags(count + g->p, len, kk, out->thresh[o], out->flip[o], neg[r] + g->p);
-        }
-        for (int e = 0; e < nedge; e++) {
-            const int p = edge[e].p;
-            const int32_t d = s->k_bits - 2 * (int32_t)count[p] - v[edge[e].fix];
-            if (out->out) {
-                const float y = output1(d, out->mult[o], out->bias[o], res ? res + edge[e].at : NULL);
-                out->out[plane + edge[e].at] = y;
-                if (t) neg[r][p] = (uint8_t)!(y >= *t);
-            }
-            if (int_flags) neg[r][p] = (uint8_t)((d < out->thresh[o]) ^ out->flip[o]);
-        }
+        if (out->out)
+            ops->channel_float(&rows, counts + r * OB_PB, v, out->mult[o], out->bias[o],
+                               out->residual ? out->residual + plane : NULL, out->out + plane, t ? t + o : NULL, neg[r]);
+        if (out->next_planes && !t) ops->channel_flags(&rows, counts + r * OB_PB, v, out->thresh[o], out->flip[o], neg[r]);
     }
     if (!out->next_planes) return;
     const ob_conv* nx = out->next;
@@ -296,7 +262,7 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
         uint8_t bytes[OB_PB];
         ops->nibbles(neg[r0], neg[r0 + 1 <= last ? r0 + 1 : nch], neg[r0 + 2 <= last ? r0 + 2 : nch + 1],
                      neg[r0 + 3 <= last ? r0 + 3 : nch + 2], width, bytes);
-        for (int k = 0; k < nseg; k++)
+        for (int k = 0; k < rows.nseg; k++)
             store_nibbles(nx, plane, seg[k].y, seg[k].x0, bytes + seg[k].p, seg[k].x1 - seg[k].x0);
     }
 }

@@ -16,24 +16,52 @@
  * correction), out[i] = fma(d, mult, bias) (+ res[i]); with t, also neg[i] = !(out[i] >= *t)
  * (the next layer's sign bits, while the value is in a register).
  * An instruction set may provide its own (OB_OWN_SEGMENT_FLOAT), e.g. with overlapping tails. */
-static inline float OB_NAME(output1)(uint16_t count, int32_t k, float mult, float bias, const float* res) {
-    const float v = fmaf((float)(k - 2 * (int32_t)count), mult, bias);
+static inline float OB_NAME(output1)(int32_t d, float mult, float bias, const float* res) {
+    const float v = fmaf((float)d, mult, bias);
     return res ? v + *res : v;
 }
 
 #ifndef OB_OWN_SEGMENT_FLOAT
 static void OB_NAME(segment_float)(const uint16_t* count, int n, int32_t k, float mult, float bias,
                                    const float* res, float* out, const float* t, uint8_t* neg) {
-    for (int i = 0; i < n; i++) out[i] = OB_NAME(output1)(count[i], k, mult, bias, res ? res + i : NULL);
+    for (int i = 0; i < n; i++) out[i] = OB_NAME(output1)(k - 2 * (int32_t)count[i], mult, bias, res ? res + i : NULL);
     if (t)
         for (int i = 0; i < n; i++) neg[i] = (uint8_t)!(out[i] >= *t);
 }
 #endif
 
-/* the next layer's sign bits from the integer dot product d = k - 2 * count: neg = (d < t) != flip */
-static void OB_NAME(segment_flags)(const uint16_t* count, int n, int32_t k, int32_t t, uint8_t flip,
-                                   uint8_t* neg) {
-    for (int i = 0; i < n; i++) neg[i] = (uint8_t)((k - 2 * (int32_t)count[i] < t) ^ flip);
+/* The float output of one channel of a tile (count: its counts, res / out: its planes; fix: its
+ * zero-padding corrections, NULL for +1 padding): the segments with their row's interior
+ * correction, then the edge positions recomputed with their own. */
+static void OB_NAME(channel_float)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, float mult,
+                                   float bias, const float* res, float* out, const float* t, uint8_t* neg) {
+    for (int k = 0; k < rows->nseg; k++) {
+        const ob_segment* g = &rows->seg[k];
+        OB_NAME(segment_float)(count + g->p, (int)(g->x1 - g->x0), rows->k_bits - (fix ? fix[g->fix] : 0), mult,
+                               bias, res ? res + g->at : NULL, out + g->at, t, neg + g->p);
+    }
+    for (int e = 0; e < rows->nedge; e++) {
+        const ob_edge* g = &rows->edge[e];
+        const float y = OB_NAME(output1)(rows->k_bits - 2 * (int32_t)count[g->p] - fix[g->fix], mult, bias,
+                                         res ? res + g->at : NULL);
+        out[g->at] = y;
+        if (t) neg[g->p] = (uint8_t)!(y >= *t);
+    }
+}
+
+/* the next layer's sign bits of one channel of a tile from the integer dot products d:
+ * neg = (d < t) != flip */
+static void OB_NAME(channel_flags)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, int32_t t,
+                                   uint8_t flip, uint8_t* neg) {
+    for (int k = 0; k < rows->nseg; k++) {
+        const ob_segment* g = &rows->seg[k];
+        const int32_t kk = rows->k_bits - (fix ? fix[g->fix] : 0);
+        for (int64_t i = g->p; i < g->p + g->x1 - g->x0; i++) neg[i] = (uint8_t)((kk - 2 * (int32_t)count[i] < t) ^ flip);
+    }
+    for (int e = 0; e < rows->nedge; e++) {
+        const ob_edge* g = &rows->edge[e];
+        neg[g->p] = (uint8_t)((rows->k_bits - 2 * (int32_t)count[g->p] - fix[g->fix] < t) ^ flip);
+    }
 }
 
 /* 4 channels' sign bits -> nibbles */
@@ -165,6 +193,6 @@ static void OB_NAME(avg_pool_plane)(const float* x, int h, int w, int kh, int kw
     }
 }
 
-const ob_float_ops OB_NAME(ob_float_ops) = {OB_NAME(segment_float), OB_NAME(segment_flags), OB_NAME(nibbles),
+const ob_float_ops OB_NAME(ob_float_ops) = {OB_NAME(channel_float), OB_NAME(channel_flags), OB_NAME(nibbles),
                                              OB_NAME(binarize_row4), OB_NAME(max_pool_plane),
                                              OB_NAME(avg_pool_plane)};

@@ -44,7 +44,7 @@ static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float mu
                                float* out, const float* t, uint8_t* neg) {
     if (n < 8) { /* short segment */
         for (int i = 0; i < n; i++) {
-            out[i] = output1_avx2(count[i], k, mult, bias, res ? res + i : NULL);
+            out[i] = output1_avx2(k - 2 * (int32_t)count[i], mult, bias, res ? res + i : NULL);
             if (t) neg[i] = (uint8_t)!(out[i] >= *t);
         }
         return;

@@ -84,13 +84,32 @@ typedef struct {
  * index of column x0. */
 typedef struct {
     int64_t y, x0, x1, p;
+    int64_t at;   /* offset of (y, x0) in an output plane: y * wo + x0 */
+    int32_t fix;  /* offset of the row's interior correction in ob_padding.value[o]: row class * n_cols */
 } ob_segment;
+
+/* A tile position whose column reads the left or right padding (zero padding only). */
+typedef struct {
+    int32_t p;    /* tile index */
+    int32_t fix;  /* offset of its correction in ob_padding.value[o]: row class * n_cols + column class */
+    int64_t at;   /* offset in an output plane */
+} ob_edge;
+
+/* Where the outputs of one tile go: its row segments, and its edge positions (zero padding). */
+typedef struct {
+    const ob_segment* seg;
+    int nseg;
+    const ob_edge* edge;
+    int nedge;
+    int32_t k_bits;  /* the dot product length */
+} ob_tile_rows;
 
 /* The float loops of a code path (float_ops.h). */
 typedef struct {
-    void (*segment_float)(const uint16_t* count, int n, int32_t k, float mult, float bias, const float* res,
-                          float* out, const float* t, uint8_t* neg);
-    void (*segment_flags)(const uint16_t* count, int n, int32_t k, int32_t t, uint8_t flip, uint8_t* neg);
+    void (*channel_float)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, float mult,
+                          float bias, const float* res, float* out, const float* t, uint8_t* neg);
+    void (*channel_flags)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, int32_t t,
+                          uint8_t flip, uint8_t* neg);
     void (*nibbles)(const uint8_t* f0, const uint8_t* f1, const uint8_t* f2, const uint8_t* f3, int n,
                     uint8_t* out);
     void (*binarize_row4)(const float* x0, const float* x1, const float* x2, const float* x3, float t0,
