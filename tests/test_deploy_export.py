@@ -96,6 +96,28 @@ def test_plus_one_padding_and_forced_scalar_path(tmp_path):
     assert torch.equal(runtime(x), expected)
 
 
+def test_stem_max_pool_runs_before_its_batch_norm():
+    """The runtime pools a ResNet stem's BatchNorm input first (monotonic rounding, min where alpha < 0)."""
+    from onebit.deploy.ops import batch_norm_affine
+    from onebit.deploy.runtime import _fuse, _max_pool_of_batch_norm
+
+    x = torch.randn(2, 5, 11, 12) * 5
+    x[0, 0, 0, 0], x[1, 1, 4, 4], x[1, 3, 2, 2] = float("nan"), float("inf"), float("-inf")
+    affine = torch.tensor([[1.5, -0.7, 0.0, 2.0, -3.0], [0.1, -0.2, 0.3, 0.0, 1.0]])
+    expected = torch.nn.functional.max_pool2d(batch_norm_affine(x, affine), 3, 2, 1)
+    got = _max_pool_of_batch_norm(x, affine, 3, 2, 1)
+    assert torch.equal(got.isnan(), expected.isnan()) and torch.equal(got.nan_to_num(), expected.nan_to_num())
+    # the graph rewrite (end to end: test_zoo_models_match_pytorch[birealnet18], whose stem BN has both signs)
+    nodes = [{"name": "x", "op": "input"},
+             {"name": "bn", "op": "call", "fn": "onebit.batch_norm_affine", "args": [{"node": "x"}, {"tensor": "a"}]},
+             {"name": "pool", "op": "call", "fn": "max_pool2d", "args": [{"node": "bn"}, 3, 2, 1, 1, False]},
+             {"name": "out", "op": "output", "inputs": ["pool"]}]
+    assert [(n["name"], n.get("fn")) for n in _fuse(nodes)] == [("x", None), ("pool", "runtime.max_pool_of_batch_norm"),
+                                                                ("out", None)]
+    nodes.insert(3, {"name": "other", "op": "call", "fn": "relu", "args": [{"node": "bn"}]})  # bn read twice
+    assert _fuse(nodes) == nodes
+
+
 def test_file_is_safetensors_with_a_json_graph(tmp_path):
     model = randomize(create_model("resnet20_1w1a", 10, method="bnn"), seed=4)
     path = tmp_path / "r20.onebit"

@@ -18,7 +18,8 @@ import torch
 from onebit.deploy import fileformat
 from onebit.deploy.bitconv import BinaryConvKernel, BitPlanes, unpack_signs
 from onebit.deploy.kernels import get_kernel
-from onebit.deploy.ops import FUNCTIONS, METHODS
+from onebit.deploy.ops import FUNCTIONS, METHODS, batch_norm_affine
+from onebit.deploy.pooling import max_pool2d
 
 __all__ = ["OnebitModel", "load"]
 
@@ -60,6 +61,61 @@ def _binder(args: list, kwargs: dict) -> Callable[[dict], tuple[list, dict]]:
     if nested:
         return lambda env: (_resolve(args, env), _resolve(kwargs, env))
     return lambda env: ([env[a.name] if isinstance(a, _Slot) else a for a in args], kwargs)
+
+
+def _max_pool_of_batch_norm(x: torch.Tensor, affine: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """``max_pool2d(batch_norm_affine(x, affine), *args, **kwargs)``, pooled first (on 4x fewer
+    values after a stride-2 pool). Exact: ``x * alpha + beta`` is rounded monotonically, so the
+    window maximum of the normalised values is the normalised maximum of ``x`` (its minimum where
+    ``alpha < 0``: ``-max_pool(-x)``); only an infinite input times ``alpha = 0`` (NaN) would differ."""
+    if x.dim() != 4:
+        return max_pool2d(batch_norm_affine(x, affine), *args, **kwargs)
+    flip = (affine[0] < 0).view(1, -1, 1, 1)
+    if bool(flip.any()):
+        pooled = max_pool2d(torch.where(flip, -x, x), *args, **kwargs)
+        pooled = torch.where(flip, -pooled, pooled)
+    else:
+        pooled = max_pool2d(x, *args, **kwargs)
+    return batch_norm_affine(pooled, affine)
+
+
+_FUSED = {"runtime.max_pool_of_batch_norm": _max_pool_of_batch_norm}  # built by _fuse, never read from a file
+
+
+def _references(value, counts: dict) -> None:
+    if isinstance(value, dict):
+        if set(value) == {"node"}:
+            counts[value["node"]] = counts.get(value["node"], 0) + 1
+        for v in value.values():
+            _references(v, counts)
+    elif isinstance(value, list):
+        for v in value:
+            _references(v, counts)
+
+
+def _fuse(nodes: list[dict]) -> list[dict]:
+    """The graph with ``batch_norm_affine -> max_pool2d`` (the stem of a ResNet on ImageNet) as one
+    pool-first step, where nothing else reads the normalised values."""
+    counts: dict[str, int] = {}
+    for node in nodes:
+        _references(node.get("args"), counts)
+        _references(node.get("kwargs"), counts)
+        for src in node.get("inputs", []):
+            counts[src] = counts.get(src, 0) + 1
+    by_name = {node["name"]: node for node in nodes}
+    removed, replaced = set(), {}  # the batch norm nodes; the pool nodes -> the fused step
+    for node in nodes:
+        args = node.get("args") or []
+        if node["op"] != "call" or node.get("fn") != "max_pool2d" or not args or not isinstance(args[0], dict):
+            continue
+        bn = by_name.get(args[0].get("node"))
+        indices = (len(args) > 6 and args[6]) or node.get("kwargs", {}).get("return_indices")
+        if (bn is None or bn["op"] != "call" or bn.get("fn") != "onebit.batch_norm_affine" or bn.get("kwargs")
+                or len(bn["args"]) != 2 or counts.get(bn["name"]) != 1 or indices):
+            continue
+        removed.add(bn["name"])
+        replaced[node["name"]] = {**node, "fn": "runtime.max_pool_of_batch_norm", "args": [*bn["args"], *args[1:]]}
+    return [replaced.get(node["name"], node) for node in nodes if node["name"] not in removed]
 
 
 class _BinaryStep:
@@ -150,7 +206,8 @@ class OnebitModel:
         self._input: str | None = None
         self._output: str | None = None
         binary: dict[str, _BinaryStep] = {}
-        for node in graph["nodes"]:
+        nodes = _fuse(graph["nodes"])
+        for node in nodes:
             self._compile(node, binary)
         self._binary = list(binary.values())
         for step in binary.values():
@@ -160,7 +217,7 @@ class OnebitModel:
                 step.consumer = binary[step.bits_for]
         if self._input is None or self._output is None:
             raise ValueError("corrupt graph: no input or output node")
-        self._last_use = self._lifetimes(graph["nodes"])
+        self._last_use = self._lifetimes(nodes)
         self._graph_nodes = graph["nodes"]
 
     # ------------------------------------------------------------------ building
@@ -194,9 +251,10 @@ class OnebitModel:
             value = self._tensor(node["tensor"])
             self._steps.append((name, lambda env, th: value))
         elif op == "call":
-            if node["fn"] not in FUNCTIONS:
+            functions = _FUSED if node["fn"] in _FUSED else FUNCTIONS
+            if node["fn"] not in functions:
                 raise ValueError(f"unsupported operation {node['fn']!r} in the graph (node {name}); newer onebit file?")
-            fn, bind = FUNCTIONS[node["fn"]], _binder(self._decode(node["args"]), self._decode_kwargs(node))
+            fn, bind = functions[node["fn"]], _binder(self._decode(node["args"]), self._decode_kwargs(node))
 
             def call(env, th, fn=fn, bind=bind):
                 args, kwargs = bind(env)

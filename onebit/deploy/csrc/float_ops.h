@@ -82,6 +82,13 @@ static void OB_NAME(binarize_row4)(const float* x0, const float* x1, const float
 /* max as PyTorch's max pooling takes it: NaN propagates */
 static inline float OB_NAME(nan_max)(float m, float a) { return (a > m || a != a) ? a : m; }
 
+/* m[i] = nan_max(m[i], a[i]), i < n */
+#ifndef OB_OWN_MAX_INTO
+static void OB_NAME(max_into)(float* m, const float* a, int n) {
+    for (int i = 0; i < n; i++) m[i] = OB_NAME(nan_max)(m[i], a[i]);
+}
+#endif
+
 /* phase k of row[w] (columns k, k + sw, ...) -> phase + k * plen */
 static void OB_NAME(split_phases)(const float* row, int w, int sw, float* phase, int plen) {
     int done = 0; /* columns split by vector code */
@@ -113,7 +120,7 @@ static void OB_NAME(max_pool_plane)(const float* x, int h, int w, int kh, int kw
             if (first)
                 memcpy(acc, r, sizeof(float) * w);
             else
-                for (int i = 0; i < w; i++) acc[i] = OB_NAME(nan_max)(acc[i], r[i]);
+                OB_NAME(max_into)(acc, r, w);
             first = 0;
         }
         OB_NAME(split_phases)(acc, w, sw, phase, plen);
@@ -123,9 +130,9 @@ static void OB_NAME(max_pool_plane)(const float* x, int h, int w, int kh, int kw
                 const int shift = kx - pw, q = shift >= 0 ? shift / sw : -((-shift + sw - 1) / sw);
                 const float* src = phase + (shift - q * sw) * plen + q;
                 if (kx == 0)
-                    for (int ox = x_lo; ox < x_hi; ox++) o[ox] = src[ox];
+                    memcpy(o + x_lo, src + x_lo, sizeof(float) * (x_hi - x_lo));
                 else
-                    for (int ox = x_lo; ox < x_hi; ox++) o[ox] = OB_NAME(nan_max)(o[ox], src[ox]);
+                    OB_NAME(max_into)(o + x_lo, src + x_lo, x_hi - x_lo);
             }
         }
         for (int ox = 0; ox < wo; ox++) {

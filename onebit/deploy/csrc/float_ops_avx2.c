@@ -10,6 +10,23 @@
 #define OB_OWN_SEGMENT_FLOAT
 static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float mult, float bias, const float* res,
                                float* out, const float* t, uint8_t* neg);
+#define OB_OWN_MAX_INTO
+/* m[i] = nan_max(m[i], a[i]): vmaxps(a, m) is a > m ? a : m, except that it returns m when a is NaN */
+static inline __m256 nan_max8(__m256 m, __m256 a) {
+    return _mm256_blendv_ps(_mm256_max_ps(a, m), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+}
+
+static void max_into_avx2(float* m, const float* a, int n) {
+    if (n < 8) {
+        for (int i = 0; i < n; i++) m[i] = (a[i] > m[i] || a[i] != a[i]) ? a[i] : m[i];
+        return;
+    }
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(m + i, nan_max8(_mm256_loadu_ps(m + i), _mm256_loadu_ps(a + i)));
+    if (i < n) /* the last 8, overlapping: taking a maximum twice changes nothing */
+        _mm256_storeu_ps(m + n - 8, nan_max8(_mm256_loadu_ps(m + n - 8), _mm256_loadu_ps(a + n - 8)));
+}
+
 #define OB_SPLIT2 split2_avx2
 /* even and odd columns of row[0, w), 16 columns at a time; returns how many columns it split */
 static inline int split2_avx2(const float* row, int w, float* even, float* odd) {
