@@ -295,7 +295,7 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* wnib, co
         const int64_t pos0 = pb * OB_PB;
         const int width = s->positions - pos0 > OB_PB / 2 ? OB_PB : OB_PB / 2;
         const uint8_t* a = planes + n * s->image_bytes + grp * s->q * s->plane_bytes + pos0;
-        uint16_t counts[2 * OB_NR * OB_PB];
+        uint16_t counts[2 * OB_NR * OB_PB + 8]; /* + 8: the output transform loads 8 counts at a time */
         int nch = 0;
         for (int64_t blk = 2 * pair; blk < 2 * pair + 2 && blk < s->ob; blk++) {
             const uint8_t* w = wnib + ((grp * s->ob + blk) * s->g) * OB_NR;

@@ -1,6 +1,7 @@
 /* The float loops compiled for AVX2 + FMA (selected with the avx2 kernel), with the output transform
  * in intrinsics: row segments are short (a 64-position tile spans several output rows), so an
- * overlapping last vector replaces the scalar tail a compiler would generate. */
+ * overlapping last vector (or a masked one, for segments under 8) replaces the scalar tail a
+ * compiler would generate. */
 #if defined(__x86_64__)
 #pragma GCC target("avx2,fma,bmi2")
 #include <immintrin.h>
@@ -42,14 +43,21 @@ static inline int split2_avx2(const float* row, int w, float* even, float* odd) 
 }
 #include "float_ops.h"
 
-/* 8 outputs (and sign bytes) at segment index i */
+/* 8 outputs (and sign bytes) at segment index i; lanes >= n are neither read from res nor written
+ * to out (their counts and sign bytes are: the callers' buffers have room) */
 static inline void outputs8(const uint16_t* count, __m256i k, __m256 m, __m256 b, const float* res, float* out,
-                            const float* t, uint8_t* neg) {
+                            const float* t, uint8_t* neg, int n) {
     const __m256i c = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)count));
     const __m256i d = _mm256_sub_epi32(k, _mm256_add_epi32(c, c));
     __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), m, b);
-    if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res));
-    _mm256_storeu_ps(out, v);
+    if (n >= 8) {
+        if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res));
+        _mm256_storeu_ps(out, v);
+    } else {
+        const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        if (res) v = _mm256_add_ps(v, _mm256_maskload_ps(res, lanes));
+        _mm256_maskstore_ps(out, lanes, v);
+    }
     if (t) { /* !(v >= t) per lane -> one byte per lane */
         const __m256 lt = _mm256_cmp_ps(v, _mm256_set1_ps(*t), _CMP_NGE_UQ);
         const uint64_t bytes = _pdep_u64((unsigned)_mm256_movemask_ps(lt), 0x0101010101010101ull);
@@ -59,20 +67,17 @@ static inline void outputs8(const uint16_t* count, __m256i k, __m256 m, __m256 b
 
 static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float mult, float bias, const float* res,
                                float* out, const float* t, uint8_t* neg) {
-    if (n < 8) { /* short segment */
-        for (int i = 0; i < n; i++) {
-            out[i] = output1_avx2(k - 2 * (int32_t)count[i], mult, bias, res ? res + i : NULL);
-            if (t) neg[i] = (uint8_t)!(out[i] >= *t);
-        }
-        return;
-    }
     const __m256i kv = _mm256_set1_epi32(k);
     const __m256 m = _mm256_set1_ps(mult), b = _mm256_set1_ps(bias);
+    if (n < 8) { /* short segment: masked */
+        outputs8(count, kv, m, b, res, out, t, neg, n);
+        return;
+    }
     int i = 0;
-    for (; i + 8 <= n; i += 8) outputs8(count + i, kv, m, b, res ? res + i : NULL, out + i, t, neg + i);
+    for (; i + 8 <= n; i += 8) outputs8(count + i, kv, m, b, res ? res + i : NULL, out + i, t, neg + i, 8);
     if (i < n) { /* the last 8, overlapping: the same values are written twice */
         i = n - 8;
-        outputs8(count + i, kv, m, b, res ? res + i : NULL, out + i, t, neg + i);
+        outputs8(count + i, kv, m, b, res ? res + i : NULL, out + i, t, neg + i, 8);
     }
 }
 #endif
