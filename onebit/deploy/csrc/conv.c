@@ -287,8 +287,10 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* wnib, co
     const int writes = out->out || out->next_planes;
     const int64_t pairs = ceil_div(s->ob, 2);
     const int64_t tasks = (int64_t)s->n * s->groups * s->pblocks * pairs;
-    /* one thread: a plain loop (no scheduling calls per task); several: dynamic, for a shared CPU */
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 4) if (threads > 1 && tasks > 1)
+    /* one thread: a plain loop (no scheduling calls per task); several: dynamic, for a shared CPU, in
+     * runs of 4 tiles of one channel pair unless that leaves too few runs to balance */
+    const int chunk = tasks >= 32 * threads ? 4 : 1;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, chunk) if (threads > 1 && tasks > 1)
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t pb = t % s->pblocks, pair = (t / s->pblocks) % pairs;
         const int64_t grp = (t / s->pblocks / pairs) % s->groups, n = t / s->pblocks / pairs / s->groups;
