@@ -87,6 +87,19 @@ def test_output_transform_scale_bias_residual(kernel):
     assert torch.equal(got, fused + residual)
 
 
+def test_output_can_overwrite_its_residual(kernel):
+    """The runtime writes a layer's output over its residual: every element must read its residual
+    before anything overwrites it (overlapping vector tails, masked short rows, padded edge columns)."""
+    for side, stride in [(28, 1), (14, 1), (5, 1), (19, 2)]:
+        x, w = torch.randn(1, 16, side, side), torch.randn(24, 16, 3, 3)
+        conv = BinaryConvKernel((w < 0).numpy(), stride=(stride, stride), padding=(1, 1), zero_padding=True)
+        planes, mult, bias = conv.binarize(x), torch.randn(24), torch.randn(24)
+        residual = torch.randn(1, 24, (side - 1) // stride + 1, (side - 1) // stride + 1)
+        expected = conv.run(planes, mult, bias, residual=residual)
+        got = conv.run(planes, mult, bias, residual=residual, out=residual)
+        assert got is residual and torch.equal(got, expected), (side, stride)
+
+
 @pytest.mark.parametrize("consumer_stride", [1, 2])
 def test_bit_packed_output_feeds_the_next_conv(kernel, consumer_stride):
     """LCE's trick: the first conv writes the second's input bits through integer thresholds."""

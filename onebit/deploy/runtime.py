@@ -82,15 +82,41 @@ def _max_pool_of_batch_norm(x: torch.Tensor, affine: torch.Tensor, *args, **kwar
 _FUSED = {"runtime.max_pool_of_batch_norm": _max_pool_of_batch_norm}  # built by _fuse, never read from a file
 
 
-def _references(value, counts: dict) -> None:
-    if isinstance(value, dict):
-        if set(value) == {"node"}:
-            counts[value["node"]] = counts.get(value["node"], 0) + 1
-        for v in value.values():
-            _references(v, counts)
-    elif isinstance(value, list):
-        for v in value:
-            _references(v, counts)
+def _reads(node: dict) -> list[str]:
+    """The values a node reads (with repeats): its inputs and the node references in its arguments."""
+    names = list(node.get("inputs", []))
+
+    def mark(value):
+        if isinstance(value, dict):
+            if set(value) == {"node"}:
+                names.append(value["node"])
+            for v in value.values():
+                mark(v)
+        elif isinstance(value, list):
+            for v in value:
+                mark(v)
+
+    mark(node.get("args"))
+    mark(node.get("kwargs"))
+    return names
+
+
+# Calls whose result is a new tensor (never a view of an argument): a binary conv may write its output
+# over such a residual when nothing reads it afterwards.
+_FRESH_CALLS = {
+    "conv2d", "linear", "batch_norm", "onebit.batch_norm_affine", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+    "add", "sub", "mul", "truediv", "torch.add", "torch.sub", "torch.mul", "torch.cat", "onebit.add_channel",
+    "onebit.rprelu", "onebit.learnable_scale", "runtime.max_pool_of_batch_norm",
+}
+
+
+def _fresh(node: dict) -> bool:
+    """Does the node's value live in its own new storage (a binary conv's buffer, or a fresh call)?"""
+    if node["op"] == "binary_conv2d":
+        return True
+    kwargs, args = node.get("kwargs", {}), node.get("args") or []
+    return (node["op"] == "call" and node.get("fn") in _FRESH_CALLS and not {"out", "inplace", "return_indices"} & set(kwargs)
+            and not (node.get("fn") == "max_pool2d" and len(args) > 6 and args[6]))
 
 
 def _fuse(nodes: list[dict]) -> list[dict]:
@@ -98,9 +124,7 @@ def _fuse(nodes: list[dict]) -> list[dict]:
     pool-first step, where nothing else reads the normalised values."""
     counts: dict[str, int] = {}
     for node in nodes:
-        _references(node.get("args"), counts)
-        _references(node.get("kwargs"), counts)
-        for src in node.get("inputs", []):
+        for src in _reads(node):
             counts[src] = counts.get(src, 0) + 1
     by_name = {node["name"]: node for node in nodes}
     removed, replaced = set(), {}  # the batch norm nodes; the pool nodes -> the fused step
@@ -147,6 +171,7 @@ class _BinaryStep:
             self.bits_float_threshold = (tensor(t["bits_float_threshold"]) if "bits_float_threshold" in t
                                          else torch.zeros(packed.shape[0]))
         self.consumer: _BinaryStep | None = None  # resolved by the model
+        self.in_place = False  # may write its output over its residual (set by the model)
         self.supplied: BitPlanes | None = None  # input bits written by the producer of this call
 
     def planes(self, x: Any, threads: int) -> BitPlanes:
@@ -171,11 +196,17 @@ class _BinaryStep:
             self.outputs[shape] = torch.empty(shape)
         return self.outputs[shape]
 
+    def output_over(self, planes: BitPlanes, residual: torch.Tensor | None) -> torch.Tensor:
+        """Where the float output goes: over the residual if allowed and possible, else the own buffer."""
+        if self.in_place and residual is not None and residual.dtype == torch.float32 and residual.is_contiguous():
+            return residual
+        return self.output_buffer(planes)
+
     def __call__(self, x: Any, residual: torch.Tensor | None, threads: int):
         planes = self.planes(x, threads)
         if self.consumer is None:
             out = self.kernel.run(planes, self.mult, self.bias, residual=residual, threads=threads,
-                                  out=self.output_buffer(planes))
+                                  out=self.output_over(planes, residual))
             return _linear_output(out, self.sample_mean) if self.linear else out
         if self.bits_float_threshold is None:  # bits only (LCE): no float output
             self.consumer.supplied = self.kernel.run(planes, None, None, float_out=False, bits_for=self.consumer.kernel,
@@ -183,7 +214,7 @@ class _BinaryStep:
             return None
         out, self.consumer.supplied = self.kernel.run(planes, self.mult, self.bias, residual=residual,
                                                       bits_for=self.consumer.kernel, float_thresh=self.bits_float_threshold,
-                                                      threads=threads, out=self.output_buffer(planes))
+                                                      threads=threads, out=self.output_over(planes, residual))
         return out
 
 
@@ -218,6 +249,7 @@ class OnebitModel:
         if self._input is None or self._output is None:
             raise ValueError("corrupt graph: no input or output node")
         self._last_use = self._lifetimes(nodes)
+        self._write_over_residuals(nodes)
         self._graph_nodes = graph["nodes"]
 
     # ------------------------------------------------------------------ building
@@ -282,28 +314,35 @@ class OnebitModel:
         """For each step, the values no later step reads (freed right after it)."""
         reads: dict[str, int] = {}
         index = {name: i for i, (name, _) in enumerate(self._steps)}
-
-        def mark(value, at):
-            if isinstance(value, dict):
-                if set(value) == {"node"}:
-                    reads[value["node"]] = max(reads.get(value["node"], -1), at)
-                for v in value.values():
-                    mark(v, at)
-            elif isinstance(value, list):
-                for v in value:
-                    mark(v, at)
-
         for node in nodes:
             at = index.get(node["name"], len(self._steps))
-            for src in node.get("inputs", []):
+            for src in _reads(node):
                 reads[src] = max(reads.get(src, -1), at)
-            mark(node.get("args"), at)
-            mark(node.get("kwargs"), at)
         free: list[list[str]] = [[] for _ in self._steps]
         for value, last in reads.items():
             if last < len(self._steps) and value != self._output:
                 free[last].append(value)
         return free
+
+    def _write_over_residuals(self, nodes: list[dict]) -> None:
+        """Let a binary conv write its output over its residual where that is the residual's last
+        read, and the residual is fresh storage read only by steps that make fresh storage (so no
+        view of it survives): one float buffer less to stream through the caches per layer."""
+        by_name = {node["name"]: node for node in nodes}
+        readers: dict[str, list[dict]] = {}
+        for node in nodes:
+            for src in set(_reads(node)):
+                readers.setdefault(src, []).append(node)
+        index = {name: i for i, (name, _) in enumerate(self._steps)}
+        binary = {step.name: step for step in self._binary}
+        for node in nodes:
+            inputs = node.get("inputs", [])
+            if node["op"] != "binary_conv2d" or len(inputs) < 2:
+                continue
+            res = by_name.get(inputs[1])
+            if (res is not None and res["name"] in self._last_use[index[node["name"]]] and _fresh(res)
+                    and all(_fresh(r) for r in readers[res["name"]])):
+                binary[node["name"]].in_place = True
 
     # ------------------------------------------------------------------ running
     @torch.no_grad()

@@ -14,7 +14,7 @@
 /* The output of one row segment of one output channel, straight from the GEMM's counts: the dot
  * product d = k - 2 * count[i] (k: the dot product length, minus the row's zero-padding
  * correction), out[i] = fma(d, mult, bias) (+ res[i]); with t, also neg[i] = !(out[i] >= *t)
- * (the next layer's sign bits, while the value is in a register).
+ * (the next layer's sign bits, while the value is in a register). out may be res (in place).
  * An instruction set may provide its own (OB_OWN_SEGMENT_FLOAT), e.g. with overlapping tails. */
 static inline float OB_NAME(output1)(int32_t d, float mult, float bias, const float* res) {
     const float v = fmaf((float)d, mult, bias);
@@ -30,22 +30,26 @@ static void OB_NAME(segment_float)(const uint16_t* count, int n, int32_t k, floa
 }
 #endif
 
-/* The float output of one channel of a tile (count: its counts, res / out: its planes; fix: its
- * zero-padding corrections, NULL for +1 padding): the segments with their row's interior
- * correction, then the edge positions recomputed with their own. */
+/* The float output of one channel of a tile (count: its counts, res / out: its planes, out may be
+ * res itself; fix: its zero-padding corrections, NULL for +1 padding): the segments with their
+ * row's interior correction, and the edge positions with their own (computed first, while res
+ * still holds the residual, and written last). */
 static void OB_NAME(channel_float)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, float mult,
                                    float bias, const float* res, float* out, const float* t, uint8_t* neg) {
+    float edge[OB_PB];
+    for (int e = 0; e < rows->nedge; e++) {
+        const ob_edge* g = &rows->edge[e];
+        edge[e] = OB_NAME(output1)(rows->k_bits - 2 * (int32_t)count[g->p] - fix[g->fix], mult, bias,
+                                   res ? res + g->at : NULL);
+    }
     for (int k = 0; k < rows->nseg; k++) {
         const ob_segment* g = &rows->seg[k];
         OB_NAME(segment_float)(count + g->p, (int)(g->x1 - g->x0), rows->k_bits - (fix ? fix[g->fix] : 0), mult,
                                bias, res ? res + g->at : NULL, out + g->at, t, neg + g->p);
     }
     for (int e = 0; e < rows->nedge; e++) {
-        const ob_edge* g = &rows->edge[e];
-        const float y = OB_NAME(output1)(rows->k_bits - 2 * (int32_t)count[g->p] - fix[g->fix], mult, bias,
-                                         res ? res + g->at : NULL);
-        out[g->at] = y;
-        if (t) neg[g->p] = (uint8_t)!(y >= *t);
+        out[rows->edge[e].at] = edge[e];
+        if (t) neg[rows->edge[e].p] = (uint8_t)!(edge[e] >= *t);
     }
 }
 

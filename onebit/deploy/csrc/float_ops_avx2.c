@@ -43,21 +43,18 @@ static inline int split2_avx2(const float* row, int w, float* even, float* odd) 
 }
 #include "float_ops.h"
 
-/* 8 outputs (and sign bytes) at segment index i; lanes >= n are neither read from res nor written
- * to out (their counts and sign bytes are: the callers' buffers have room) */
-static inline void outputs8(const uint16_t* count, __m256i k, __m256 m, __m256 b, const float* res, float* out,
-                            const float* t, uint8_t* neg, int n) {
+/* 8 outputs (and sign bytes) at segment index i, plus the residual r if has_res; lanes >= n are not
+ * written to out (their counts and sign bytes are: the callers' buffers have room) */
+static inline void outputs8(const uint16_t* count, __m256i k, __m256 m, __m256 b, int has_res, __m256 r, float* out,
+                            const float* t, uint8_t* neg, __m256i lanes, int n) {
     const __m256i c = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)count));
     const __m256i d = _mm256_sub_epi32(k, _mm256_add_epi32(c, c));
     __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), m, b);
-    if (n >= 8) {
-        if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res));
+    if (has_res) v = _mm256_add_ps(v, r);
+    if (n >= 8)
         _mm256_storeu_ps(out, v);
-    } else {
-        const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        if (res) v = _mm256_add_ps(v, _mm256_maskload_ps(res, lanes));
+    else
         _mm256_maskstore_ps(out, lanes, v);
-    }
     if (t) { /* !(v >= t) per lane -> one byte per lane */
         const __m256 lt = _mm256_cmp_ps(v, _mm256_set1_ps(*t), _CMP_NGE_UQ);
         const uint64_t bytes = _pdep_u64((unsigned)_mm256_movemask_ps(lt), 0x0101010101010101ull);
@@ -68,16 +65,20 @@ static inline void outputs8(const uint16_t* count, __m256i k, __m256 m, __m256 b
 static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float mult, float bias, const float* res,
                                float* out, const float* t, uint8_t* neg) {
     const __m256i kv = _mm256_set1_epi32(k);
-    const __m256 m = _mm256_set1_ps(mult), b = _mm256_set1_ps(bias);
+    const __m256 m = _mm256_set1_ps(mult), b = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
+    const int has_res = res != NULL;
     if (n < 8) { /* short segment: masked */
-        outputs8(count, kv, m, b, res, out, t, neg, n);
+        const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        outputs8(count, kv, m, b, has_res, has_res ? _mm256_maskload_ps(res, lanes) : zero, out, t, neg, lanes, n);
         return;
     }
+    const __m256i all = _mm256_set1_epi32(-1);
+    /* the last 8 overlap the loop's last vector: their residual is read before out (maybe res) is written */
+    const __m256 last = has_res ? _mm256_loadu_ps(res + n - 8) : zero;
     int i = 0;
-    for (; i + 8 <= n; i += 8) outputs8(count + i, kv, m, b, res ? res + i : NULL, out + i, t, neg + i, 8);
-    if (i < n) { /* the last 8, overlapping: the same values are written twice */
-        i = n - 8;
-        outputs8(count + i, kv, m, b, res ? res + i : NULL, out + i, t, neg + i, 8);
-    }
+    for (; i + 8 <= n; i += 8)
+        outputs8(count + i, kv, m, b, has_res, has_res ? _mm256_loadu_ps(res + i) : zero, out + i, t, neg + i, all, 8);
+    if (i < n) /* the last 8, overlapping: the same values are written twice */
+        outputs8(count + n - 8, kv, m, b, has_res, last, out + n - 8, t, neg + n - 8, all, 8);
 }
 #endif
