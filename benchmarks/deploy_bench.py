@@ -20,7 +20,7 @@ script re-executes itself with glibc told to keep freed memory (``MALLOC_MMAP_TH
 ``MALLOC_TRIM_THRESHOLD_``), so that neither side pays page faults for re-allocating its
 activations each run; ``--system_malloc`` keeps the default allocator.
 
-Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--data_path /work/shared/data]
+Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--data_path /work/shared/data] [--breakdown]
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def float_twin(name: str, num_classes: int, side: int):
     return create_model(name, num_classes, image_size=side, binary_type=(False, False)).eval()
 
 
-def bench_network(threads: list[int], repeat: int, workdir: Path) -> None:
+def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: bool = False) -> None:
     import torch
 
     from onebit.deploy import export, load
@@ -152,6 +152,38 @@ def bench_network(threads: list[int], repeat: int, workdir: Path) -> None:
                                 repeat)
         print(f"{th:>7} {1e3 * t['onebit']:8.2f} {1e3 * t['nchw']:11.2f} {1e3 * t['cl']:9.2f} "
               f"{t['nchw'] / t['onebit']:6.1f}x {t['cl'] / t['onebit']:5.1f}x")
+    if breakdown:
+        for th in threads:
+            torch.set_num_threads(th)
+            runtime.threads = th
+            step_breakdown(runtime, x, th, repeat)
+
+
+def step_breakdown(runtime, x, threads: int, repeat: int) -> None:
+    """Minimum wall time of each step of the runtime (the whole network run in order, repeat times),
+    grouped by kind; the rest of a call is the runtime's Python between steps."""
+    import torch
+
+    steps, free = runtime._steps, runtime._last_use
+    best = [float("inf")] * len(steps)
+    with torch.no_grad():
+        for _ in range(repeat):
+            env = {runtime._input: x}
+            for i, ((name, step), dead) in enumerate(zip(steps, free)):
+                start = time.perf_counter()
+                env[name] = step(env, threads)
+                best[i] = min(best[i], time.perf_counter() - start)
+                for value in dead:
+                    env.pop(value, None)
+    kinds = {node["name"]: node.get("fn", node["op"]) for node in runtime._nodes}
+    groups: dict[str, float] = {}
+    for (name, _), t in zip(steps, best):
+        kind = kinds[name]
+        group = ("binary convs" if kind == "binary_conv2d" else "shortcuts" if "shortcut" in name
+                 else f"{name} ({kind})")
+        groups[group] = groups.get(group, 0.0) + t
+    print(f"  {threads} thread(s), minimum per step over {repeat} runs (ms): " +
+          ", ".join(f"{k} {1e3 * v:.2f}" for k, v in groups.items()) + f"; sum {1e3 * sum(best):.2f}")
 
 
 def randomize_bn(model, seed: int):
@@ -228,6 +260,7 @@ def main() -> None:
     parser.add_argument("--data_path", default="/work/shared/data", help="folder with cifar-10-batches-py ('' to skip)")
     parser.add_argument("--only", choices=["layers", "network", "exactness"], help="run one part")
     parser.add_argument("--system_malloc", action="store_true", help="do not tune glibc's allocator")
+    parser.add_argument("--breakdown", action="store_true", help="also time each step of the 1-bit network")
     args = parser.parse_args()
     if not args.system_malloc and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
@@ -245,7 +278,7 @@ def main() -> None:
         if args.only in (None, "layers"):
             bench_layers(threads, args.repeat, ghz)
         if args.only in (None, "network"):
-            bench_network(threads, max(5, args.repeat // 3), Path(tmp))
+            bench_network(threads, max(5, args.repeat // 3), Path(tmp), args.breakdown)
         if args.only in (None, "exactness"):
             bench_exactness(args.data_path or None, Path(tmp))
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")

@@ -251,6 +251,7 @@ class OnebitModel:
         self._last_use = self._lifetimes(nodes)
         self._write_over_residuals(nodes)
         self._graph_nodes = graph["nodes"]
+        self._nodes = nodes  # as run (after _fuse)
 
     # ------------------------------------------------------------------ building
     def _tensor(self, key: str) -> torch.Tensor:
