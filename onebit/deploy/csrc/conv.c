@@ -138,6 +138,15 @@ static void store_nibbles(const ob_conv* nx, uint8_t* plane, int64_t y, int64_t 
         memcpy(plane + pixel_offset(nx, y, x0), bytes, len);
         return;
     }
+    if (nx->sw == 2 && len > 1) { /* the common stride: a constant step the compiler vectorises */
+        uint8_t *even = plane + pixel_offset(nx, y, x0), *odd = plane + pixel_offset(nx, y, x0 + 1);
+        for (int64_t j = 0; j < len / 2; j++) {
+            even[j] = bytes[2 * j];
+            odd[j] = bytes[2 * j + 1];
+        }
+        if (len % 2) even[len / 2] = bytes[len - 1];
+        return;
+    }
     for (int k = 0; k < nx->sw && k < len; k++) { /* every sw-th column goes to one phase, contiguously */
         uint8_t* dst = plane + pixel_offset(nx, y, x0 + k);
         for (int64_t i = k, j = 0; i < len; i += nx->sw, j++) dst[j] = bytes[i];
