@@ -84,12 +84,17 @@ static void OB_NAME(binarize_row4)(const float* x0, const float* x1, const float
 }
 
 /* max as PyTorch's max pooling takes it: NaN propagates */
-static inline float OB_NAME(nan_max)(float m, float a) { return (a > m || a != a) ? a : m; }
+static inline float OB_NAME(nan_max)(float m, float a) {
+    const int take = (a > m) | (a != a); /* no short-circuit: a select, not a branch on random data */
+    return take ? a : m;
+}
 
-/* m[i] = nan_max(m[i], a[i]), i < n */
-#ifndef OB_OWN_MAX_INTO
-static void OB_NAME(max_into)(float* m, const float* a, int n) {
-    for (int i = 0; i < n; i++) m[i] = OB_NAME(nan_max)(m[i], a[i]);
+/* out[i] = nan_max(... nan_max(src[0][i], src[1][i]) ..., src[n - 1][i]), i < len (out is none of src) */
+#ifndef OB_OWN_MAX_ROWS
+static void OB_NAME(max_rows)(const float* const* src, int n, int len, float* out) {
+    memcpy(out, src[0], sizeof(float) * len);
+    for (int k = 1; k < n; k++)
+        for (int i = 0; i < len; i++) out[i] = OB_NAME(nan_max)(out[i], src[k][i]);
 }
 #endif
 
@@ -106,7 +111,8 @@ static void OB_NAME(split_phases)(const float* row, int w, int sw, float* phase,
 /* max pooling of one plane (dilation 1, floor mode). Per output row: the vertical max of the
  * kernel's rows into acc[w], split into sw column phases (phase k holds columns k, k + sw, ...),
  * so that each kernel column is a contiguous, shifted phase row: the interior then reduces with
- * elementwise (vectorised) maxima, and only the border columns check bounds.
+ * elementwise (vectorised) maxima, and only the border columns check bounds (reading the input:
+ * scalar loads of just-written vectors stall on store forwarding).
  * buf: w + sw * (w / sw + 1) floats. */
 static void OB_NAME(max_pool_plane)(const float* x, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
                                     int ho, int wo, float* buf, float* out) {
@@ -115,29 +121,23 @@ static void OB_NAME(max_pool_plane)(const float* x, int h, int w, int kh, int kw
     float* phase = buf + w;                                     /* phase k at phase + k * plen */
     const int x_lo = (pw + sw - 1) / sw;                       /* first column without left padding */
     const int x_hi = w + pw - kw >= 0 ? (w + pw - kw) / sw + 1 : 0; /* first with right padding */
+    const float* rows[kh];
+    const float* cols[kw];
+    for (int kx = 0; kx < kw; kx++) { /* column ox * sw - pw + kx = (ox + q) * sw + rem */
+        const int shift = kx - pw, q = shift >= 0 ? shift / sw : -((-shift + sw - 1) / sw);
+        cols[kx] = phase + (shift - q * sw) * plen + q + x_lo;
+    }
     for (int oy = 0; oy < ho; oy++) {
-        int first = 1;
+        int n = 0;
         for (int ky = 0; ky < kh; ky++) {
             const int iy = oy * sh - ph + ky;
-            if (iy < 0 || iy >= h) continue;
-            const float* r = x + (int64_t)iy * w;
-            if (first)
-                memcpy(acc, r, sizeof(float) * w);
-            else
-                OB_NAME(max_into)(acc, r, w);
-            first = 0;
+            if (iy >= 0 && iy < h) rows[n++] = x + (int64_t)iy * w;
         }
-        OB_NAME(split_phases)(acc, w, sw, phase, plen);
         float* o = out + (int64_t)oy * wo;
         if (x_lo < x_hi) {
-            for (int kx = 0; kx < kw; kx++) { /* column ox * sw - pw + kx = (ox + q) * sw + rem */
-                const int shift = kx - pw, q = shift >= 0 ? shift / sw : -((-shift + sw - 1) / sw);
-                const float* src = phase + (shift - q * sw) * plen + q;
-                if (kx == 0)
-                    memcpy(o + x_lo, src + x_lo, sizeof(float) * (x_hi - x_lo));
-                else
-                    OB_NAME(max_into)(o + x_lo, src + x_lo, x_hi - x_lo);
-            }
+            OB_NAME(max_rows)(rows, n, w, acc);
+            OB_NAME(split_phases)(acc, w, sw, phase, plen);
+            OB_NAME(max_rows)(cols, kw, x_hi - x_lo, o + x_lo);
         }
         for (int ox = 0; ox < wo; ox++) {
             if (ox == x_lo && x_lo < x_hi) ox = x_hi; /* the interior is done */
@@ -145,7 +145,10 @@ static void OB_NAME(max_pool_plane)(const float* x, int h, int w, int kh, int kw
             float m = -INFINITY;
             for (int kx = 0; kx < kw; kx++) {
                 const int ix = ox * sw - pw + kx;
-                if (ix >= 0 && ix < w) m = OB_NAME(nan_max)(m, acc[ix]);
+                if (ix < 0 || ix >= w) continue;
+                float c = rows[0][ix];
+                for (int k = 1; k < n; k++) c = OB_NAME(nan_max)(c, rows[k][ix]);
+                m = OB_NAME(nan_max)(m, c);
             }
             o[ox] = m;
         }

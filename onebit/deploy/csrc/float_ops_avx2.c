@@ -11,21 +11,34 @@
 #define OB_OWN_SEGMENT_FLOAT
 static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float mult, float bias, const float* res,
                                float* out, const float* t, uint8_t* neg);
-#define OB_OWN_MAX_INTO
-/* m[i] = nan_max(m[i], a[i]): vmaxps(a, m) is a > m ? a : m, except that it returns m when a is NaN */
+#define OB_OWN_MAX_ROWS
+/* nan_max(m, a) = a > m || a != a ? a : m: vmaxps(a, m) is a > m ? a : m, except that it returns m
+ * when a is NaN */
 static inline __m256 nan_max8(__m256 m, __m256 a) {
     return _mm256_blendv_ps(_mm256_max_ps(a, m), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
 }
 
-static void max_into_avx2(float* m, const float* a, int n) {
-    if (n < 8) {
-        for (int i = 0; i < n; i++) m[i] = (a[i] > m[i] || a[i] != a[i]) ? a[i] : m[i];
+static inline __m256 max_rows8(const float* const* src, int n, int i) {
+    __m256 m = _mm256_loadu_ps(src[0] + i);
+    for (int k = 1; k < n; k++) m = nan_max8(m, _mm256_loadu_ps(src[k] + i));
+    return m;
+}
+
+static inline float nan_max_avx2(float m, float a);
+
+static void max_rows_avx2(const float* const* src, int n, int len, float* out) {
+    if (len < 8) {
+        for (int i = 0; i < len; i++) {
+            float m = src[0][i];
+            for (int k = 1; k < n; k++) m = nan_max_avx2(m, src[k][i]);
+            out[i] = m;
+        }
         return;
     }
     int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(m + i, nan_max8(_mm256_loadu_ps(m + i), _mm256_loadu_ps(a + i)));
-    if (i < n) /* the last 8, overlapping: taking a maximum twice changes nothing */
-        _mm256_storeu_ps(m + n - 8, nan_max8(_mm256_loadu_ps(m + n - 8), _mm256_loadu_ps(a + n - 8)));
+    for (; i + 8 <= len; i += 8) _mm256_storeu_ps(out + i, max_rows8(src, n, i));
+    if (i < len) /* the last 8, overlapping: the same values again */
+        _mm256_storeu_ps(out + len - 8, max_rows8(src, n, len - 8));
 }
 
 #define OB_SPLIT2 split2_avx2
