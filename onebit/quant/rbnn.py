@@ -15,6 +15,10 @@ Weights (:class:`RbnnWeight`), per layer with ``n = C_in k_h k_w = a b`` (:func:
 Activations (:class:`RbnnInput`): standardised per sample over (C, H, W) (train and eval;
 the forward is then ``sign(x - mean_sample(x))``), binarized with the same surrogate at
 ``k = 1, t = max(t, 1)``; ``a32=True`` keeps the standardised real values (W1A32).
+Once ``t > 1`` this surrogate's gain (peak ``sqrt(2) t``) compounds over the binary layers on
+the way back: the stem's gradient grows ~500x at ``t = 2.5`` and ~5e7x at ``t = 10`` (measured,
+BENCHMARKS.md "Methods"). The 1000-epoch schedule reaches ``t = 1`` at two thirds of training;
+a schedule compressed into a few epochs collapses there, so cap ``--Tmax`` at 1 for short runs.
 
 The rotations are updated once per epoch, outside the forward pass (the reference does it
 inside the forward of the epoch's first batch, with the same weights): three alternating
