@@ -276,6 +276,20 @@ def test_batches_depend_only_on_seed_and_epoch(tmp_path):
     assert not torch.equal(epoch2_a[0][0], collect(other_seed.train, 2)[0][0])
 
 
+@pytest.mark.parametrize("name", ["cifar10", "imagenet"])
+def test_a_mid_epoch_start_yields_the_remaining_batches_unchanged(tmp_path, name):
+    """What a mid-epoch resume relies on: ``set_epoch(e, k)`` yields batches k.. of epoch e exactly,
+    without producing the first k (folder images are not even decoded)."""
+    (make_cifar10(tmp_path, per_batch=10) if name == "cifar10" else make_imagenet(tmp_path))
+    loader = build_data(name, tmp_path, batch_size=1, seed=3, workers=0).train
+    whole = collect(loader, 1)
+    loader.set_epoch(1, 2)
+    rest = collect(loader)
+    assert len(whole) > 3 and len(rest) == len(whole) - 2
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(whole[2:], rest))
+    assert len(collect(loader, 1)) == len(whole)  # set_epoch(e) starts from the first batch again
+
+
 def test_train_batch_bounds():
     assert train_batch_bounds(10, 4, 1, False) == [(0, 4), (4, 8), (8, 10)]
     assert train_batch_bounds(10, 4, 1, True) == [(0, 4), (4, 8)]

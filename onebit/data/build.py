@@ -50,7 +50,8 @@ class DataInfo:
 class Data:
     info: DataInfo
     train: object
-    """Loader: ``set_epoch(e)`` then iterate ``(images, labels)``; ``len()`` = batches per epoch of this rank."""
+    """Loader: ``set_epoch(e)`` (or ``set_epoch(e, start)`` to begin at batch ``start``) then iterate
+    ``(images, labels)``; ``len()`` = batches per epoch of this rank."""
     test: object
 
 

@@ -41,16 +41,20 @@ class DaliLoader:
 
     def __init__(self, iterator, num_batches: int):
         self.iterator, self.num_batches = iterator, num_batches
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """DALI reshuffles on its own every epoch; the epoch number is not used."""
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """DALI reshuffles on its own every epoch (the epoch number is not used), so a mid-epoch
+        resume only skips ``start`` batches of a new order."""
+        self.start = start
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for batch in self.iterator:
-            yield batch[0]["data"], batch[0]["label"].squeeze(-1).long()
+        for step, batch in enumerate(self.iterator):
+            if step >= self.start:
+                yield batch[0]["data"], batch[0]["label"].squeeze(-1).long()
 
 
 def dali_imagenet_loader(

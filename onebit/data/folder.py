@@ -155,14 +155,14 @@ class SeededBatches:
     def __init__(self, num_samples: int, batch_size: int, seed: int, rank: int, world_size: int, drop_last: bool):
         self.num_samples, self.seed, self.rank, self.world_size = num_samples, seed, rank, world_size
         self.bounds = train_batch_bounds(num_samples, batch_size, world_size, drop_last)
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
     def __len__(self) -> int:
         return len(self.bounds)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order = torch.randperm(self.num_samples, generator=epoch_generator(self.seed, self.epoch)).tolist()
-        for start, stop in self.bounds:
+        for start, stop in self.bounds[self.start :]:  # items are seeded by (seed, epoch, index): skipping is exact
             yield [(self.epoch, i) for i in order[rank_slice(start, stop, self.rank, self.world_size)]]
 
 
@@ -197,9 +197,11 @@ class FolderLoader:
             persistent_workers=workers > 0,
         )
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Yield epoch ``epoch``'s training batches from batch ``start`` on (a mid-epoch resume): the
+        skipped batches are neither read nor decoded."""
         if isinstance(self.batches, SeededBatches):
-            self.batches.epoch = epoch
+            self.batches.epoch, self.batches.start = epoch, start
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -72,7 +72,7 @@ class InMemoryLoader:
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.train, self.crop_padding, self.flip = train, crop_padding, flip
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
         n = len(self.labels)
         if train:
             self.batches = [
@@ -83,8 +83,9 @@ class InMemoryLoader:
             shard, step = test_shard(n, rank, world_size), test_batch_size(batch_size, world_size)
             self.batches = [slice(i, min(i + step, shard.stop)) for i in range(shard.start, shard.stop, step)]
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Yield epoch ``epoch``'s training batches from batch ``start`` on (a mid-epoch resume)."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -103,7 +104,7 @@ class InMemoryLoader:
         order = torch.randperm(n, generator=generator).to(device)
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=generator).to(device)
         flips = (torch.rand(n, generator=generator) < 0.5).to(device) if self.flip else None
-        for part in self.batches:
+        for part in self.batches[self.start :]:  # the epoch's randomness is drawn above, whole
             index = order[part]
             images = self.images.index_select(0, index)  # much faster than images[index] on CPU
             if self.crop_padding or self.flip:

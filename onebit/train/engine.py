@@ -214,13 +214,11 @@ class Trainer:
         self.model.train()
         after_step = self._hooks("after_step")
         loader = self.data.train
-        loader.set_epoch(epoch)
+        loader.set_epoch(epoch, start_step)
         total = self.data.info.train_size
         bar = progress(total, f"epoch {epoch + 1}/{c['epochs']}", self.dist.is_main)
         bar.update(min(start_step * c["batch_size"], total))
-        for step, (images, labels) in enumerate(loader):
-            if step < start_step:
-                continue
+        for step, (images, labels) in enumerate(loader, start_step):
             logits, loss = self._loss(images, labels)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch}, batch {step}: lower --lr?")
