@@ -178,7 +178,8 @@ class BinaryConvKernel:
             float_thresh: torch.Tensor | None = None, threads: int = 1, out: torch.Tensor | None = None):
         """Convolve.
 
-        Float output (NCHW, into ``out`` if given): ``fma(dot, mult, bias) (+ residual)``.
+        Float output (NCHW, into ``out`` if given, which may be ``residual`` itself):
+        ``fma(dot, mult, bias) (+ residual)``.
         Bit planes for the next binary conv ``bits_for``: negative where ``(dot < thresh) != flip``
         (with ``float_out=False``: LCE's bit-packed output), or where the float output is below
         ``float_thresh`` (the next layer's sign, computed while the output is in cache).

@@ -230,7 +230,7 @@ static int tile_segments(const ob_conv* s, int64_t pos0, int width, ob_segment* 
  * from the counts. With zero padding, the padded taps contribute 0, not the +1 * w the bits
  * computed: fix->value[o][row class][column class] is subtracted from the dot product. A
  * segment's interior correction (column class 0) is a constant of the vector loop; the few
- * columns that read the left or right padding ("edges") are recomputed afterwards. */
+ * columns that read the left or right padding ("edges") get their own (channel_float). */
 static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padding* fix, int64_t n, int64_t o0,
                            int nch, const uint16_t* counts, int64_t pos0, int width) {
     const ob_float_ops* ops = kernel()->ops;
@@ -250,7 +250,9 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
             }
         }
     }
-    uint8_t neg[2 * OB_NR + 3][OB_PB]; /* sign bits for the next layer, per channel; 3 zero rows */
+    /* sign bits for the next layer, per channel; 3 zero rows (which also take the 8-byte writes of
+     * a segment's last vector past the last channel's row) */
+    uint8_t neg[2 * OB_NR + 3][OB_PB];
     const int64_t hw = (int64_t)s->ho * s->wo;
     const float* t = out->next_planes ? out->float_thresh : NULL;
     for (int r = 0; r < nch; r++) {
