@@ -59,7 +59,9 @@ def load(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from None
+        # torch's weights-only refusal is a page of advice about weights_only=False: not ours to give
+        reason = "not a PyTorch file of tensors" if isinstance(e, pickle.UnpicklingError) else str(e).splitlines()[0]
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}") from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj.setdefault("path", str(path))
         return obj
