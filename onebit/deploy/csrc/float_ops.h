@@ -76,12 +76,17 @@ static void OB_NAME(nibbles)(const uint8_t* f0, const uint8_t* f1, const uint8_t
 
 /* one input row of 4 channels -> nibbles; bit set when !(x >= t): sign(x - t) = -1 as in
  * onebit.quant.functional.sign (the comparison is exact: x - t < 0 iff x < t) */
+static inline uint8_t OB_NAME(nibble1)(float x0, float x1, float x2, float x3, float t0, float t1, float t2,
+                                       float t3) {
+    return (uint8_t)((!(x0 >= t0)) | ((!(x1 >= t1)) << 1) | ((!(x2 >= t2)) << 2) | ((!(x3 >= t3)) << 3));
+}
+
+#ifndef OB_OWN_BINARIZE_ROW4
 static void OB_NAME(binarize_row4)(const float* x0, const float* x1, const float* x2, const float* x3,
                                    float t0, float t1, float t2, float t3, int n, uint8_t* dst) {
-    for (int i = 0; i < n; i++)
-        dst[i] = (uint8_t)((!(x0[i] >= t0)) | ((!(x1[i] >= t1)) << 1) | ((!(x2[i] >= t2)) << 2) |
-                           ((!(x3[i] >= t3)) << 3));
+    for (int i = 0; i < n; i++) dst[i] = OB_NAME(nibble1)(x0[i], x1[i], x2[i], x3[i], t0, t1, t2, t3);
 }
+#endif
 
 /* max as PyTorch's max pooling takes it: NaN propagates */
 static inline float OB_NAME(nan_max)(float m, float a) {

@@ -6,12 +6,32 @@
 #pragma GCC target("avx2,fma,bmi2")
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 #define OB_SUFFIX avx2
 #define OB_OWN_SEGMENT_FLOAT
 static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float mult, float bias, const float* res,
                                float* out, const float* t, uint8_t* neg);
 #define OB_OWN_MAX_ROWS
+static void max_rows_avx2(const float* const* src, int n, int len, float* out);
+#define OB_OWN_BINARIZE_ROW4
+static void binarize_row4_avx2(const float* x0, const float* x1, const float* x2, const float* x3, float t0,
+                               float t1, float t2, float t3, int n, uint8_t* dst);
+#define OB_SPLIT2 split2_avx2
+/* even and odd columns of row[0, w), 16 columns at a time; returns how many columns it split */
+static inline int split2_avx2(const float* row, int w, float* even, float* odd) {
+    int i = 0;
+    for (; i + 16 <= w; i += 16) {
+        const __m256 a = _mm256_loadu_ps(row + i), b = _mm256_loadu_ps(row + i + 8);
+        /* per 128-bit lane: a0 a2 b0 b2 | a4 a6 b4 b6, then the middle 64-bit quarters swapped */
+        const __m256 e = _mm256_shuffle_ps(a, b, 0x88), o = _mm256_shuffle_ps(a, b, 0xDD);
+        _mm256_storeu_ps(even + i / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+        _mm256_storeu_ps(odd + i / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+    }
+    return i;
+}
+#include "float_ops.h"
+
 /* nan_max(m, a) = a > m || a != a ? a : m: vmaxps(a, m) is a > m ? a : m, except that it returns m
  * when a is NaN */
 static inline __m256 nan_max8(__m256 m, __m256 a) {
@@ -23,8 +43,6 @@ static inline __m256 max_rows8(const float* const* src, int n, int i) {
     for (int k = 1; k < n; k++) m = nan_max8(m, _mm256_loadu_ps(src[k] + i));
     return m;
 }
-
-static inline float nan_max_avx2(float m, float a);
 
 static void max_rows_avx2(const float* const* src, int n, int len, float* out) {
     if (len < 8) {
@@ -41,20 +59,27 @@ static void max_rows_avx2(const float* const* src, int n, int len, float* out) {
         _mm256_storeu_ps(out + len - 8, max_rows8(src, n, len - 8));
 }
 
-#define OB_SPLIT2 split2_avx2
-/* even and odd columns of row[0, w), 16 columns at a time; returns how many columns it split */
-static inline int split2_avx2(const float* row, int w, float* even, float* odd) {
-    int i = 0;
-    for (; i + 16 <= w; i += 16) {
-        const __m256 a = _mm256_loadu_ps(row + i), b = _mm256_loadu_ps(row + i + 8);
-        /* per 128-bit lane: a0 a2 b0 b2 | a4 a6 b4 b6, then the middle 64-bit quarters swapped */
-        const __m256 e = _mm256_shuffle_ps(a, b, 0x88), o = _mm256_shuffle_ps(a, b, 0xDD);
-        _mm256_storeu_ps(even + i / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
-        _mm256_storeu_ps(odd + i / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+/* 8 positions of 4 channels -> 8 nibbles: bit i of byte p is !(x_i[p] >= t_i) */
+static inline uint64_t nibbles8(const float* const* x, const __m256* t, int i) {
+    uint64_t bytes = 0;
+    for (int c = 0; c < 4; c++) {
+        const __m256 lt = _mm256_cmp_ps(_mm256_loadu_ps(x[c] + i), t[c], _CMP_NGE_UQ);
+        bytes |= _pdep_u64((unsigned)_mm256_movemask_ps(lt), 0x0101010101010101ull << c);
     }
-    return i;
+    return bytes;
 }
-#include "float_ops.h"
+
+static void binarize_row4_avx2(const float* x0, const float* x1, const float* x2, const float* x3, float t0,
+                               float t1, float t2, float t3, int n, uint8_t* dst) {
+    const float* x[4] = {x0, x1, x2, x3};
+    const __m256 t[4] = {_mm256_set1_ps(t0), _mm256_set1_ps(t1), _mm256_set1_ps(t2), _mm256_set1_ps(t3)};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const uint64_t bytes = nibbles8(x, t, i);
+        memcpy(dst + i, &bytes, 8);
+    }
+    for (; i < n; i++) dst[i] = nibble1_avx2(x0[i], x1[i], x2[i], x3[i], t0, t1, t2, t3);
+}
 
 /* 8 outputs (and sign bytes) at segment index i, plus the residual r if has_res; lanes >= n are not
  * written to out (their counts and sign bytes are: the callers' buffers have room) */
