@@ -1,4 +1,4 @@
-/* The float loops around the binary GEMM (output transform, binarization, max pooling), written
+/* The float loops around the binary GEMM (output transform, binarization, max and average pooling), written
  * once and compiled per instruction set: float_ops_scalar.c (baseline) and float_ops_avx2.c
  * (AVX2 + FMA). Both give identical results: fmaf is correctly rounded everywhere and nothing
  * else is contracted (-ffp-contract=off). Define OB_SUFFIX before including. */
