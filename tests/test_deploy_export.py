@@ -56,7 +56,10 @@ def roundtrip(model, x, tmp_path, name="m.onebit"):
     export(model, x[:1], path, check=False)
     with torch.no_grad():
         expected = model(x)
-    return load(path)(x), expected
+    before = x.clone()
+    got = load(path)(x)
+    assert torch.equal(x, before)  # the runtime writes outputs over dead residuals, never over its input
+    return got, expected
 
 
 @pytest.mark.parametrize("name,side,channels", [
@@ -116,6 +119,29 @@ def test_stem_max_pool_runs_before_its_batch_norm():
                                                                 ("out", None)]
     nodes.insert(3, {"name": "other", "op": "call", "fn": "relu", "args": [{"node": "bn"}]})  # bn read twice
     assert _fuse(nodes) == nodes
+
+
+class ResidualIsInput(nn.Module):
+    """A binary conv whose residual is the model's input (never to be overwritten) and one whose
+    residual is also read later (not dead when the conv runs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = BinaryConv2d(8, 8, 3, padding=1, input_quantizer="ste_sign", weight_quantizer="ste_sign")
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = BinaryConv2d(8, 8, 3, padding=1, input_quantizer="ste_sign", weight_quantizer="ste_sign")
+        self.bn2 = nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        y = self.bn1(self.conv1(x)) + x
+        z = self.bn2(self.conv2(y)) + y
+        return z + y
+
+
+def test_outputs_overwrite_only_dead_residuals(tmp_path):
+    model = randomize(ResidualIsInput(), seed=9)
+    got, expected = roundtrip(model, torch.randn(2, 8, 10, 10), tmp_path)  # checks that x is unchanged
+    assert torch.equal(got, expected)
 
 
 def test_file_is_safetensors_with_a_json_graph(tmp_path):
