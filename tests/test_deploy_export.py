@@ -142,6 +142,10 @@ def test_outputs_overwrite_only_dead_residuals(tmp_path):
     model = randomize(ResidualIsInput(), seed=9)
     got, expected = roundtrip(model, torch.randn(2, 8, 10, 10), tmp_path)  # checks that x is unchanged
     assert torch.equal(got, expected)
+    from onebit.deploy.ops import FUNCTIONS
+    from onebit.deploy.runtime import _FRESH_CALLS, _FUSED
+
+    assert _FRESH_CALLS <= set(FUNCTIONS) | set(_FUSED)  # names that drift from the ops would never match
 
 
 def test_file_is_safetensors_with_a_json_graph(tmp_path):

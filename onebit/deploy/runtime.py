@@ -106,7 +106,7 @@ def _reads(node: dict) -> list[str]:
 _FRESH_CALLS = {
     "conv2d", "linear", "batch_norm", "onebit.batch_norm_affine", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
     "add", "sub", "mul", "truediv", "torch.add", "torch.sub", "torch.mul", "torch.cat", "onebit.add_channel",
-    "onebit.rprelu", "onebit.learnable_scale", "runtime.max_pool_of_batch_norm",
+    "onebit.rprelu", "onebit.learned_scale", "runtime.max_pool_of_batch_norm",
 }
 
 
