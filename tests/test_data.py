@@ -131,6 +131,19 @@ def test_list_datasets_and_unknown_name_suggests():
         build_data("mnist")
 
 
+def test_dataset_shapes_match_the_loaded_data(tmp_path):
+    from onebit.data import dataset_shape
+
+    for name in list_datasets():
+        dataset_shape(name)  # every data set has one
+    make_cifar10(tmp_path)
+    for name, path in (("digits", None), ("cifar10", tmp_path)):
+        info = build_data(name, path).info
+        assert dataset_shape(name) == (info.num_classes, info.in_channels, info.image_size)
+    with pytest.raises(ValueError, match="did you mean 'cifar10'"):
+        dataset_shape("cifar-10")
+
+
 def test_digits_split_scaling_and_normalisation():
     from sklearn.datasets import load_digits
 
