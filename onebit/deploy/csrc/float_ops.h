@@ -113,6 +113,13 @@ static void OB_NAME(split_phases)(const float* row, int w, int sw, float* phase,
         for (int i = (done + sw - 1 - k) / sw; k + i * sw < w; i++) phase[k * plen + i] = row[k + i * sw];
 }
 
+/* where kernel column kx of output column 0 lies in the phases of a row split by split_phases:
+ * input column ox * sw - pw + kx = (ox + q) * sw + rem, i.e. phase rem at offset ox + q */
+static inline const float* OB_NAME(phase_column)(const float* phase, int plen, int kx, int pw, int sw) {
+    const int shift = kx - pw, q = shift >= 0 ? shift / sw : -((-shift + sw - 1) / sw);
+    return phase + (shift - q * sw) * plen + q;
+}
+
 /* max pooling of one plane (dilation 1, floor mode). Per output row: the vertical max of the
  * kernel's rows into acc[w], split into sw column phases (phase k holds columns k, k + sw, ...),
  * so that each kernel column is a contiguous, shifted phase row: the interior then reduces with
@@ -128,10 +135,7 @@ static void OB_NAME(max_pool_plane)(const float* x, int h, int w, int kh, int kw
     const int x_hi = w + pw - kw >= 0 ? (w + pw - kw) / sw + 1 : 0; /* first with right padding */
     const float* rows[kh];
     const float* cols[kw];
-    for (int kx = 0; kx < kw; kx++) { /* column ox * sw - pw + kx = (ox + q) * sw + rem */
-        const int shift = kx - pw, q = shift >= 0 ? shift / sw : -((-shift + sw - 1) / sw);
-        cols[kx] = phase + (shift - q * sw) * plen + q + x_lo;
-    }
+    for (int kx = 0; kx < kw; kx++) cols[kx] = OB_NAME(phase_column)(phase, plen, kx, pw, sw) + x_lo;
     for (int oy = 0; oy < ho; oy++) {
         int n = 0;
         for (int ky = 0; ky < kh; ky++) {
@@ -186,9 +190,8 @@ static void OB_NAME(avg_pool_plane)(const float* x, int h, int w, int kh, int kw
             for (int ox = x_lo; ox < x_hi; ox++) sum[ox] = 0.0f;
             for (int iy = y0; iy < y1; iy++) {
                 OB_NAME(split_phases)(x + (int64_t)iy * w, w, sw, phase, plen);
-                for (int kx = 0; kx < kw; kx++) { /* column ox * sw - pw + kx = (ox + q) * sw + rem */
-                    const int shift = kx - pw, q = shift >= 0 ? shift / sw : -((-shift + sw - 1) / sw);
-                    const float* src = phase + (shift - q * sw) * plen + q;
+                for (int kx = 0; kx < kw; kx++) {
+                    const float* src = OB_NAME(phase_column)(phase, plen, kx, pw, sw);
                     for (int ox = x_lo; ox < x_hi; ox++) sum[ox] += src[ox];
                 }
             }
