@@ -4,6 +4,8 @@ from __future__ import annotations
 
 def add_arguments(parser) -> None:
     parser.add_argument("--num_classes", type=int, default=10, help="classes of the head (default 10)")
+    parser.add_argument("--image_size", type=int, default=None,
+                        help="input side (default: each model's own, 32 or 224); 224 builds ImageNet forms")
 
 
 def main(args) -> int:
@@ -11,7 +13,7 @@ def main(args) -> int:
 
     print(f"{'model':<37} {'params':>10}  {'method':<8} source")
     for entry in list_models():
-        model = create_model(entry.name, args.num_classes)
+        model = create_model(entry.name, args.num_classes, image_size=args.image_size)
         n = sum(p.numel() for p in model.parameters())
         print(f"{entry.name:<37} {n / 1e6:>9.3f}M  {entry.default_method:<8} {entry.source}")
     return 0

@@ -10,7 +10,13 @@ Two definitions share the block (spec ``bireal-reactnet-r2b-mmcls-classics.md`` 
   its repo in June 2020; seed 000 lists them). Stem conv3x3/1 -> BN -> hardtanh; a binary
   *depthwise* 3x3 (full 3x3 in ``noGroup``), hardtanh after each add, no shifts. The width
   multiplier ``w`` drops the first ``1/w`` entries of the channel list before scaling it, so
-  that the first block always goes 32 -> 64 channels at stride 1.
+  that the first block always goes 32 -> 64 channels at stride 1. For images of side >= 64
+  (ImageNet, 224x224; seed 000: "mobilenetv1 not yet added" for ImageNet) the same names build
+  the ImageNet form, our choice since RBNN never published one: MobileNetV1's layout with the width
+  multiplier on every channel count (stem conv3x3/2 with ``32 w`` channels, all 13 blocks, 7x7
+  before the pool at 224). Parameters at 224 with 1000 classes and the default RBNN method: 025
+  0.476M, 05 1.343M, 025_noGroup 2.034M, 05_noGroup 7.599M, of which the classifier holds 0.257M /
+  0.513M (``onebit models --image_size 224 --num_classes 1000``).
 
 Block (``Cout`` is ``Cin`` or ``2 Cin``)::
 
@@ -91,10 +97,16 @@ def reactnet_a(num_classes, in_channels, image_size, layers, stem_act: str = "no
 
 def _rbnn_mobilenet(width: float, depthwise: bool):
     def build(num_classes, in_channels, image_size, layers):
-        dropped = int(1 / width) if width != 1 else 0
-        blocks = [(int(c * width), s) for c, s in MOBILENET_V1_BLOCKS[dropped:]]
-        model = BinaryMobileNet(layers, blocks, num_classes, in_channels, stem_stride=1, stem_act="hardtanh",
-                                rsign=False, act="hardtanh", depthwise=depthwise)
+        if image_size >= 64:  # ImageNet form (see the module docstring)
+            blocks = [(int(c * width), s) for c, s in MOBILENET_V1_BLOCKS]
+            stem_stride, stem_channels = 2, int(32 * width)
+        else:
+            dropped = int(1 / width) if width != 1 else 0
+            blocks = [(int(c * width), s) for c, s in MOBILENET_V1_BLOCKS[dropped:]]
+            stem_stride, stem_channels = 1, 32
+        model = BinaryMobileNet(layers, blocks, num_classes, in_channels, stem_stride=stem_stride,
+                                stem_act="hardtanh", rsign=False, act="hardtanh", depthwise=depthwise,
+                                stem_channels=stem_channels)
         return init_weights(model, "kaiming", classifier=model.fc)
 
     return build

@@ -38,9 +38,22 @@ def _choice(name: str, choices: tuple[str, ...]):
 
 
 def _model_name(value: str) -> str:
+    """A registered model name, or a checkpoint file (seed 003's ``-e --model FILE``)."""
     from onebit.models import list_models
 
+    if Path(value).is_file():
+        return value
     return _choice("model", tuple(e.name for e in list_models()))(value)
+
+
+def _bool(value: str) -> bool:
+    """``--warm_up True`` as seed 003 writes it (true/false, yes/no, 1/0)."""
+    text = str(value).lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
 def _method_name(value: str) -> str:
@@ -62,7 +75,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save", default="", help="run folder name (default: <model>_<dataset>_<time>)")
     g.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
                    help="continue a run: its folder or checkpoint file (bare flag: results_dir/save, else the newest run)")
-    g.add_argument("-e", "--evaluate", metavar="FILE", help="evaluate this checkpoint on the test set and exit")
+    g.add_argument("-e", "--evaluate", nargs="?", const=True, default=None, metavar="FILE",
+                   help="evaluate this checkpoint on the test set and exit (bare -e: the file given as --model FILE)")
+    g.add_argument("--save-dir", dest="save_dir", metavar="DIR",
+                   help="the run folder itself (seed 003): sets --results_dir to its parent and --save to its name")
+    g.add_argument("--save-every", dest="save_every", type=int, default=0, metavar="N",
+                   help="also keep checkpoint_epochN.pth every N epochs (default 0: never)")
     g.add_argument("--seed", type=int, default=1234, help="seeds Python, NumPy and torch (default 1234)")
     g.add_argument("--gpus", default=None, help="CUDA device ids, e.g. 0,1 (default: cuda:0 when present, else CPU)")
     g.add_argument("--workers", type=int, default=8, help="data loading workers of folder datasets (default 8)")
@@ -93,7 +111,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr_decay_step", type=int, nargs="+", default=None, help="milestones of --lr_type step, e.g. 30 60 90")
     g.add_argument("--lr_gamma", type=float, default=0.1,
                    help="--lr_type step: lr factor at each milestone (default 0.1)")
-    g.add_argument("--warm_up", action="store_true", help="5-epoch linear warm-up before the schedule")
+    g.add_argument("--warm_up", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+                   help="5-epoch linear warm-up before the schedule (bare flag or --warm_up True)")
+    g.add_argument("--amp", "--half", dest="amp", action="store_true",
+                   help="mixed precision: autocast to bfloat16 on the CPU, float16 with loss scaling on CUDA "
+                        "(seed 003's --half; weights stay float32)")
     g.add_argument("--mixup", type=float, nargs="?", const=0.1, default=0.0, metavar="ALPHA",
                    help="mixup with Beta(ALPHA, ALPHA) (bare flag: 0.1, as RBNN)")
     g.add_argument("--labelsmooth", type=float, nargs="?", const=0.1, default=0.0, metavar="EPS",
@@ -111,6 +133,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("two-stage training and distillation")
     g.add_argument("--stage1", metavar="CKPT", help="initialise from a stage-1 checkpoint (strict: nothing may be skipped)")
+    g.add_argument("--bn_retrain", metavar="CKPT",
+                   help="Bi-Real's last step: fix CKPT's weights to their binary values and train only the "
+                        "BatchNorm layers (its network, data set and final temperature; --epochs default 1)")
+    g.add_argument("--frozen_weights", action="store_true",
+                   help="binary layers hold fixed binarized weights (set by --bn_retrain in its checkpoints)")
     g.add_argument("--teacher", metavar="MODEL", help="teacher model: a registered name or torchvision:<arch>")
     g.add_argument("--teacher_ckpt", metavar="CKPT", help="the teacher's weights (onebit checkpoint or state_dict)")
     g.add_argument("--distill", type=_choice("distill", DISTILL_KINDS), default="distributional",
@@ -173,9 +200,32 @@ def resolve(argv: list[str] | None = None, parser: argparse.ArgumentParser | Non
                 config[key] = _coerce(parser, key, value)
         explicit |= set(recipe)
     config.setdefault("model_kwargs", {})
+    _seed003_aliases(config, explicit)
     _method_temperature_defaults(config, explicit)
     _adopt_checkpoint_config(config, explicit)
     return config
+
+
+def _seed003_aliases(config: dict[str, Any], explicit: set[str]) -> None:
+    """Seed 003's command line: ``--save-dir DIR`` names the run folder; ``-e --model FILE``
+    evaluates the checkpoint FILE (its own model definition comes from the file)."""
+    if config.get("save_dir"):
+        folder = Path(config.pop("save_dir"))
+        config["results_dir"], config["save"] = str(folder.parent), folder.name
+        explicit |= {"results_dir", "save"}
+    config.pop("save_dir", None)
+    model_is_file = Path(config["model"]).is_file()
+    if config["evaluate"] is True:
+        if not model_is_file:
+            raise ValueError("-e without a FILE evaluates the checkpoint given as --model FILE; "
+                             f"{config['model']!r} is not a file")
+        config["evaluate"] = config["model"]
+    elif model_is_file:
+        raise ValueError(f"--model {config['model']}: a checkpoint file is only accepted with -e (evaluate); "
+                         "to train, --model takes a registered name (onebit models)")
+    if model_is_file:
+        config["model"] = build_parser().get_default("model")
+        explicit.discard("model")
 
 
 def _method_temperature_defaults(config: dict[str, Any], explicit: set[str]) -> None:
@@ -192,7 +242,7 @@ def _method_temperature_defaults(config: dict[str, Any], explicit: set[str]) -> 
 
 # Keys of the config that define the network: an evaluated checkpoint brings its own.
 MODEL_KEYS = ("model", "method", "method_options", "pad_value", "a32", "w32", "rotation_update", "use_gpu",
-              "model_kwargs")
+              "model_kwargs", "frozen_weights")
 
 
 def _adopt_checkpoint_config(config: dict[str, Any], explicit: set[str]) -> None:
@@ -206,6 +256,8 @@ def _adopt_checkpoint_config(config: dict[str, Any], explicit: set[str]) -> None
         keys = None
     elif config["evaluate"]:
         path, keys = Path(config["evaluate"]), MODEL_KEYS
+    elif config["bn_retrain"]:
+        path, keys = Path(config["bn_retrain"]), MODEL_KEYS + ("dataset",)
     else:
         return
     saved = ckpt_io.load(path).get("config") or {}
@@ -214,6 +266,22 @@ def _adopt_checkpoint_config(config: dict[str, Any], explicit: set[str]) -> None
             config[key] = value
     if config["resume"]:
         config["resume"] = str(path)
+    elif config["bn_retrain"]:
+        _bn_retrain_defaults(config, explicit, saved)
+
+
+def _bn_retrain_defaults(config: dict[str, Any], explicit: set[str], saved: dict[str, Any]) -> None:
+    """``--bn_retrain``: one epoch, and the temperature the checkpoint's last epoch trained with."""
+    from onebit.quant.schedules import log_linear_temperature
+
+    if config["stage1"]:
+        raise ValueError("--bn_retrain and --stage1 both name the starting weights: give one")
+    if "epochs" not in explicit:
+        config["epochs"] = 1
+    if {"Tmin", "Tmax"} & explicit or not {"Tmin", "Tmax", "epochs"} <= saved.keys():
+        return
+    t = log_linear_temperature(saved["epochs"] - 1, saved["epochs"], saved["Tmin"], saved["Tmax"])
+    config["Tmin"] = config["Tmax"] = t
 
 
 def _explicit_dests(parser: argparse.ArgumentParser, argv) -> set[str]:

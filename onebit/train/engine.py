@@ -33,11 +33,13 @@ from onebit.models import create_model, get_entry
 from onebit.quant.methods import Method, get_method, parse_method_options
 from onebit.quant.schedules import set_epoch_temperature
 from onebit.train import checkpoint as ckpt_io
+from onebit.train.bn_retrain import frozen_for_bn_retrain
 from onebit.train.config import MODEL_KEYS, save_config
 from onebit.train.distill import DistillationLoss, FeatureHooks, Teacher, block_names
 from onebit.train.distributed import Distributed, convert_global_batchnorm
 from onebit.train.losses import ClassificationLoss
 from onebit.train.optim import build_optimizer, set_lr
+from onebit.train.precision import MixedPrecision
 from onebit.train.runlog import RunLog, count_params, describe_device, progress
 from onebit.train.stages import load_stage1
 
@@ -77,7 +79,7 @@ def build_model(config: dict[str, Any], info) -> nn.Module:
     method = configured_method(config)
     # W1A32 removes the activation quantizer, unless the method keeps it in an a32 mode of its own (RBNN)
     binary_activations = not config["a32"] or "a32" in method.options()
-    return create_model(
+    model = create_model(
         config["model"],
         info.num_classes,
         in_channels=info.in_channels,
@@ -87,6 +89,9 @@ def build_model(config: dict[str, Any], info) -> nn.Module:
         pad_value=config["pad_value"],
         **config.get("model_kwargs", {}),
     )
+    if config.get("frozen_weights"):
+        frozen_for_bn_retrain(model)
+    return model
 
 
 def accuracy_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
@@ -112,10 +117,18 @@ class Trainer:
         )
         self.model = build_model(config, self.data.info).to(self.device)
         self.stage1 = load_stage1(self.model, config["stage1"]) if config["stage1"] and not config["resume"] else None
+        self.frozen_layers = self._start_bn_retrain() if config["bn_retrain"] and not config["resume"] else None
         self.loss = ClassificationLoss(config["labelsmooth"], config["mixup"])
+        self.precision = MixedPrecision(config.get("amp", False), self.device)
         self.student_features: FeatureHooks | None = None
         self.teacher, self.distill = self._build_teacher() if config["teacher"] else (None, None)
         self.stop_signal: int | None = None
+
+    def _start_bn_retrain(self) -> list[str]:
+        """``--bn_retrain CKPT``: its weights, binarized and frozen (onebit.train.bn_retrain)."""
+        ckpt_io.load_model_state(self.model, ckpt_io.load(self.config["bn_retrain"]), self.config["model"])
+        self.config["frozen_weights"] = True  # the run's checkpoints rebuild the frozen network
+        return frozen_for_bn_retrain(self.model)
 
     def _build_teacher(self) -> tuple[Teacher, DistillationLoss]:
         """A frozen teacher from ``--teacher_ckpt`` (rebuilt from its own saved config when it
@@ -192,7 +205,7 @@ class Trainer:
         self.model.eval()
         loss_sum = top1 = top5 = n = 0.0
         for images, labels in self.data.test:
-            logits = self.model(images)
+            logits = self.model(images)  # float32 even with --amp: the accuracy the exported network has
             loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
             c1, c5 = accuracy_counts(logits, labels)
             top1, top5, n = top1 + c1, top5 + c5, n + labels.numel()
@@ -203,8 +216,10 @@ class Trainer:
         """``-e FILE``: the config already holds the checkpoint's model keys (see config.resolve)."""
         ckpt_io.load_model_state(self.net, ckpt_io.load(path), self.config["model"])
         result = self.evaluate()
-        print(f"{path}: {self.config['model']} on {self.config['dataset']} test: "
-              f"top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  loss {result['test_loss']:.4f}")
+        if self.dist.is_main:
+            print(f"{path}: {self.config['model']} on {self.config['dataset']} test: "
+                  f"top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  loss {result['test_loss']:.4f}")
+        self.dist.close()
         return result
 
     # ------------------------------------------------------------------ training
@@ -219,12 +234,12 @@ class Trainer:
         bar = progress(total, f"epoch {epoch + 1}/{c['epochs']}", self.dist.is_main)
         bar.update(min(start_step * c["batch_size"], total))
         for step, (images, labels) in enumerate(loader, start_step):
-            logits, loss = self._loss(images, labels)
+            with self.precision.autocast():
+                logits, loss = self._loss(images, labels)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch}, batch {step}: lower --lr?")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.precision.backward_step(loss, self.optimizer)
             for hook in after_step:
                 hook()
             n = labels.numel()
@@ -258,6 +273,7 @@ class Trainer:
             "best_top1": best,
             "rng": ckpt_io.rng_state(),
             "config": self.config,
+            "grad_scaler": self.precision.state_dict(),
         }
 
     @contextmanager
@@ -288,6 +304,7 @@ class Trainer:
             state = ckpt_io.load(c["resume"])
             ckpt_io.load_model_state(self.model, state, c["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            self.precision.load_state_dict(state.get("grad_scaler") or {})
             start_epoch, start_step, best = state["epoch"], state["step"], state["best_top1"]
             sums = list(state["train_sums"]) if start_step else sums
             resume_rng = state["rng"] if start_step else None
@@ -300,14 +317,20 @@ class Trainer:
                  f"({info.train_size} train / {info.test_size} test, {info.num_classes} classes), "
                  f"{describe_device(self.device)}, {self.dist.world_size} process(es)")
         log.info(f"run folder: {run_dir}")
+        if self.precision.enabled:
+            log.info(self.precision.describe())
         if self.stage1:
             log.info(f"initialised from stage 1 {c['stage1']}: {len(self.stage1.loaded)} tensors loaded"
                      + (f", new quantizer state: {len(self.stage1.new)}" if self.stage1.new else ""))
+        if self.frozen_layers is not None:
+            trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+            log.info(f"BN retraining from {c['bn_retrain']}: {len(self.frozen_layers)} binary layers fixed to their "
+                     f"binarized weights, {trainable} BatchNorm parameters train, t = {c['Tmax']:.4g}")
         if self.teacher is not None:
             log.info(f"distillation from teacher {c['teacher']} ({c['teacher_ckpt']}): {self.distill.extra_repr()}")
         self._log_model_summary(log)
 
-        t_start, result = time.time(), {}
+        t_start, result = time.time(), self._bn_retrain_baseline(log)
         for epoch in range(start_epoch, c["epochs"]):
             t0 = time.time()
             if resume_rng is not None:  # mid-epoch resume: the epoch's hooks already ran
@@ -341,6 +364,8 @@ class Trainer:
                 if is_best:
                     ckpt_io.save_atomic({k: state[k] for k in ("format_version", "model_name", "model", "config",
                                                                 "best_top1", "epoch")}, run_dir / ckpt_io.BEST)
+                if c.get("save_every") and (epoch + 1) % c["save_every"] == 0:
+                    ckpt_io.save_atomic(state, run_dir / f"checkpoint_epoch{epoch + 1}.pth")
                 log.metrics(epoch, metrics)
                 if c["weight_hist"] and (epoch + 1) % c["weight_hist"] == 0:
                     log.weight_histograms(self.net, epoch)
@@ -353,7 +378,7 @@ class Trainer:
                 left = per_epoch * (c["epochs"] - epoch - 1)
                 log.info(f"  {per_epoch:.1f}s/epoch, projected finish {datetime.now() + timedelta(seconds=left):%Y-%m-%d %H:%M} "
                          f"(in {timedelta(seconds=round(left))})")
-            result = {"final_top1": metrics["test_top1"], "final_top5": metrics["test_top5"]}
+            result.update(final_top1=metrics["test_top1"], final_top5=metrics["test_top5"])
         seconds = time.time() - t_start
         result.update({"best_top1": best, "seconds": seconds, "run_dir": str(run_dir)})
         if "interrupted" not in result:
@@ -361,6 +386,14 @@ class Trainer:
         log.close()
         self.dist.close()
         return result
+
+    def _bn_retrain_baseline(self, log: RunLog) -> dict[str, float]:
+        """``--bn_retrain``: the frozen network's test top-1 before training (the checkpoint's own)."""
+        if self.frozen_layers is None:
+            return {}
+        before = self.evaluate()
+        log.info(f"before BN retraining: test top-1 {before['test_top1']:.2f} top-5 {before['test_top5']:.2f}")
+        return {"top1_before": before["test_top1"]}
 
     def _log_model_summary(self, log: RunLog) -> None:
         from onebit.analysis import summary

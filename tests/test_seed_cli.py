@@ -1,0 +1,130 @@
+"""The seeds' own command lines: seed 003's trainer flags, seed 002's dist_train.sh / dist_test.sh,
+seed 000's ImageNet MobileNets."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from onebit.train import checkpoint as ckpt_io
+from onebit.train import run
+from onebit.train.config import resolve
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--dataset", "digits", "--model", "cnn_small_1w1a", "-b", "64", "--print_freq", "0", "--seed", "3"]
+
+
+def test_seed003_command_line_resolves(tmp_path):
+    # seed 003's CIFAR-10 line, verbatim, with its optional flags as it writes them
+    c = resolve(f"--save-dir {tmp_path}/cifar10_train_model --epochs 200 --save-every 5 --half "
+                "-b 128 -p 100 --warm_up True".split())
+    assert (c["results_dir"], c["save"]) == (str(tmp_path), "cifar10_train_model")
+    assert c["epochs"] == 200 and c["save_every"] == 5 and c["amp"] and c["warm_up"] is True
+    assert c["batch_size"] == 128 and c["print_freq"] == 100 and "save_dir" not in c
+    assert resolve(["--warm_up", "False"])["warm_up"] is False and resolve(["--warm_up"])["warm_up"] is True
+    assert resolve([])["amp"] is False and resolve(["--amp"])["amp"] is True
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-e"], "-e without a FILE evaluates the checkpoint given as --model FILE"),
+    (["--model", "tests/conftest.py"], "a checkpoint file is only accepted with -e"),
+    (["--warm_up", "Maybe"], "expected True or False, got 'Maybe'"),
+])
+def test_seed003_misuse_is_one_clear_line(argv, message):
+    result = subprocess.run([sys.executable, "-m", "onebit", "train", *argv], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_seed003_save_every_half_and_evaluate_model_file(tmp_path):
+    folder = tmp_path / "digits_train_model"
+    result = run([*FAST, "--save-dir", str(folder), "--epochs", "3", "--save-every", "2", "--half",
+                  "--warm_up", "True", "--optimizer", "adam", "--lr", "0.01"])
+    assert result["run_dir"] == str(folder) and result["best_top1"] > 50  # chance is 10%
+    kept = sorted(p.name for p in folder.glob("checkpoint_epoch*.pth"))
+    assert kept == ["checkpoint_epoch2.pth"]
+    assert ckpt_io.load(folder / "checkpoint_epoch2.pth")["epoch"] == 2
+    assert ckpt_io.load(folder / "checkpoint.pth")["epoch"] == 3
+    assert "autocast to bfloat16" in (folder / "log.txt").read_text()
+    lrs = [json.loads(l)["lr"] for l in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.002, 0.004, 0.006])  # --warm_up True: lr (e+1)/5
+    # seed 003's evaluation line: -e --model FILE (the model definition comes from the file)
+    evaluated = run(["--dataset", "digits", "-e", "--model", str(folder / "model_best.pth")])
+    assert evaluated["test_top1"] == pytest.approx(result["best_top1"])
+
+
+def test_amp_runs_binary_convs_in_bfloat16_with_float32_weights():
+    from onebit.models import create_model
+    from onebit.train.precision import MixedPrecision
+
+    model = create_model("cnn_small_1w1a", 10, in_channels=1, image_size=8)
+    dtypes = []
+    conv = next(m for m in model.modules() if getattr(m, "weight_quantizer", None) is not None)
+    conv.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    precision = MixedPrecision(True, torch.device("cpu"))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with precision.autocast():
+        loss = model(torch.randn(4, 1, 8, 8)).float().logsumexp(1).mean()
+    precision.backward_step(loss, optimizer)
+    assert dtypes == [torch.bfloat16]
+    assert conv.weight.dtype == torch.float32 and conv.weight.grad.dtype == torch.float32
+    assert precision.state_dict() == {}  # no loss scaling on the CPU
+    model(torch.randn(2, 1, 8, 8))
+    assert dtypes[-1] == torch.float32  # outside autocast: float32
+
+
+@pytest.mark.slow
+def test_dist_train_and_dist_test_scripts_with_two_cpu_processes(tmp_path):
+    # Note: DDP teardown on this machine has been seen to SIGABRT after the work is done
+    # (being fixed in onebit/train/distributed.py); a failure here with signal 6 is that.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    config = ROOT / "configs" / "digits" / "cnn_small_bnn.yaml"
+    folder = tmp_path / "dist"
+    train = subprocess.run([str(ROOT / "tools" / "dist_train.sh"), str(config), "2", "--epochs", "2",
+                            "--save-dir", str(folder), "-p", "0"], capture_output=True, text=True, env=env)
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert "2 process(es)" in (folder / "log.txt").read_text()
+    best = max(json.loads(l)["test_top1"] for l in (folder / "metrics.jsonl").read_text().splitlines())
+    test = subprocess.run([str(ROOT / "tools" / "dist_test.sh"), str(config), str(folder / "model_best.pth"), "2"],
+                          capture_output=True, text=True, env=env)
+    assert test.returncode == 0, test.stderr[-2000:]
+    lines = [l for l in test.stdout.splitlines() if "model_best.pth:" in l]
+    assert len(lines) == 1, test.stdout  # printed once, by rank 0
+    assert f"top-1 {best:.2f}%" in lines[0]
+    usage = subprocess.run([str(ROOT / "tools" / "dist_test.sh"), str(config)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+
+
+def _mobilenet_params(width: float, depthwise: bool, classes: int) -> int:
+    """MobileNetV1 layout x width: stem conv3x3 + BN, blocks (3x3 + BN, k 1x1 + BN), FC."""
+    from onebit.models.mobilenet import MOBILENET_V1_BLOCKS
+
+    cin = int(32 * width)
+    n = 3 * cin * 9 + 2 * cin
+    for cout, _ in MOBILENET_V1_BLOCKS:
+        cout = int(cout * width)
+        n += (cin * 9 if depthwise else cin * cin * 9) + 2 * cin
+        n += (cout // cin) * (cin * cin + 2 * cin)
+        cin = cout
+    return n + cin * classes + classes
+
+
+@pytest.mark.parametrize("tag, width, depthwise", [("025_", 0.25, True), ("05_", 0.5, True),
+                                                   ("025_noGroup_", 0.25, False), ("05_noGroup_", 0.5, False)])
+def test_imagenet_mobilenets_at_224(tag, width, depthwise):
+    from onebit.models import create_model
+
+    model = create_model(f"mobilenetv1_bireal_{tag}1w1a", 1000, image_size=224, method="bnn").eval()
+    assert sum(p.numel() for p in model.parameters()) == _mobilenet_params(width, depthwise, 1000)
+    feats = model.features(model.stem_act(model.bn1(model.conv1(torch.zeros(1, 3, 224, 224)))))
+    assert feats.shape == (1, int(1024 * width), 7, 7)
+    cifar = create_model(f"mobilenetv1_bireal_{tag}1w1a", 10, method="bnn")
+    assert cifar.conv1.stride == (1, 1) and model.conv1.stride == (2, 2)
