@@ -6,7 +6,7 @@ One module per method (``rbnn``, ``irnet``, ``bireal``, ``reactnet``, ``xnor``, 
 from onebit.quant.base import Quantizer, get_quantizer, list_quantizers, precision_of, register_quantizer
 from onebit.quant.functional import sign, sign_with_surrogate
 from onebit.quant.methods import Method, get_method, list_methods, parse_method_options, register_method
-from onebit.quant.quantizers import ApproxSign, SteSign
+from onebit.quant.quantizers import ApproxSign, FrozenBinaryWeight, SteSign
 from onebit.quant.bireal import MagnitudeAwareSign
 from onebit.quant.bnn import BnnWeight
 from onebit.quant.dorefa import DorefaInput, DorefaWeight
@@ -23,7 +23,7 @@ __all__ = [
     "sign", "sign_with_surrogate",
     "Method", "get_method", "list_methods", "parse_method_options", "register_method",
     # the quantizers, by method (``onebit methods`` pairs them)
-    "SteSign", "ApproxSign", "MagnitudeAwareSign", "BnnWeight", "DorefaInput", "DorefaWeight", "FdaInput",
+    "SteSign", "ApproxSign", "FrozenBinaryWeight", "MagnitudeAwareSign", "BnnWeight", "DorefaInput", "DorefaWeight", "FdaInput",
     "FdaWeight", "DualShiftSign", "IeNetWeight", "EdeSign", "LibraPBWeight", "RbnnInput", "RbnnWeight", "RSign",
     "RecuInput", "RecuWeight", "XnorWeight",
 ]

@@ -42,3 +42,12 @@ class ApproxSign(Quantizer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return sign_with_surrogate(x, approx_sign_grad)
+
+
+@register_quantizer("frozen_binary")
+class FrozenBinaryWeight(Quantizer):
+    """The weight is already binary (``+-alpha`` per output channel, the scale folded in) and is
+    used as it is: what ``onebit train --bn_retrain`` leaves in every binary layer."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w
