@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "methods": ("onebit.quant.cli", "list the binarization methods with their options"),
     "recipes": ("onebit.train.recipes", "the recipes of configs/ (paper settings, target top-1), checked"),
     "summary": ("onebit.analysis.cli", "parameters, memory and BOPs/FLOPs/OPs by bit-width, per layer"),
+    "plot": ("onebit.analysis.plots", "PNG figures of training runs: curves, lr and t, sign flips, weight histograms"),
     "export": ("onebit.deploy.commands.export", "write a checkpoint as a bit-packed .onebit file for the 1-bit CPU runtime"),
     "infer": ("onebit.deploy.commands.infer", "evaluate an exported .onebit model on a data set"),
     "bench": ("onebit.deploy.commands.bench", "latency of an exported model next to float PyTorch"),

@@ -37,6 +37,7 @@ from onebit.train.bn_retrain import frozen_for_bn_retrain
 from onebit.train.config import MODEL_KEYS, save_config
 from onebit.train.distill import DistillationLoss, FeatureHooks, Teacher, block_names
 from onebit.train.distributed import Distributed, convert_global_batchnorm
+from onebit.train.flips import SignFlips
 from onebit.train.losses import ClassificationLoss
 from onebit.train.optim import build_optimizer, set_lr
 from onebit.train.precision import MixedPrecision
@@ -192,7 +193,8 @@ class Trainer:
     def _set_epoch_state(self, epoch: int) -> float:
         """Learning rate and temperature of ``epoch`` (deterministic, safe to repeat on resume)."""
         lr = set_lr(self.optimizer, epoch, self.config)
-        set_epoch_temperature(self.net, epoch, self.config["epochs"], self.config["Tmin"], self.config["Tmax"])
+        self.temperature = set_epoch_temperature(self.net, epoch, self.config["epochs"], self.config["Tmin"],
+                                                 self.config["Tmax"])
         return lr
 
     def _on_signal(self, signum, frame):
@@ -331,6 +333,8 @@ class Trainer:
         self._log_model_summary(log)
 
         t_start, result = time.time(), self._bn_retrain_baseline(log)
+        flips = SignFlips(self.net)
+        scheduled = bool(self._hooks("set_temperature"))
         for epoch in range(start_epoch, c["epochs"]):
             t0 = time.time()
             if resume_rng is not None:  # mid-epoch resume: the epoch's hooks already ran
@@ -356,6 +360,9 @@ class Trainer:
             tr_loss, tr_correct, tr_n = self.dist.sum(sums)
             metrics = {"lr": lr, "train_loss": tr_loss / tr_n, "train_top1": 100 * tr_correct / tr_n, **self.evaluate()}
             metrics["epoch_seconds"] = time.time() - t0
+            if scheduled:
+                metrics["t"] = self.temperature
+            metrics["flip_ratio"] = flips.update(self.net)
             is_best = metrics["test_top1"] > best
             best = max(best, metrics["test_top1"])
             if main:
@@ -383,6 +390,7 @@ class Trainer:
         result.update({"best_top1": best, "seconds": seconds, "run_dir": str(run_dir)})
         if "interrupted" not in result:
             log.info(f"done: best test top-1 {best:.2f}% in {seconds:.0f}s; run folder: {run_dir}")
+            log.info(f"plots (curves, lr and t, sign flips, weight histograms): onebit plot {run_dir}")
         log.close()
         self.dist.close()
         return result

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -63,7 +64,8 @@ class RunLog:
             self.writer.flush()
 
     def weight_histograms(self, model: nn.Module, epoch: int) -> None:
-        """Latent weights of the binary layers: TensorBoard histograms and one PNG."""
+        """Latent weights of the binary layers: TensorBoard histograms, one PNG and the counts
+        (``weight_hist/epoch_NNNN.json``: per layer 80 bin ``edges`` and ``counts``, read by ``onebit plot``)."""
         if self.run_dir is None:
             return
         layers = [(n, m.weight.detach().cpu().flatten()) for n, m in model.named_modules()
@@ -78,19 +80,22 @@ class RunLog:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        out = self.run_dir / "weight_hist"
+        out.mkdir(exist_ok=True)
+        hists = {name: np.histogram(w.numpy(), bins=80) for name, w in layers}
+        (out / f"epoch_{epoch:04d}.json").write_text(json.dumps(
+            {name: {"edges": edges.tolist(), "counts": counts.tolist()} for name, (counts, edges) in hists.items()}))
         cols = min(4, len(layers))
         rows = (len(layers) + cols - 1) // cols
         fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
-        for ax, (name, w) in zip(axes.flat, layers):
-            ax.hist(w.numpy(), bins=80, color="tab:blue")
+        for ax, (name, (counts, edges)) in zip(axes.flat, hists.items()):
+            ax.stairs(counts, edges, fill=True, color="tab:blue")
             ax.set_title(name, fontsize=7)
             ax.tick_params(labelsize=6)
         for ax in list(axes.flat)[len(layers):]:
             ax.axis("off")
         fig.suptitle(f"latent weights, epoch {epoch}")
         fig.tight_layout()
-        out = self.run_dir / "weight_hist"
-        out.mkdir(exist_ok=True)
         fig.savefig(out / f"epoch_{epoch:04d}.png", dpi=90)
         plt.close(fig)
 
