@@ -1,4 +1,5 @@
 """Binary layers: convolution and linear layers that take quantizers as arguments."""
 from onebit.layers.binary import BinaryConv2d, BinaryLinear
+from onebit.layers.encoding import ThermometerEncoding
 
-__all__ = ["BinaryConv2d", "BinaryLinear"]
+__all__ = ["BinaryConv2d", "BinaryLinear", "ThermometerEncoding"]

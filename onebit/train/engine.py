@@ -326,8 +326,9 @@ class Trainer:
                      + (f", new quantizer state: {len(self.stage1.new)}" if self.stage1.new else ""))
         if self.frozen_layers is not None:
             trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+            t = f", t = {c['Tmax']:.4g}" if self._hooks("set_temperature") else ""
             log.info(f"BN retraining from {c['bn_retrain']}: {len(self.frozen_layers)} binary layers fixed to their "
-                     f"binarized weights, {trainable} BatchNorm parameters train, t = {c['Tmax']:.4g}")
+                     f"binarized weights, {trainable} BatchNorm parameters train{t}")
         if self.teacher is not None:
             log.info(f"distillation from teacher {c['teacher']} ({c['teacher_ckpt']}): {self.distill.extra_repr()}")
         self._log_model_summary(log)

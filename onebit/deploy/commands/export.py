@@ -13,7 +13,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", nargs="?", help="a checkpoint saved by `onebit train` (dict with 'model' and 'config')")
     parser.add_argument("--model", help="export a registered model with its initial weights instead of a checkpoint")
     parser.add_argument("--dataset", help="with --model: classes, channels and image size of this data set")
-    parser.add_argument("-o", "--output", required=True, help="the .onebit file to write")
+    parser.add_argument("-o", "--output", help="the .onebit file to write")
+    parser.add_argument("--golden", metavar="DIR",
+                        help="write golden vectors of every binary layer on the example input (onebit.deploy.golden)")
     parser.add_argument("--input_size", type=int, help="image side to trace with (default: the data set's)")
     parser.add_argument("--no_check", action="store_true", help="skip running the exported file against PyTorch")
 
@@ -48,8 +50,17 @@ def main(args) -> int:
     from onebit.deploy import ExportError, export, load
 
     try:
+        if not (args.output or args.golden):
+            raise ValueError("give -o FILE (the .onebit file) and/or --golden DIR")
         model, info, shape = model_and_shape(args.checkpoint, args.model, args.dataset, args.input_size)
         example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        if args.golden:
+            from onebit.deploy.golden import write_golden
+
+            index = write_golden(model, example, args.golden, info["name"])
+            print(f"wrote golden vectors of {len(index['layers'])} binary layers to {args.golden}/index.json")
+        if not args.output:
+            return 0
         program = export(model, example, args.output, model_info=info, check=not args.no_check)
         runtime = load(args.output)
     except (ValueError, FileNotFoundError, ExportError) as err:
