@@ -47,6 +47,8 @@ TARGETS = {
     "irnet/cifar10_resnet20_1w1a": 86.5, "irnet/cifar10_resnet20_1w32a": 90.8, "irnet/cifar10_vgg_small_1w1a": 90.4,
     "irnet/cifar10_resnet18_1w1a": 91.5, "ienet/cifar10_resnet18_1w1a": 92.9, "ienet/cifar10_resnet20_1w1a": 88.5,
     "ienet/cifar10_vgg_small_1w1a": 92.0,
+    # seed 003's fully binary table (first layer binary, BN => offset)
+    "irnet_community/cifar10_resnet20_fb_1w1a": 68.4, "irnet_community/cifar10_vgg_small_fb_1w1a": 64.8,
     # Bi-Real §2.5, ReActNet §3.6 (paper; step 1: lucifer443's "official"), Real-to-Binary §4.1
     "bireal/birealnet18_sgd": 56.4, "bireal/birealnet34_sgd": 62.2, "bireal/birealnet18_adam": 56.4,
     "bireal/birealnet34_adam": 62.2, "reactnet/reactnet_a_step1": 71.2, "reactnet/reactnet_a_step2": 69.4,
