@@ -3,6 +3,7 @@ binary classifier), on a subset of the training images, next to its reported ful
 
     python benchmarks/fully_binary_cifar10.py                                      # resnet20_fb, 5000 images, 4 epochs
     python benchmarks/fully_binary_cifar10.py --recipe configs/irnet_community/cifar10_vgg_small_fb_1w1a.yaml
+    python benchmarks/fully_binary_cifar10.py --epochs 3 --method bireal --optimizer adam --lr 0.005   # + flags
 """
 from __future__ import annotations
 
@@ -30,14 +31,13 @@ def main() -> int:
     p.add_argument("--test_size", type=int, default=10000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("flags", nargs=argparse.REMAINDER, help="more onebit train flags")
-    args = p.parse_args()
+    args, flags = p.parse_known_args()  # the rest: onebit train flags, e.g. --optimizer adam --lr 0.005
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         data = write_subset(Path(tmp) / "data", args.train_size, args.test_size)
         result = run(["--config", args.recipe, "--data_path", str(data), "--epochs", str(args.epochs),
                       "--seed", str(args.seed), "--print_freq", "0", "--time_estimate", "0", "--results_dir", tmp,
-                      "--save", "fb", *args.flags])
+                      "--save", "fb", *flags])
     target = load_recipe(args.recipe).get("target_top1")
     print(f"\n{Path(args.recipe).name}: {args.epochs} epochs on {args.train_size} images, test on {args.test_size}: "
           f"best top-1 {result['best_top1']:.2f}% (the seed's full schedule: {target})")
