@@ -21,6 +21,11 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=ONE_THREAD, timeout=300)
 
 
+def failure(result: subprocess.CompletedProcess) -> str:
+    """What the processes printed (first), then torchrun's summary (last)."""
+    return f"exit code {result.returncode}\n{result.stderr[:4000]}\n...\n{result.stderr[-1500:]}"
+
+
 def test_ordered_sum_is_a_left_fold():
     a, b, c = torch.tensor([1e8]), torch.tensor([1.0]), torch.tensor([-1e8])
     assert ordered_sum([a, b, c]).item() == 0.0  # float32: 1e8 + 1 rounds to 1e8
@@ -93,7 +98,7 @@ def _step(tmp_path, name, mode, processes):
         subprocess.run([sys.executable, str(script), out, mode], check=True, capture_output=True, env=ONE_THREAD)
     else:
         result = torchrun(str(script), out, mode)
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, failure(result)
     return torch.load(out)
 
 
@@ -162,7 +167,7 @@ def test_rbnn_rotation_update_runs_on_rank0_and_is_broadcast(tmp_path):
     script = tmp_path / "rotate.py"
     script.write_text(ROTATION_SCRIPT)
     result = torchrun(str(script), str(tmp_path / "r"))
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, failure(result)
     rank0, rank1 = torch.load(tmp_path / "r.0"), torch.load(tmp_path / "r.1")
     assert not torch.equal(rank0["before"][0], rank1["before"][0])
     for a, b, old in zip(rank0["after"], rank1["after"], rank0["before"]):

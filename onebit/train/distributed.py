@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import faulthandler
+import gc
 import os
 import sys
 import threading
@@ -84,9 +85,12 @@ class Distributed:
             dist.barrier()
 
     def close(self) -> None:
-        """Leave the process group once every process is done with it: a process that tears its
-        connections down while another still uses them makes that one fail."""
+        """Leave the process group once every process is done with it (a process that tears its
+        connections down while another still uses them makes that one fail), and while the
+        interpreter is whole: a DDP wrapper left in a reference cycle holds the group, and its
+        destruction during interpreter shutdown would run the backend's threads without Python."""
         if self.enabled and dist.is_initialized():
+            gc.collect()
             dist.barrier()
             dist.destroy_process_group()
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import random
 import signal
-from dataclasses import replace
 from contextlib import contextmanager
+from dataclasses import replace
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -112,7 +112,7 @@ class Trainer:
             workers=config["workers"], device=self.device, seed=config["seed"],
             rank=self.dist.rank, world_size=self.dist.world_size, use_dali=config["use_dali"],
         )
-        if not self.dist.enabled and config["shards"] > 1:  # one process takes the shards of S processes
+        if not self.dist.enabled and config["shards"] > 1 and not config["evaluate"]:  # the shards of S processes
             self.data = replace(self.data, train=ShardBatches([self._shard_data(i, config["shards"]).train
                                                                for i in range(config["shards"])]))
         self.model = build_model(config, self.data.info).to(self.device)
@@ -167,7 +167,6 @@ class Trainer:
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {float(loss)}: lower --lr?")
         return logits, loss
-
 
     # ------------------------------------------------------------------ helpers
     @property
