@@ -65,6 +65,17 @@ def test_turn_shards_failure_ends_every_shard_with_the_error():
     assert shards.run(lambda i: shards.sum(torch.ones(1)).item()) == [2.0, 2.0]  # usable again
 
 
+def test_global_batchnorm_keeps_the_parameter_objects():
+    from onebit.models import create_model
+    from onebit.train.distributed import GlobalBatchNorm, convert_global_batchnorm
+
+    model = create_model("cnn_small_1w1a", 10, in_channels=1, image_size=8)
+    before = list(model.parameters())  # what an optimizer built before the conversion holds
+    convert_global_batchnorm(model)
+    assert any(isinstance(m, GlobalBatchNorm) for m in model.modules())
+    assert all(a is b for a, b in zip(before, model.parameters(), strict=True))
+
+
 STEP = r'''
 import sys, torch
 import torch.nn.functional as F

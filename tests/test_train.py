@@ -241,6 +241,8 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     assert result.returncode == 0, f"{printed[:4000]}\n...\n{printed[-1500:]}"  # the ranks' messages, torchrun's
     assert "2 process(es)" in (tmp_path / "two" / "log.txt").read_text()
     assert_same_weights(tmp_path / "one" / "checkpoint.pth", tmp_path / "two" / "checkpoint.pth")
+    bn_gamma = weights(tmp_path / "two" / "checkpoint.pth")["stem.1.weight"]
+    assert not torch.equal(bn_gamma, torch.ones_like(bn_gamma)), "batch norm's parameters were not trained"
     one = [json.loads(l) for l in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     two = [json.loads(l) for l in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in two] == [0, 1]

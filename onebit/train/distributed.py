@@ -266,12 +266,16 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 def convert_global_batchnorm(model: nn.Module) -> nn.Module:
-    """Replace every BatchNorm1d/2d of ``model`` (in place) by a ``GlobalBatchNorm`` with the same state."""
+    """Replace every BatchNorm1d/2d of ``model`` (in place) by a ``GlobalBatchNorm`` with the same state and the
+    same parameter objects (an optimizer built before the conversion still trains them)."""
     for name, child in model.named_children():
         if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)) and child.momentum is not None:
             new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             new.load_state_dict(child.state_dict())
-            setattr(model, name, new.to(next(child.buffers(), torch.empty(0)).device))
+            new = new.to(next(child.buffers(), torch.empty(0)).device)
+            if child.affine:
+                new.weight, new.bias = child.weight, child.bias
+            setattr(model, name, new)
         else:
             convert_global_batchnorm(child)
     return model
