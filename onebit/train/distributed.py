@@ -296,8 +296,9 @@ class Parallel:
       of the model that shares its parameters and keeps buffers of its own (as process i would);
       gradients summed in shard order.
 
-    In the last two, the mean over shards is ``ordered_sum(gradients) / S`` and every shard's
-    buffers are shard 0's before a step (as DDP's ``broadcast_buffers``).
+    In the last two, the mean over shards is ``ordered_sum(gradients) / S`` and every shard keeps
+    shard 0's buffers between steps (processes: broadcast after each step, so that all evaluate
+    with rank 0's; turns: replicas copy them before each step, the model itself evaluates).
     """
 
     def __init__(self, model: nn.Module, d: Distributed, *, shards: int = 0, exact: bool = True,
@@ -341,7 +342,6 @@ class Parallel:
             logits, loss = loss_fn(self.model, images, labels)
             loss.backward()
             return [(logits, loss, labels)]
-        self._sync_buffers()
         params = [p for p in self.net.parameters() if p.requires_grad]
 
         def shard(i: int, images: torch.Tensor, labels: torch.Tensor):
@@ -355,25 +355,20 @@ class Parallel:
             flat = ProcessShards(exact=True).sum(torch.cat([g.reshape(-1) for _, g in local])).div_(self.size)
             summed = {id(p): g.view_as(p) for (p, _), g in zip(local, flat.split([p.numel() for p, _ in local]))}
             mean = [summed.get(id(p)) for p in params]
+            self.dist.broadcast_buffers(self.net)  # rank 0's, e.g. batch-norm statistics of its shard
         else:
             if len(batch) != self.size:
                 raise ValueError(f"expected the {self.size} shards of a global batch, got {len(batch)}")
+            for replica in self.replicas[1:]:  # shard 0's buffers (and mode), as the processes after a step
+                replica.train(self.net.training)
+                with torch.no_grad():
+                    for mine, master in zip(replica.buffers(), self.net.buffers()):
+                        mine.copy_(master)
             out = self.turns.run(lambda i: shard(i, *batch[i]))
             mean = [None if gs[0] is None else ordered_sum(gs).div_(self.size) for gs in zip(*(o[3] for o in out))]
         for p, g in zip(params, mean):
             p.grad = g
         return [o[:3] for o in out]
-
-    def _sync_buffers(self) -> None:
-        """Every shard starts a step with shard 0's buffers."""
-        if self.dist.enabled:
-            self.dist.broadcast_buffers(self.net)
-            return
-        for replica in self.replicas[1:]:
-            replica.train(self.net.training)
-            with torch.no_grad():
-                for mine, master in zip(replica.buffers(), self.net.buffers()):
-                    mine.copy_(master)
 
     def close(self) -> None:
         set_active_shards(None)
