@@ -89,6 +89,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight_hist", type=int, default=0, help="every N epochs write weight histograms (0: never)")
     g.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=True,
                    help="under DDP, normalise over the global batch (default on: results independent of process count)")
+    g.add_argument("--shards", type=int, default=0,
+                   help="shards of every global batch, their sums taken in shard order: N processes take one each, "
+                        "one process takes all N in turns (bit-identical results); 0: one per process (default)")
+    g.add_argument("--exact_reduce", action=argparse.BooleanOptionalAction, default=True,
+                   help="under torchrun, sum gradients and batch statistics in shard order (default on), "
+                        "not with DDP's all-reduce")
 
     g = p.add_argument_group("model and data")
     g.add_argument("--model", "-a", type=_model_name, default="resnet20_1w1a", help="registered model (onebit models)")
@@ -114,7 +120,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warm_up", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
                    help="5-epoch linear warm-up before the schedule (bare flag or --warm_up True)")
     g.add_argument("--amp", "--half", dest="amp", action="store_true",
-                   help="mixed precision: autocast to bfloat16 on the CPU, float16 with loss scaling on CUDA "
+                   help="mixed precision: autocast to bfloat16 on CPU and CUDA "
                         "(seed 003's --half; weights stay float32)")
     g.add_argument("--mixup", type=float, nargs="?", const=0.1, default=0.0, metavar="ALPHA",
                    help="mixup with Beta(ALPHA, ALPHA) (bare flag: 0.1, as RBNN)")
