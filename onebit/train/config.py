@@ -78,6 +78,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", type=_dataset_name, default="cifar10", help="dataset name (default cifar10)")
     g.add_argument("--data_path", default="./data", help="folder holding the dataset (default ./data)")
     g.add_argument("--use_dali", action="store_true", help="ImageNet loaders with NVIDIA DALI")
+    g.add_argument("--drop_last", action=argparse.BooleanOptionalAction, default=False,
+                   help="drop the last incomplete training batch of each epoch (IR-Net's loader; default off)")
     g.add_argument("--pad_value", type=float, default=0.0, choices=(0.0, 1.0),
                    help="padding of binary convs: 0 as the papers, 1 for an exactly 1-bit network")
 

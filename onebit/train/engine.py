@@ -109,6 +109,7 @@ class Trainer:
             batch_size=config["batch_size"], batch_size_test=config["batch_size_test"],
             workers=config["workers"], device=self.device, seed=config["seed"],
             rank=self.dist.rank, world_size=self.dist.world_size, use_dali=config["use_dali"],
+            drop_last=config["drop_last"],
         )
         self.model = build_model(config, self.data.info).to(self.device)
         self.stage1 = load_stage1(self.model, config["stage1"]) if config["stage1"] and not config["resume"] else None
