@@ -49,15 +49,16 @@ def read_onebit(run_dir: Path) -> list[float]:
     return [json.loads(line)["test_top1"] for line in path.read_text().splitlines() if line.strip()]
 
 
-def read_official(folder: Path) -> dict[str, list[float]]:
-    """``{log name: test top-1 after each epoch}`` of every ``*.log`` in ``folder``."""
+def read_official(folder: Path, epochs: int) -> dict[str, list[float]]:
+    """``{log name: test top-1 after each epoch}`` of every ``*.log`` in ``folder`` (each must hold ``epochs``)."""
     runs = {}
     for log in sorted(folder.glob("*.log")):
         curve = [float(x) for x in OFFICIAL_EPOCH_LINE.findall(log.read_text(errors="replace"))]
-        if curve:
-            runs[log.stem] = curve
+        if len(curve) != epochs:
+            raise SystemExit(f"error: {log} holds {len(curve)} epochs of test top-1, not {epochs}")
+        runs[log.stem] = curve
     if not runs:
-        raise SystemExit(f"error: no '*.log' with ' * Prec@1' lines in {folder}")
+        raise SystemExit(f"error: no '*.log' file in {folder}")
     return runs
 
 
@@ -139,7 +140,7 @@ def main() -> int:
     args.results_dir.mkdir(parents=True, exist_ok=True)
     sides = [summarise("onebit", run_onebit(args))]
     if args.official_logs is not None:
-        sides.append(summarise("official", read_official(args.official_logs)))
+        sides.append(summarise("official", read_official(args.official_logs, args.epochs)))
     print(f"\n{args.recipe}: {args.epochs} epochs on the first {args.train_images} training images, "
           f"10,000 test images, {args.threads} thread(s) per run")
     print_tables(sides)
