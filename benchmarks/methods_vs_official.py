@@ -101,8 +101,9 @@ def summarise(name: str, runs: dict[str, list[float]]) -> dict:
 
 
 def print_tables(sides: list[dict]) -> None:
-    print("\n| side | run | " + " | ".join(f"ep {i + 1}" for i in range(max(
-        len(c) for s in sides for c in s["runs"].values()))) + " | best | final |")
+    epochs = max(len(c) for s in sides for c in s["runs"].values())
+    print("\n| side | run | " + " | ".join(f"ep {i + 1}" for i in range(epochs)) + " | best | final |")
+    print("|---|---|" + "---|" * (epochs + 2))
     for s in sides:
         for run, curve in s["runs"].items():
             print(f"| {s['side']} | {run} | " + " | ".join(f"{v:.2f}" for v in curve)
