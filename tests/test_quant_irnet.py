@@ -248,3 +248,5 @@ def test_irnet_recipes_drop_the_last_training_batch(monkeypatch, one_thread):
     trainer = engine.Trainer(resolve(["--config", str(REPO / IRNET_RESNET20), "--dataset", "digits",
                                       "--no-drop_last"]))
     assert len(trainer.data.train) == -(-1437 // 128)
+    trainer = engine.Trainer(resolve(["--config", str(REPO / IRNET_RESNET20), "--dataset", "digits", "--shards", "2"]))
+    assert len(trainer.data.train) == 1437 // 128  # the shards of the exact mode drop it too

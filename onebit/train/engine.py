@@ -152,7 +152,7 @@ class Trainer:
         c = self.config
         return build_data(c["dataset"], c["data_path"], batch_size=c["batch_size"], batch_size_test=c["batch_size_test"],
                           workers=c["workers"], device=self.device, seed=c["seed"], rank=rank, world_size=world_size,
-                          use_dali=c["use_dali"])
+                          use_dali=c["use_dali"], drop_last=c["drop_last"])
 
     def _loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
         """Logits and loss of one batch: classification, or distillation when a teacher is set."""
