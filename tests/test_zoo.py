@@ -18,11 +18,11 @@ from torch import nn
 
 from onebit.layers.activations import ChannelGate, LearnableBias, RPReLU, activation
 from onebit.layers.scale import LearnedScale
-from onebit.models import create_model, get_entry
+from onebit.models import create_model, get_entry, list_models
 from onebit.models.common import BinaryLayers
 from onebit.models.mobilenet import MobileBlock
 from onebit.models.resarch import STYLES, BasicBlock, ResArch
-from onebit.quant import SteSign
+from onebit.quant import SteSign, get_method
 
 
 
@@ -230,7 +230,7 @@ def test_bad_options_are_clear_errors():
         build("birealnet18", downsample="pool")
     with pytest.raises(ValueError, match="activation"):
         build("reactnet_r18", stem_act="gelu")
-    with pytest.raises(TypeError, match="widht"):
+    with pytest.raises(ValueError, match="birealnet18' has no option 'widht'.*widths="):
         build("birealnet18", widht=2)
     with pytest.raises(ValueError, match="divisible by 8"):
         build("alexnet_1w1a", image_size=30)
@@ -368,6 +368,21 @@ def test_activation_names():
     assert isinstance(activation("prelu", 4), nn.PReLU) and isinstance(activation("none", 4), nn.Identity)
     with pytest.raises(ValueError, match="choose from"):
         activation("swish", 4)
+
+
+@pytest.mark.parametrize("method", ["reactnet", "fda", "ienet", "rbnn"])
+def test_mnist_net_builds_its_separate_sign_for_the_method(method):
+    """The sign before the dropout and the real classifier is the method's, sized for the classifier."""
+    model = create_model("irnet_mnist_1w1a", 10, in_channels=1, method=method)
+    out = model(torch.randn(2, 1, 28, 28))
+    out.sum().backward()
+    assert out.shape == (2, 10) and model.sign.registered_name == get_method(method).input_quantizer.registered_name
+
+
+@pytest.mark.parametrize("name", [e.name for e in list_models()])
+def test_every_model_names_an_unknown_option(name):
+    with pytest.raises(ValueError, match=f"model '{name}' has no option 'bogus'"):
+        create_model(name, bogus=1)
 
 
 def test_mnist_net_shapes_follow_ceil_pooling():

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from onebit.models.common import BinaryLayers, ShortcutA
-from onebit.models.resarch import rbnn_imagenet_resnet
+from onebit.models.resarch import RBNN_IMAGENET, rbnn_imagenet_resnet, resarch_options
 from onebit.models.registry import register_model
 
 
@@ -74,7 +74,7 @@ class CifarResNet(nn.Module):
 
 @register_model("resnet20_1w1a", default_method="rbnn", input_size=32,
                 source="RBNN models_cifar/resnet.py (He et al. ResNet-20)")
-def resnet20_1w1a(num_classes, in_channels, image_size, layers, **_):
+def resnet20_1w1a(num_classes, in_channels, image_size, layers):
     model = CifarResNet(layers, [3, 3, 3], [16, 32, 64], num_classes, in_channels, shortcut="A", stem_act=True)
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -87,7 +87,11 @@ def resnet20_1w1a(num_classes, in_channels, image_size, layers, **_):
 
 @register_model("resnet18_1w1a", default_method="rbnn", input_size=32,
                 source="RBNN models_cifar/resnet2.py (CIFAR ResNet-18); image_size >= 64: models_imagenet/resnet.py")
+@resarch_options(RBNN_IMAGENET, fixed=("depths",))
 def resnet18_1w1a(num_classes, in_channels, image_size, layers, **options):
     if image_size >= 64:  # RBNN's main.py takes models_imagenet's ResNet-18 for TinyImageNet/ImageNet
         return rbnn_imagenet_resnet((2, 2, 2, 2), layers, num_classes, in_channels, image_size, **options)
+    if options:
+        raise ValueError(f"resnet18_1w1a below 64x64 is RBNN's CIFAR ResNet-18, which has no options "
+                         f"(got {', '.join(sorted(options))}); they apply to its ImageNet form")
     return CifarResNet(layers, [2, 2, 2, 2], [64, 128, 256, 512], num_classes, in_channels, shortcut="B", stem_act=False)

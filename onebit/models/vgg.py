@@ -47,5 +47,5 @@ class VGGSmall(nn.Module):
 
 @register_model("vgg_small_1w1a", default_method="rbnn", input_size=32,
                 source="IR-Net / RBNN vgg.py (VGG-small of LQ-Net)")
-def vgg_small_1w1a(num_classes, in_channels, image_size, layers, **_):
+def vgg_small_1w1a(num_classes, in_channels, image_size, layers):
     return VGGSmall(layers, num_classes, in_channels, image_size)
