@@ -132,14 +132,20 @@ def test_list_datasets_and_unknown_name_suggests():
 
 
 def test_dataset_shapes_match_the_loaded_data(tmp_path):
-    from onebit.data import dataset_shape
+    """The networks built for a data set (summary, export, load_trained_model) get the side its loader delivers."""
+    from onebit.models.inputs import dataset_shape
 
-    for name in list_datasets():
-        dataset_shape(name)  # every data set has one
     make_cifar10(tmp_path)
-    for name, path in (("digits", None), ("cifar10", tmp_path)):
-        info = build_data(name, path).info
-        assert dataset_shape(name) == (info.num_classes, info.in_channels, info.image_size)
+    make_tinyimagenet(tmp_path)
+    make_imagenet(tmp_path / "imagenet")
+    paths = {"digits": None, "cifar10": tmp_path, "tinyimagenet": tmp_path, "imagenet": tmp_path / "imagenet"}
+    for name, path in paths.items():
+        data = build_data(name, path, batch_size_test=2, workers=0)
+        images, _ = next(iter(data.test))
+        classes, channels, side = dataset_shape(name)
+        assert (channels, side, side) == tuple(images.shape[1:]) == (data.info.in_channels, data.info.image_size,
+                                                                      data.info.image_size), name
+        assert name in ("tinyimagenet", "imagenet") or classes == data.info.num_classes  # fixtures: fewer classes
     with pytest.raises(ValueError, match="did you mean 'cifar10'"):
         dataset_shape("cifar-10")
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 
-from onebit.data import dataset_shape, list_datasets
+from onebit.data import list_datasets
+from onebit.models.inputs import dataset_shape
 
 
 def add_arguments(parser) -> None:

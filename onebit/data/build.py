@@ -29,6 +29,7 @@ import torch
 from onebit.data import formats
 from onebit.data.memory import InMemoryLoader
 from onebit.data.sharding import check_distributed
+from onebit.models.inputs import DATASET_SHAPES, dataset_shape
 from onebit.utils import suggest
 
 
@@ -71,10 +72,9 @@ class FolderRecipe:
     samples: Callable
     """``samples(data_path) -> (train [(path, label)], test [(path, label)], num_classes)``."""
     transforms: Callable
-    """``transforms(mean, std) -> (train transform, test transform)``."""
+    """``transforms(mean, std, image_size) -> (train transform, test transform)``."""
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    image_size: int = 224
 
 
 def _read_idx_dataset(folder_names: list[str], name: str, data_path, split: str) -> formats.Split:
@@ -116,26 +116,7 @@ FOLDER_DATASET_NAMES = ("tinyimagenet", "imagenet")
 
 
 def list_datasets() -> list[str]:
-    return sorted([*MEMORY_DATASETS, *FOLDER_DATASET_NAMES])
-
-
-DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
-    # name: (classes, channels, image side) of the network's input, without reading the data
-    "digits": (10, 1, 8),
-    "mnist": (10, 1, 28),
-    "fashion-mnist": (10, 1, 28),
-    "cifar10": (10, 3, 32),
-    "cifar100": (100, 3, 32),
-    "tinyimagenet": (200, 3, 64),
-    "imagenet": (1000, 3, 224),
-}
-
-
-def dataset_shape(name: str) -> tuple[int, int, int]:
-    """``(num_classes, in_channels, image_size)`` of a data set, without reading it."""
-    if name not in DATASET_SHAPES:
-        raise ValueError(f"unknown dataset {name!r}{suggest(name, DATASET_SHAPES)}")
-    return DATASET_SHAPES[name]
+    return sorted(DATASET_SHAPES)
 
 
 def build_data(
@@ -175,11 +156,12 @@ def build_data(
     if name in MEMORY_DATASETS:
         recipe = MEMORY_DATASETS[name]
         train, test = recipe.read(data_path, "train"), recipe.read(data_path, "test")
-        c, h = train.images.shape[1:3]
-        if test.images.shape[1:] != train.images.shape[1:]:
-            raise ValueError(f"{name}: test images {test.images.shape[1:]} differ from train images "
-                             f"{train.images.shape[1:]}")
-        info = DataInfo(name, recipe.num_classes, c, h, len(train.labels), len(test.labels), recipe.mean, recipe.std)
+        num_classes, c, side = dataset_shape(name)
+        for split in (train, test):
+            if tuple(split.images.shape[1:]) != (c, side, side):
+                raise ValueError(f"{name}: images of {'x'.join(map(str, split.images.shape[1:]))} in {data_path}, "
+                                 f"expected {c}x{side}x{side}")
+        info = DataInfo(name, num_classes, c, side, len(train.labels), len(test.labels), recipe.mean, recipe.std)
         normalise = dict(mean=recipe.mean, std=recipe.std, **common)
         return Data(
             info,
@@ -190,8 +172,8 @@ def build_data(
 
     recipe = _folder_recipes()[name]
     train_samples, test_samples, num_classes = recipe.samples(data_path)
-    info = DataInfo(name, num_classes, 3, recipe.image_size, len(train_samples), len(test_samples),
-                    recipe.mean, recipe.std)
+    side = dataset_shape(name)[2]
+    info = DataInfo(name, num_classes, 3, side, len(train_samples), len(test_samples), recipe.mean, recipe.std)
     if use_dali:
         from onebit.data.dali import dali_imagenet_loader
         from onebit.data.folder import imagenet_folders
@@ -206,7 +188,7 @@ def build_data(
 
     from onebit.data.folder import FolderLoader, ImageList
 
-    train_transform, test_transform = recipe.transforms(recipe.mean, recipe.std)
+    train_transform, test_transform = recipe.transforms(recipe.mean, recipe.std, side)
     return Data(
         info,
         FolderLoader(ImageList(train_samples, train_transform), batch_size=batch_size, train=True, workers=workers,

@@ -28,7 +28,7 @@ def load_trained_model(path: str | Path) -> TrainedModel:
     (flags missing from the config take their ``onebit train`` defaults), with its weights,
     in eval mode. Raises :class:`~onebit.train.checkpoint.CheckpointError` (a ``ValueError``)
     naming the problem for a file that is not such a checkpoint or does not fit its model."""
-    from onebit.data import dataset_shape
+    from onebit.models.inputs import dataset_shape
     from onebit.train import checkpoint as ckpt_io
     from onebit.train.config import build_parser
     from onebit.train.engine import build_model

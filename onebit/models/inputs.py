@@ -1,0 +1,29 @@
+"""The input of a network built for each known data set: classes, channels and image side.
+
+The one table of these shapes: ``onebit.data`` delivers every set at this size (the folder sets
+are resized to it), and ``onebit summary``, ``onebit export`` and ``load_trained_model`` build
+networks for a data set with it, without reading the data.
+"""
+from __future__ import annotations
+
+from onebit.utils import suggest
+
+__all__ = ["DATASET_SHAPES", "dataset_shape"]
+
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    # name: (classes, channels, image side) of the network's input
+    "digits": (10, 1, 8),
+    "mnist": (10, 1, 28),
+    "fashion-mnist": (10, 1, 28),
+    "cifar10": (10, 3, 32),
+    "cifar100": (100, 3, 32),
+    "tinyimagenet": (200, 3, 224),  # 64x64 files, resized to 224 as RBNN's pipeline does
+    "imagenet": (1000, 3, 224),
+}
+
+
+def dataset_shape(name: str) -> tuple[int, int, int]:
+    """``(num_classes, in_channels, image_size)`` of the network input for data set ``name``."""
+    if name not in DATASET_SHAPES:
+        raise ValueError(f"unknown dataset {name!r}{suggest(name, DATASET_SHAPES)}")
+    return DATASET_SHAPES[name]
