@@ -153,6 +153,14 @@ def test_resnet_anchors_are_torchvision_counts():
     assert resnet_imagenet((3, 4, 6, 3), bireal) == TORCHVISION_R34
 
 
+@pytest.mark.parametrize("name", ["reactnet_a", "reactnet_r18"])
+def test_reactnet_models_with_their_method_have_one_shift_per_sign(name):
+    """The reference: a learnable bias before a plain sign; the method adds no second threshold."""
+    with torch.device("meta"):
+        model = create_model(name, 1000)
+    assert n_params(model) == EXPECTED[name]
+
+
 def test_reactnet_a_count_and_published_size():
     # ReActNet-A's binary convolutions hold 28,253,184 weights (§3.2 table); with the FC ~29.3M
     assert EXPECTED["reactnet_a"] == pytest.approx(29.3e6, rel=2e-3)
