@@ -137,6 +137,13 @@ def test_counts_follow_the_formulas():
     assert all(not m._forward_hooks for m in model.modules())
 
 
+def test_ienet_counts_both_branches():
+    """IE-Net's binary conv multiplies the two shifted copies of its input: twice BNN's binary MACs."""
+    ienet = summary(create_model("resnet20_1w1a", 10, method="ienet"), (1, 3, 32, 32)).totals
+    bnn = summary(create_model("resnet20_1w1a", 10, method="bnn"), (1, 3, 32, 32)).totals
+    assert ienet["bops"] == 2 * bnn["bops"] > 0 and ienet["flops"] == bnn["flops"]
+
+
 @pytest.mark.parametrize("binary_type", [(False, True), (True, False)])
 def test_one_sided_binary_models_count_float_macs(binary_type):
     full = summary(create_model("resnet20_1w1a", 10), (1, 3, 32, 32)).totals
