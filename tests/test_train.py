@@ -51,9 +51,24 @@ SEED_DEFAULTS = {  # seed 001's README (seed 000's where 001 is silent)
 
 
 def test_seed_flag_defaults():
-    args = vars(build_parser().parse_args([]))
+    config = resolve([])  # model and Tmin/Tmax are resolved from the data set and the method
     for key, value in SEED_DEFAULTS.items():
-        assert args[key] == value, key
+        assert config[key] == value, key
+
+
+@pytest.mark.parametrize("dataset,model", [("digits", "cnn_small_1w1a"), ("fashion-mnist", "cnn_small_1w1a"),
+                                           ("cifar100", "resnet20_1w1a"), ("imagenet", "resnet18_1w1a")])
+def test_default_model_is_the_data_sets_own(dataset, model):
+    assert resolve(["--dataset", dataset])["model"] == model
+    assert resolve(["--dataset", dataset, "--model", "vgg_small_1w1a"])["model"] == "vgg_small_1w1a"
+
+
+def test_help_and_log_state_the_temperature_a_run_uses(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    assert "default: the method's reference value" in " ".join(capsys.readouterr().out.split())
+    run([*FAST, "--method", "irnet", "--epochs", "1", "--results_dir", str(tmp_path), "--save", "t"])
+    assert "temperature t: 0.1 at epoch 1, log-linear towards 10" in (tmp_path / "t" / "log.txt").read_text()
 
 
 def test_seed_command_line_parses():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from onebit.utils import suggest
 
-__all__ = ["DATASET_SHAPES", "dataset_shape"]
+__all__ = ["DATASET_SHAPES", "DEFAULT_MODELS", "dataset_shape"]
 
 DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     # name: (classes, channels, image side) of the network's input
@@ -27,3 +27,15 @@ def dataset_shape(name: str) -> tuple[int, int, int]:
     if name not in DATASET_SHAPES:
         raise ValueError(f"unknown dataset {name!r}{suggest(name, DATASET_SHAPES)}")
     return DATASET_SHAPES[name]
+
+
+DEFAULT_MODELS: dict[str, str] = {
+    # the model ``onebit train --dataset NAME`` trains when none is given: the data set's own
+    "digits": "cnn_small_1w1a",
+    "mnist": "cnn_small_1w1a",
+    "fashion-mnist": "cnn_small_1w1a",
+    "cifar10": "resnet20_1w1a",  # the seeds' CIFAR default
+    "cifar100": "resnet20_1w1a",
+    "tinyimagenet": "resnet18_1w1a",  # RBNN's main.py (its ImageNet form at 224)
+    "imagenet": "resnet18_1w1a",  # seed 000
+}

@@ -303,6 +303,8 @@ class Trainer:
         if self.stage1:
             log.info(f"initialised from stage 1 {c['stage1']}: {len(self.stage1.loaded)} tensors loaded"
                      + (f", new quantizer state: {len(self.stage1.new)}" if self.stage1.new else ""))
+        if any(callable(getattr(m, "set_temperature", None)) for m in self.net.modules()):
+            log.info(f"temperature t: {c['Tmin']:g} at epoch 1, log-linear towards {c['Tmax']:g} (--Tmin/--Tmax)")
         if self.teacher is not None:
             log.info(f"distillation from teacher {c['teacher']} ({c['teacher_ckpt']}): {self.distill.extra_repr()}")
         self._log_model_summary(log)
