@@ -83,9 +83,11 @@ class BinaryMobileNet(nn.Module):
 
 @register_model("reactnet_a", default_method="reactnet", input_size=224,
                 source="ReActNet-A (Liu et al. 2020, MobileNetV1-based; mmcls MobileArch)")
-def reactnet_a(num_classes, in_channels, image_size, layers, stem_act: str = "none"):
-    model = BinaryMobileNet(layers, MOBILENET_V1_BLOCKS, num_classes, in_channels, stem_stride=2,
-                            stem_act=stem_act, rsign=True, act="rprelu", depthwise=False)
+def reactnet_a(num_classes, in_channels, image_size, layers, stem_act: str = "none", width_multiplier: float = 1.0):
+    """``width_multiplier`` scales every channel count (MobileNet's alpha; 1 is ReActNet-A)."""
+    blocks = [(max(1, int(c * width_multiplier)), s) for c, s in MOBILENET_V1_BLOCKS]
+    model = BinaryMobileNet(layers, blocks, num_classes, in_channels, stem_stride=2, stem_act=stem_act, rsign=True,
+                            act="rprelu", depthwise=False, stem_channels=max(1, int(32 * width_multiplier)))
     return init_weights(model, "fan_out", classifier=model.fc)  # mmcls init_weights
 
 
