@@ -180,14 +180,14 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(tmp_path):
     # batch 16: 90 batches per epoch, so the signal lands inside an epoch
     args = ("--epochs", "1", "-b", "16", "--labelsmooth", "--mixup", "0.2")
     subprocess.run(train_cmd(tmp_path, *args, "--save", "full"), check=True, capture_output=True)
-    proc = subprocess.Popen(train_cmd(tmp_path, *args, "--save", "stopped"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    # --print_freq 1 logs every batch: the signal is sent once the second batch is done
+    proc = subprocess.Popen(train_cmd(tmp_path, *args, "--save", "stopped", "--print_freq", "1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = tmp_path / "stopped" / "log.txt"
     deadline = time.time() + 120
-    while not (log.exists() and "run folder" in log.read_text()):
+    while not (log.exists() and "epoch 1 batch 2/" in log.read_text()):
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.02)
-    time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "stopped by a signal" in out
