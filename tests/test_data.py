@@ -14,7 +14,7 @@ from torchvision import transforms
 from torchvision.transforms import functional as TF
 
 from onebit.data import DataInfo, build_data, list_datasets
-from onebit.data.formats import Split
+from onebit.data.formats import Split, write_idx
 from onebit.data.memory import InMemoryLoader, crop_and_flip
 from onebit.data.sharding import train_batch_bounds
 
@@ -22,17 +22,6 @@ REAL_DATA = Path("/work/shared/data")
 
 
 # ---------------------------------------------------------------- fixtures in the real formats
-
-
-def write_idx(path: Path, array: np.ndarray, magic: bytes | None = None, compress: bool = True) -> None:
-    """idx file: 00 00 08 <ndim>, big-endian int32 sizes, the bytes."""
-    header = (magic or bytes([0, 0, 8, array.ndim])) + struct.pack(f">{array.ndim}i", *array.shape)
-    raw = header + array.astype(np.uint8).tobytes()
-    if compress:
-        with gzip.open(path, "wb") as f:
-            f.write(raw)
-    else:
-        path.write_bytes(raw)
 
 
 def make_mnist(folder: Path, n_train=10, n_test=6, seed=0, compress=True) -> dict[str, np.ndarray]:

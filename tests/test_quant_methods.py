@@ -91,12 +91,10 @@ def test_sign_of_zero_is_plus_one(method):
     model = create_model("resnet20_1w1a", 10, method=method)
     conv = model.layers[0].conv1
     q = conv.input_quantizer
-    out = q(torch.zeros(1, 16, 4, 4))
-    assert torch.all(out == 1)
+    assert torch.all(q(torch.zeros(1, 16, 4, 4)) == 1) and torch.all(q(torch.full((1, 16, 4, 4), -0.0)) == 1)
     w = torch.zeros_like(conv.weight)
     if method in ("bnn", "xnorpp"):  # no scale and no standardisation: sign(0) itself
-        assert torch.all(conv.weight_quantizer(w) == 1)
-    assert torch.equal(sign(torch.tensor([0.0, -0.0])), torch.tensor([1.0, 1.0]))
+        assert torch.all(conv.weight_quantizer(w) == 1) and torch.all(conv.weight_quantizer(-w) == 1)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -19,7 +19,6 @@ from onebit.layers import BinaryConv2d, BinaryLinear
 from onebit.models import create_model
 from onebit.quant import Quantizer, sign
 
-torch.set_num_threads(2)
 
 
 def close_to_published(value, published, digits=4):
@@ -200,7 +199,7 @@ def test_cli_registered_model(capsys):
     assert code == 0 and "input 1x32x32" in out and "x smaller" in out and out.count("features.") == 10  # 5 binary convs + 5 BN
 
 
-def test_cli_reactnet_a_on_imagenet(capsys):  # a real forward pass at 224x224
+def test_cli_reactnet_a_on_imagenet(capsys):
     code, out, _ = run_cli(capsys, "--model", "reactnet_a", "--dataset", "imagenet", "--json")
     assert code == 0
     check_published(json.loads(out)["totals"], "reactnet_a")

@@ -33,6 +33,8 @@ def model_shape(name: str, dataset: str | None) -> tuple[int, int, int]:
 
 
 def _model_and_input(args):
+    import torch
+
     from onebit.models import create_model
     from onebit.train import load_trained_model
 
@@ -43,7 +45,9 @@ def _model_and_input(args):
         return trained.model, trained.name, trained.in_channels, args.input_size or trained.image_size
     num_classes, in_channels, side = model_shape(args.model, args.dataset)
     side = args.input_size or side
-    return create_model(args.model, num_classes, in_channels=in_channels, image_size=side), args.model, in_channels, side
+    with torch.device("meta"):  # counts depend on shapes only: no weights to initialise, no arithmetic
+        model = create_model(args.model, num_classes, in_channels=in_channels, image_size=side)
+    return model, args.model, in_channels, side
 
 
 def main(args) -> int:

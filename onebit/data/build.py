@@ -156,12 +156,12 @@ def build_data(
     if name in MEMORY_DATASETS:
         recipe = MEMORY_DATASETS[name]
         train, test = recipe.read(data_path, "train"), recipe.read(data_path, "test")
-        num_classes, c, side = dataset_shape(name)
-        for split in (train, test):
-            if tuple(split.images.shape[1:]) != (c, side, side):
-                raise ValueError(f"{name}: images of {'x'.join(map(str, split.images.shape[1:]))} in {data_path}, "
-                                 f"expected {c}x{side}x{side}")
-        info = DataInfo(name, num_classes, c, side, len(train.labels), len(test.labels), recipe.mean, recipe.std)
+        num_classes, channels, _ = dataset_shape(name)
+        c, h = train.images.shape[1:3]  # the side may differ from the table's (e.g. a benchmark's pooled subset)
+        if c != channels or test.images.shape[1:] != train.images.shape[1:]:
+            raise ValueError(f"{name}: train images {train.images.shape[1:]} and test images {test.images.shape[1:]} "
+                             f"in {data_path}, expected {channels} channels in both and the same size")
+        info = DataInfo(name, num_classes, c, h, len(train.labels), len(test.labels), recipe.mean, recipe.std)
         normalise = dict(mean=recipe.mean, std=recipe.std, **common)
         return Data(
             info,
