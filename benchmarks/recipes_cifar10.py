@@ -92,13 +92,13 @@ def recipe_file(path: Path, base: str | None, **overrides) -> str:
 def check_stage1_load(step2_argv: list[str], step1_ckpt: Path) -> dict:
     """Build the step-2 network as the engine does, load step 1 into it, and compare every tensor."""
     from onebit.data import build_data
+    from onebit.models.config import build_model
     from onebit.train.config import resolve
-    from onebit.train.engine import build_model
     from onebit.train.stages import load_stage1
 
     config = resolve(step2_argv)
     info = build_data(config["dataset"], config["data_path"], batch_size=config["batch_size"]).info
-    model = build_model(config, info)
+    model = build_model(config, *info.shape)
     loaded = load_stage1(model, step1_ckpt)
     saved = torch.load(step1_ckpt, map_location="cpu", weights_only=True)["model"]
     own = model.state_dict()

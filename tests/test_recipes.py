@@ -15,6 +15,7 @@ from onebit.data.formats import Split, write_cifar10, write_mnist
 from onebit.data.memory import InMemoryLoader
 from onebit.layers.binary import BinaryConv2d
 from onebit.models import get_entry
+from onebit.models.config import build_model
 from onebit.quant.methods import get_method
 from onebit.train import engine
 from onebit.train.config import resolve
@@ -146,7 +147,7 @@ def fixtures(tmp_path_factory):
 def fake_stage1_checkpoint(second, path: Path, info) -> dict[str, torch.Tensor]:
     """What the first-stage recipe's run would save: its network, weights moved off their init."""
     first = stage1_partner(second)
-    model = engine.build_model(first.config, info)
+    model = build_model(first.config, *info.shape)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.125)

@@ -1,7 +1,6 @@
 """``onebit.summary`` / ``onebit summary``: counts against the formulas and the published BOPs/FLOPs/OPs.
 
-Published values: spec ``bireal-reactnet-r2b-mmcls-classics.md`` §5.7 / §8 (Bi-Real / ReActNet
-papers, 224x224, batch 1), given to 4 significant digits, checked on the registered models.
+Published values (Bi-Real / ReActNet papers, 224x224, batch 1), given to 4 significant digits, checked on the registered models.
 """
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ def close_to_published(value, published, digits=4):
 
 
 # --------------------------------------------------------------------------------- published numbers
-PUBLISHED = {  # BOPs, FLOPs, OPs at 224x224 (spec §5.7 table); FLOPs exact = stem + downsample 1x1s + FC
+PUBLISHED = {  # BOPs, FLOPs, OPs at 224x224 (the papers' tables); FLOPs exact = stem + downsample 1x1s + FC
     "resnet18": (1.676e9, 7 * 7 * 3 * 64 * 112**2 + 3 * (64 * 128 * 28**2) + 512 * 1000, 1.640e8),
     "resnet34": (3.526e9, 7 * 7 * 3 * 64 * 112**2 + 3 * (64 * 128 * 28**2) + 512 * 1000, 1.929e8),
     "reactnet_a": (4.817e9, 3 * 3 * 3 * 32 * 112**2 + 1024 * 1000, 0.871e8),

@@ -266,10 +266,10 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
 
 def _built(argv):
     from onebit.data import build_data
-    from onebit.train.engine import build_model
+    from onebit.models.config import build_model
 
     config = resolve(argv)
-    return config, build_model(config, build_data("digits", batch_size=8).info)
+    return config, build_model(config, *build_data("digits", batch_size=8).info.shape)
 
 
 def test_method_flags_reach_the_quantizers():

@@ -1,9 +1,7 @@
 """The model zoo of the seeds (resarch.py, mobilenet.py, irnet_small.py) and its layer pieces.
 
-Expected parameter counts are recomputed here from the architecture tables of the specs
-(``bireal-reactnet-r2b-mmcls-classics.md`` §2.2, §3.2, §4.1, §5.2, §6; ``rbnn-irnet.md`` §1.8,
-§4), independently of the model code, and anchored on published numbers where they exist
-(torchvision ResNet-18/34: 11,689,512 / 21,797,672; CIFAR ResNet-20: 269,722).
+Expected parameter counts are recomputed here from the papers' and official codes' layer tables,
+independently of the model code, and anchored on published numbers where they exist (torchvision ResNet-18/34: 11,689,512 / 21,797,672; CIFAR ResNet-20: 269,722).
 """
 from __future__ import annotations
 
@@ -16,7 +14,7 @@ import torchvision
 from torch import nn
 
 from onebit.layers.activations import ChannelGate, LearnableBias, RPReLU, activation
-from onebit.layers.scale import LearnedScale
+from onebit.quant.scale import LearnedScale
 from onebit.models import create_model, get_entry, list_models
 from onebit.models.common import BinaryLayers
 from onebit.models.mobilenet import MobileBlock
@@ -34,7 +32,7 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# ---- reference parameter counts, from the spec tables ---------------------------------------------------
+# ---- reference parameter counts, from the layer tables --------------------------------------------------
 
 def conv(cin, cout, k, groups=1):
     return cin // groups * cout * k * k
@@ -65,7 +63,7 @@ def resnet_imagenet(depths, unit_extra, classes=1000, stem_extra=0, head_bn=Fals
 
 
 def mobilenet(blocks, classes, *, depthwise, rsign, stem=32):
-    """Spec §3.2 / RBNN's mobilenetv1_bireal: stem conv3x3 + BN; per block a 3x3 conv Cin->Cin
+    """ReActNet-A / RBNN's mobilenetv1_bireal: stem conv3x3 + BN; per block a 3x3 conv Cin->Cin
     (+BN), Cout/Cin pointwise convs Cin->Cin (+BN each); ReActNet adds two shifts (Cin each) and
     two RPReLUs (3 Cin + 3 Cout)."""
     total, cin = conv(3, stem, 3) + bn(stem), stem
@@ -166,7 +164,7 @@ def test_reactnet_models_with_their_method_have_one_shift_per_sign(name):
 
 
 def test_reactnet_a_count_and_published_size():
-    # ReActNet-A's binary convolutions hold 28,253,184 weights (§3.2 table); with the FC ~29.3M
+    # ReActNet-A's binary convolutions hold 28,253,184 weights (the ReActNet paper's table); with the FC ~29.3M
     assert EXPECTED["reactnet_a"] == pytest.approx(29.3e6, rel=2e-3)
 
 
@@ -270,7 +268,7 @@ def test_tricks_block_wiring(double_skip, act_before_add):
 
 
 def test_reactnet_a_block_duplicates_the_input_to_double_channels():
-    """§3.2: o_k = BN_k(conv1x1_k(sign(y + b21))) + y for k = 1, 2, concatenated, then RPReLU."""
+    """ReActNet-A: o_k = BN_k(conv1x1_k(sign(y + b21))) + y for k = 1, 2, concatenated, then RPReLU."""
     torch.manual_seed(0)
     block = MobileBlock(bnn_layers(), 4, 8, 2, rsign=True, act="rprelu", depthwise=False).eval()
     for p in block.parameters():
@@ -325,7 +323,7 @@ def test_rprelu_forward_and_gradients_match_the_closed_forms():
 
 
 def test_learnable_bias_as_rsign_threshold_gradient():
-    """sign(x + b) with a clipped STE: dL/db_c = sum_{n,h,w} g * 1[|x + b| <= 1] (spec P10)."""
+    """sign(x + b) with a clipped STE: dL/db_c = sum_{n,h,w} g * 1[|x + b| <= 1] (ReActNet's shift)."""
     torch.manual_seed(0)
     shift, sign = LearnableBias(3), SteSign(clip=1.0)
     assert not shift.bias.any()

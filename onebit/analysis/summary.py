@@ -3,8 +3,7 @@
 ``summary(model, input_size)`` runs one forward pass at batch 1 with forward hooks and
 returns a :class:`Summary`: ``print(s)`` shows the per-layer table and the totals.
 
-Counting convention (spec ``bireal-reactnet-r2b-mmcls-classics.md`` §8, the Bi-Real /
-ReActNet papers' one):
+Counting convention (the Bi-Real / ReActNet papers' one):
 
 * **MAC layers** are ``nn.Conv*d``/``nn.Linear`` (and subclasses) and any module exposing
   ``input_bits`` and ``weight_bits`` (``BinaryConv2d``/``BinaryLinear``; 32 means "no
@@ -14,9 +13,9 @@ ReActNet papers' one):
   weight the layer multiplies: a binary layer's quantized weight (IE-Net's has both branches).
 * A MAC is **binary (a BOP)** only when input *and* weight are 1-bit; every other MAC is
   a **float MAC (FLOP)**, so a binary-weights-only or binary-activations-only layer counts
-  as float (larq's rule, and §8.5). ``OPs = FLOPs + BOPs / 64`` (64-wide XNOR-popcount).
+  as float (larq's rule). ``OPs = FLOPs + BOPs / 64`` (64-wide XNOR-popcount).
 * BatchNorm, activations (PReLU, RSign thresholds...), pooling, bias-adds, shortcuts and
-  other elementwise ops add **no MACs**: the papers ignore them (§8.2). Their parameters are
+  other elementwise ops add **no MACs**: the papers ignore them. Their parameters are
   counted (as float); parameter-free modules get no table row.
 
 Parameters and memory:

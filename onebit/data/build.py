@@ -1,6 +1,6 @@
 """The catalogue of data sets and ``build_data``, the one entry point of the training engine.
 
-Normalisation and training augmentation (spec 1.9 for CIFAR, Tiny-ImageNet and ImageNet; our choices, marked, for
+Normalisation and training augmentation (RBNN's for CIFAR, Tiny-ImageNet and ImageNet; our choices, marked, for
 the others). Test splits are never augmented or shuffled.
 
 | name          | held   | train augmentation                      | mean / std                                      |
@@ -13,7 +13,7 @@ the others). Test splits are never augmented or shuffled.
 | tinyimagenet  | folder | Resize 224, RandomRotation 20, h-flip   | (0.4802,0.4481,0.3975) / (0.2302,0.2265,0.2262) |
 | imagenet      | folder | RandomResizedCrop 224 (0.08-1.25), flip | ImageNet stats                                  |
 
-(*) not in the spec: RBNN's MNIST entry (Resize 96, 3-channel stats on 1-channel images) does not run.
+(*) our choice: RBNN's MNIST entry (Resize 96, 3-channel stats on 1-channel images) does not run.
 Deviation: RBNN evaluates Tiny-ImageNet with the training batch size ``-b``; here every test split uses
 ``batch_size_test`` (same results in eval mode).
 """
@@ -45,6 +45,11 @@ class DataInfo:
     test_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(num_classes, in_channels, image_size)``: what a model is built for (``build_model(config, *shape)``)."""
+        return self.num_classes, self.in_channels, self.image_size
 
 
 @dataclass

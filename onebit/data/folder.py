@@ -31,7 +31,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TINYIMAGENET_MEAN, TINYIMAGENET_STD = (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)
 
 
-# ---------------------------------------------------------------- transforms (spec 1.9)
+# ---------------------------------------------------------------- transforms (RBNN's)
 
 
 def tinyimagenet_transforms(mean, std, size: int) -> tuple[transforms.Compose, transforms.Compose]:

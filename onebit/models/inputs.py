@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from onebit.utils import suggest
 
-__all__ = ["DATASET_SHAPES", "DEFAULT_MODELS", "dataset_shape"]
+__all__ = ["DATASET_SHAPES", "DEFAULT_MODELS", "dataset_shape", "model_shape"]
 
 DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     # name: (classes, channels, image side) of the network's input
@@ -39,3 +39,11 @@ DEFAULT_MODELS: dict[str, str] = {
     "tinyimagenet": "resnet18_1w1a",  # RBNN's main.py (its ImageNet form at 224)
     "imagenet": "resnet18_1w1a",  # seed 000
 }
+
+
+def model_shape(name: str, dataset: str | None) -> tuple[int, int, int]:
+    """``(num_classes, in_channels, image_size)`` to build registered model ``name`` for ``dataset``
+    (without one: the model's own input size, 3 channels, 10 classes)."""
+    from onebit.models.registry import get_entry
+
+    return dataset_shape(dataset) if dataset else (10, 3, get_entry(name).input_size)

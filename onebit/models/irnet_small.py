@@ -1,4 +1,4 @@
-"""The small networks of the IR-Net community repository (seed 003; spec ``rbnn-irnet.md`` §4).
+"""The small networks of the IR-Net community repository (seed 003).
 
 * ``alexnet_1w1a``: the README's AlexNet layer order, conv -> BN -> pool -> hardtanh (x2),
   conv -> BN -> hardtanh (x2), conv -> BN -> pool -> hardtanh, FC. The repository's file

@@ -1,7 +1,6 @@
 """MobileNetV1-derived binary networks with one shortcut per binary convolution.
 
-Two definitions share the block (spec ``bireal-reactnet-r2b-mmcls-classics.md`` §3.2 and
-``rbnn-irnet.md`` §1.8, "Deleted models"):
+Two definitions share the block (ReActNet-A, and RBNN's MobileNets that its repository deleted):
 
 * ``reactnet_a``: ReActNet-A (Liu et al. 2020; official ``mobilenet/2_step2/reactnet.py``,
   mmcls ``MobileArch``). ImageNet stem conv3x3/2 -> BN (no activation); every 3x3 conv is a

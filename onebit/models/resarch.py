@@ -1,7 +1,7 @@
 """Binary ResNets with one shortcut per binary convolution, configurable like mmcls ``ResArch``.
 
-One backbone covers the ResNet-family definitions of the seeds (spec
-``bireal-reactnet-r2b-mmcls-classics.md`` §2-§6, ``rbnn-irnet.md`` §1.8/§2.3); they differ
+One backbone covers the ResNet-family definitions of the seeds (RBNN, IR-Net, Bi-Real,
+ReActNet, Real-to-Binary, Training-Tricks, mmcls ResArch); they differ
 only in how each binary 3x3 convolution is wrapped (a :class:`BlockStyle`), the stem, the
 downsampling shortcut, the head and the initialisation:
 
@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from onebit.layers.activations import ChannelGate, LearnableBias, activation
-from onebit.layers.scale import LearnedScale
+from onebit.quant.scale import LearnedScale
 from onebit.models.common import BinaryLayers, ShortcutA
 from onebit.models.registry import BUILDER_ARGUMENTS, register_model
 from onebit.models.weight_init import init_weights
@@ -253,7 +253,7 @@ def _register(name: str, *, default_method: str, source: str, input_size: int = 
     return build
 
 
-# RBNN / IR-Net (rbnn-irnet.md §1.8, §2.3) ---------------------------------------------------------
+# RBNN / IR-Net ImageNet ResNets ----------------------------------------------------------------------
 RBNN_IMAGENET = dict(style="irnet", stem_act="hardtanh", downsample="conv", head_bn=True, init="rbnn_imagenet")
 
 
@@ -278,7 +278,7 @@ _register("resnet20_bireal_1w1a", default_method="rbnn", input_size=32,
           style="irnet", depths=(3, 3, 3), widths=(16, 32, 64), stem="cifar", stem_act="hardtanh",
           downsample="A", head_bn=True, init="rbnn_cifar")
 
-# mmcls ResArch of lucifer443/BinaryNeuralNetwork (seed 002; spec §5.2, §5.8) ----------------------------
+# mmcls ResArch of lucifer443/BinaryNeuralNetwork (seed 002) -------------------------------------------
 _register("irnet_r18", default_method="irnet", source="mmcls ResArch IRNet-18 (configs/baseline/irnet_r18.py)",
           style="irnet", depths=(2, 2, 2, 2), stem_act="hardtanh", downsample="conv", head_bn=True)
 _register("irnet_r34", default_method="irnet", source="mmcls ResArch IRNet-34",
@@ -293,7 +293,7 @@ _register("reactnet_r34", default_method="reactnet", source="mmcls ResArch ReAct
           style="reactnet", depths=(3, 4, 6, 3), downsample="avgpool_conv")
 
 
-# Real-to-Binary strong baseline (spec §4.1, §4.3) --------------------------------------------------
+# Real-to-Binary strong baseline --------------------------------------------------------------
 _STRONG_BASELINE = dict(style="strong_baseline", depths=(2, 2, 2, 2), stem_act="prelu", downsample="avgpool_conv")
 
 
@@ -309,6 +309,6 @@ def strong_baseline(num_classes, in_channels, image_size, layers, gate: bool = F
                    **{**defaults, **options})
 
 
-# Training-Tricks-for-BNNs (seed 004, spec §6) -----------------------------------------------------------
+# Training-Tricks-for-BNNs (seed 004) --------------------------------------------------------------------
 _register("resnet18_tricks", default_method="bnn", source="Training-Tricks-for-BNNs ResNet-18 (items 1-4)",
           style="tricks", depths=(2, 2, 2, 2), stem_act="prelu", downsample="conv_avgpool")

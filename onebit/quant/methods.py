@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 
 from torch import nn
 
-from onebit.layers.scale import LearnedScale
+from onebit.quant.scale import LearnedScale
 from onebit.quant.base import QuantizerSpec, get_quantizer
 from onebit.quant.bireal import MagnitudeAwareSign
 from onebit.quant.bnn import BnnWeight

@@ -31,3 +31,6 @@ class RSign(Quantizer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return sign_with_surrogate(x - self.threshold, approx_sign_grad)
+
+    def export_threshold(self) -> torch.Tensor:
+        return self.threshold

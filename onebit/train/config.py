@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from onebit.models.config import MODEL_DEFAULTS, MODEL_KEYS
 from onebit.utils import ArgumentParser, suggest
 
 LR_TYPES = ("cos", "step", "linear")
@@ -82,7 +83,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", type=_dataset_name, default="cifar10", help="dataset name (default cifar10)")
     g.add_argument("--data_path", default="./data", help="folder holding the dataset (default ./data)")
     g.add_argument("--use_dali", action="store_true", help="ImageNet loaders with NVIDIA DALI")
-    g.add_argument("--pad_value", type=float, default=0.0, choices=(0.0, 1.0),
+    g.add_argument("--pad_value", type=float, default=MODEL_DEFAULTS["pad_value"], choices=(0.0, 1.0),
                    help="padding of binary convs: 0 as the papers, 1 for an exactly 1-bit network")
 
     g = p.add_argument_group("optimisation")
@@ -109,11 +110,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "IR-Net 0.1; onebit methods lists them; the log states the values a run uses)")
     g.add_argument("--Tmax", type=float, default=None,
                    help=f"temperature t approached at the last epoch (default: the method's, e.g. {TEMPERATURE[1]:g})")
-    g.add_argument("--rotation_update", type=int, default=1, help="RBNN: update the rotations every N epochs (default 1)")
+    g.add_argument("--rotation_update", type=int, default=MODEL_DEFAULTS["rotation_update"],
+                   help="RBNN: update the rotations every N epochs (default 1)")
     g.add_argument("--a32", action="store_true", help="keep activations real (W1A32)")
     g.add_argument("--w32", action="store_true", help="keep weights real (W32A1: stage 1 of two-stage training)")
     g.add_argument("--use_gpu", action="store_true", help="RBNN: run the rotation SVDs on the GPU")
-    g.add_argument("--method_options", nargs="+", default=[], metavar="NAME=VALUE",
+    g.add_argument("--method_options", nargs="+", default=list(MODEL_DEFAULTS["method_options"]), metavar="NAME=VALUE",
                    help="other options of the method, e.g. gradient=caffe (onebit methods lists them)")
 
     g = p.add_argument_group("two-stage training and distillation")
@@ -179,7 +181,7 @@ def resolve(argv: list[str] | None = None, parser: argparse.ArgumentParser | Non
             if key not in explicit:
                 config[key] = _coerce(parser, key, value)
         explicit |= set(recipe)
-    config.setdefault("model_kwargs", {})
+    config.setdefault("model_kwargs", dict(MODEL_DEFAULTS["model_kwargs"]))
     if config["model"] is None:
         from onebit.models.inputs import DEFAULT_MODELS
 
@@ -199,11 +201,6 @@ def _method_temperature_defaults(config: dict[str, Any]) -> None:
     for key, value in zip(("Tmin", "Tmax"), method.temperature_range or TEMPERATURE):
         if config[key] is None:
             config[key] = value
-
-
-# Keys of the config that define the network: an evaluated checkpoint brings its own.
-MODEL_KEYS = ("model", "method", "method_options", "pad_value", "a32", "w32", "rotation_update", "use_gpu",
-              "model_kwargs")
 
 
 def _adopt_checkpoint_config(config: dict[str, Any], explicit: set[str]) -> None:
