@@ -1,4 +1,4 @@
-"""IR-Net (Libra-PB + EDE) and IE-Net against their formulas (spec rbnn-irnet.md sections 2 and 4)."""
+"""IR-Net (Libra-PB + EDE) and IE-Net against their formulas."""
 import math
 from pathlib import Path
 
