@@ -132,12 +132,11 @@ IRNET_RESNET20 = "configs/irnet/cifar10_resnet20_1w1a.yaml"
 
 
 def irnet_resnet20(argv=()):
-    from onebit.data.build import DataInfo
+    from onebit.models.config import build_model
     from onebit.train.config import resolve
-    from onebit.train.engine import build_model
 
     config = resolve(["--config", str(REPO / IRNET_RESNET20), *argv])
-    return build_model(config, DataInfo("cifar10", 10, 3, 32, 50000, 10000, (0.0,) * 3, (1.0,) * 3)), config
+    return build_model(config, 10, 3, 32), config
 
 
 def binary_convs(model):
