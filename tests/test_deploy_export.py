@@ -18,6 +18,7 @@ from onebit.deploy import ExportError, export, kernels, load
 from onebit.deploy.export import compare_logits
 from onebit.layers import BinaryConv2d, BinaryLinear
 from onebit.models import create_model
+from test_deploy_kernels import kernel  # noqa: F401  (every code path x layout the CPU runs)
 from onebit.quant import Quantizer
 
 
@@ -44,11 +45,6 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-@pytest.fixture(params=kernels.available_kernels())
-def kernel(request):
-    kernels.set_kernel(request.param)
-    yield request.param
-    kernels.set_kernel("auto")
 
 
 def roundtrip(model, x, tmp_path, name="m.onebit"):

@@ -218,6 +218,13 @@ class _BinaryStep:
         return out
 
 
+def _writes_words(producer: BinaryConvKernel, consumer: BinaryConvKernel) -> bool:
+    """Can ``producer`` write ``consumer``'s input bits in channel words (whole words per task)?
+    (Graph order: the producer's own layout is already settled.)"""
+    return (producer.allow_words and (producer.groups == 1 or (producer.cout // producer.groups) % 64 == 0)
+            and (consumer.groups == 1 or consumer.cg % 64 == 0))
+
+
 def _linear_output(out: torch.Tensor, per_sample: bool) -> torch.Tensor:
     """[N, O, 1, 1] (per-sample layout) or [1, O, N, 1] (batch as positions) -> [N, O]."""
     return out[:, :, 0, 0] if per_sample else out[0, :, :, 0].t()
@@ -246,6 +253,7 @@ class OnebitModel:
                 if step.bits_for not in binary:
                     raise ValueError(f"corrupt graph: {step.name} writes bits for unknown node {step.bits_for!r}")
                 step.consumer = binary[step.bits_for]
+                step.consumer.kernel.allow_words &= _writes_words(step.kernel, step.consumer.kernel)
         if self._input is None or self._output is None:
             raise ValueError("corrupt graph: no input or output node")
         self._last_use = self._lifetimes(nodes)
