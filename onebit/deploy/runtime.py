@@ -19,7 +19,7 @@ from onebit.deploy import fileformat
 from onebit.deploy.bitconv import BinaryConvKernel, BitPlanes, unpack_signs
 from onebit.deploy.kernels import get_kernel
 from onebit.deploy.ops import FUNCTIONS, METHODS, batch_norm_affine
-from onebit.deploy.pooling import max_pool2d
+from onebit.deploy.pooling import max_pool2d, signed_max_pool2d
 
 __all__ = ["OnebitModel", "load"]
 
@@ -70,13 +70,8 @@ def _max_pool_of_batch_norm(x: torch.Tensor, affine: torch.Tensor, *args, **kwar
     ``alpha < 0``: ``-max_pool(-x)``); only an infinite input times ``alpha = 0`` (NaN) would differ."""
     if x.dim() != 4:
         return max_pool2d(batch_norm_affine(x, affine), *args, **kwargs)
-    flip = (affine[0] < 0).view(1, -1, 1, 1)
-    if bool(flip.any()):
-        pooled = max_pool2d(torch.where(flip, -x, x), *args, **kwargs)
-        pooled = torch.where(flip, -pooled, pooled)
-    else:
-        pooled = max_pool2d(x, *args, **kwargs)
-    return batch_norm_affine(pooled, affine)
+    negative = affine[0] < 0
+    return batch_norm_affine(signed_max_pool2d(x, negative if bool(negative.any()) else None, *args, **kwargs), affine)
 
 
 _FUSED = {"runtime.max_pool_of_batch_norm": _max_pool_of_batch_norm}  # built by _fuse, never read from a file

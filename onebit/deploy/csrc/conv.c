@@ -394,18 +394,11 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* w, const
 
 /* ---------------------------------------------------------------- benchmarking aid */
 
-/* n (rounded up to 4) dependent integer additions: about n cycles, to estimate the clock from Python */
+/* n (rounded up to 4) dependent integer additions: about n cycles, to estimate the clock from Python.
+ * Register + register adds: recent Intel cores fold chains of add-immediate at rename (0 cycles). */
 int64_t ob_dependent_adds(int64_t n) {
-    int64_t v = 0;
-    for (int64_t i = 0; i < n; i += 4) { /* the empty asm keeps the chain of +1 from folding */
-        v++;
-        __asm__ volatile("" : "+r"(v));
-        v++;
-        __asm__ volatile("" : "+r"(v));
-        v++;
-        __asm__ volatile("" : "+r"(v));
-        v++;
-        __asm__ volatile("" : "+r"(v));
-    }
+    int64_t v = 1;
+    for (int64_t i = 0; i < n; i += 4)
+        __asm__ volatile("add %0, %0\n\tadd %0, %0\n\tadd %0, %0\n\tadd %0, %0" : "+r"(v));
     return v;
 }
