@@ -75,6 +75,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ob_max_pool2d": (i32, [p, i64] + [i32] * 10 + [p, i32, p, i32]),
         "ob_avg_pool2d": (i32, [p, i64] + [i32] * 12 + [p, i32]),
         "ob_dependent_adds": (i64, [i64]),
+        "ob_popcount_loop": (i64, [i64]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)

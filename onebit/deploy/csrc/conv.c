@@ -394,6 +394,20 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* w, const
 
 /* ---------------------------------------------------------------- benchmarking aid */
 
+#if defined(__x86_64__)
+int64_t ob_popcount_loop_avx512(int64_t n);
+#endif
+
+/* the avx512 word tile's instruction mix in registers, n rounds of 16 x 512 binary MACs (-1: this CPU
+ * has no AVX-512 VPOPCNTDQ, or not x86-64) */
+int64_t ob_popcount_loop(int64_t n) {
+#if defined(__x86_64__)
+    if (has_avx512()) return ob_popcount_loop_avx512(n);
+#endif
+    (void)n;
+    return -1;
+}
+
 /* n (rounded up to 4) dependent integer additions: about n cycles, to estimate the clock from Python.
  * Register + register adds: recent Intel cores fold chains of add-immediate at rename (0 cycles). */
 int64_t ob_dependent_adds(int64_t n) {
