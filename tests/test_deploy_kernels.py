@@ -239,6 +239,7 @@ def test_package_imports_without_loading_the_kernels():
     ((1, 64, 28, 28), 3, 2, 1, False, True, None), ((2, 3, 7, 9), 2, 2, 0, True, False, None),
     ((2, 3, 7, 9), 3, 2, 1, True, True, None), ((1, 2, 5, 5), (3, 2), (2, 1), (1, 0), True, True, None),
     ((1, 2, 6, 6), 3, 2, 1, False, True, 5), ((2, 4, 13, 11), 3, 3, 1, True, False, None),
+    ((1, 8, 10, 13), 2, 2, 0, False, True, None), ((1, 3, 6, 4), 2, 2, 0, False, True, 3),
 ])
 def test_pooling_matches_pytorch_bit_for_bit(kernel, args):
     from onebit.deploy.pooling import avg_pool2d, max_pool2d

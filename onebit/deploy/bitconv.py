@@ -138,6 +138,8 @@ class BinaryConvKernel:
         self.stride, self.padding, self.groups = tuple(stride), tuple(padding), groups
         self.zero_padding = bool(zero_padding) and any(self.padding)
         self.weights = {words: torch.from_numpy(kernel_weights(negative, groups, words)) for words in (False, True)}
+        self._weight_ptr = {words: w.data_ptr() for words, w in self.weights.items()}
+        self._outputs: dict[tuple, tuple] = {}  # run()'s output descriptions, by the pointers they hold
         self.tap_sums = tap_sums(negative).reshape(self.cout, self.kh, self.kw)
         self._layouts: dict[tuple[int, int, int, bool], Layout] = {}
         self._planes: dict[tuple[int, int, int, bool], BitPlanes] | None = {} if reuse_planes else None
@@ -212,17 +214,29 @@ class BinaryConvKernel:
         if float_out and out is None:
             out = torch.empty(s.n, s.cout, s.ho, s.wo)
         if residual is not None:
-            residual = residual.detach().to(torch.float32).contiguous()
-            if tuple(residual.shape) != (s.n, s.cout, s.ho, s.wo):
+            if residual.dtype != torch.float32 or not residual.is_contiguous():
+                residual = residual.detach().to(torch.float32).contiguous()
+            if residual.shape != (s.n, s.cout, s.ho, s.wo):
                 raise ValueError(f"residual shape {tuple(residual.shape)} does not match the conv output {(s.n, s.cout, s.ho, s.wo)}")
-        spec = ConvOutput(mult=_ptr(mult), bias=_ptr(bias), residual=_ptr(residual), out=_ptr(out))
-        nxt = None
-        if bits_for is not None:
-            nxt = bits_for.new_planes(s.n, s.ho, s.wo)
-            spec.thresh, spec.flip, spec.float_thresh = _ptr(thresh), _ptr(flip), _ptr(float_thresh)
-            spec.next, spec.next_planes = ctypes.pointer(nxt.shape), nxt.data.data_ptr()
+        # the output description is cached by what it points to (a caller reusing its buffers, like the
+        # runtime, builds it once); the next planes are part of it when bits_for returns the same ones each call
+        key = (_ptr(mult), _ptr(bias), _ptr(residual), _ptr(out), _ptr(thresh), _ptr(flip), _ptr(float_thresh),
+               bits_for and (id(bits_for), s.n, s.ho, s.wo, bits_for.words()))
+        cached = self._outputs.get(key)
+        if cached is None:
+            spec, nxt = ConvOutput(mult=key[0], bias=key[1], residual=key[2], out=key[3]), None
+            if bits_for is not None:
+                nxt = bits_for.new_planes(s.n, s.ho, s.wo)
+                spec.thresh, spec.flip, spec.float_thresh = key[4], key[5], key[6]
+                spec.next, spec.next_planes = ctypes.pointer(nxt.shape), nxt.data.data_ptr()
+            if bits_for is None or bits_for._planes is not None:
+                if len(self._outputs) >= 64:
+                    self._outputs.clear()
+                self._outputs[key] = (spec, nxt, bits_for)  # (holding bits_for keeps its id unique)
+        else:
+            spec, nxt, _ = cached
         fix = planes.layout.padding
-        code = library().ob_conv_run(ctypes.byref(s), planes.data.data_ptr(), self.weights[bool(s.words)].data_ptr(),
+        code = library().ob_conv_run(ctypes.byref(s), planes.data.data_ptr(), self._weight_ptr[bool(s.words)],
                                      ctypes.byref(fix) if fix is not None else None, ctypes.byref(spec), threads)
         _check(code, "binary conv")
         if out is not None and nxt is not None:

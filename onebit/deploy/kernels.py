@@ -21,6 +21,7 @@ ABI_VERSION = 3
 KERNEL_NAMES = ("scalar", "avx2", "avx512")
 _HERE = Path(__file__).resolve().parent
 _lib: ctypes.CDLL | None = None
+_words = False  # does the selected code path have the channel-word layout (kept by set_kernel)
 
 
 class KernelsUnavailable(RuntimeError):
@@ -112,6 +113,8 @@ def set_kernel(name: str) -> None:
         raise ValueError(f"unknown kernel {name!r} (ONEBIT_KERNEL / set_kernel): choose from auto, {', '.join(KERNEL_NAMES)}")
     if code == -2:
         raise ValueError(f"kernel {name!r} is not supported by this CPU; available: {', '.join(available_kernels())}")
+    global _words
+    _words = library().ob_kernel_words() == 1
 
 
 def get_kernel() -> str:
@@ -121,4 +124,5 @@ def get_kernel() -> str:
 
 def kernel_has_words() -> bool:
     """Does the code path in use have the channel-word layout (else only nibble planes)?"""
-    return library().ob_kernel_words() == 1
+    library()
+    return _words
