@@ -219,6 +219,14 @@ def test_kernel_choice_and_errors():
     out = subprocess.run([sys.executable, "-c", "from onebit.deploy import get_kernel; print(get_kernel())"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "scalar"
+    # the best path the CPU runs is the default; a path it lacks is refused with a clear error
+    assert kernels.get_kernel() == PATHS[-1]
+    if "avx512" in PATHS:
+        kernels.set_kernel("avx512")
+        kernels.set_kernel("auto")
+    else:
+        with pytest.raises(ValueError, match="not supported by this CPU"):
+            kernels.set_kernel("avx512")
 
 
 def test_missing_extension_gives_a_clear_error(monkeypatch, tmp_path):
