@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deploy_bench import cpu_line, interleaved_min, randomize_bn  # noqa: E402
+from deploy_bench import clock_for, cpu_line, interleaved_min, randomize_bn  # noqa: E402
 
 
 def openvino_birealnet18(model, batch: int, side: int = 224):
@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeat", type=int, default=30, help="interleaved rounds; minimum reported (default 30)")
+    parser.add_argument("--cpu_time", action="store_true",
+                        help="time 1-thread runs in process CPU time (for a shared machine; 2+ threads stay wall time)")
     args = parser.parse_args()
     try:
         import openvino as ov
@@ -113,7 +115,8 @@ def main() -> None:
     from onebit.models import create_model
 
     print(f"# onebit vs OpenVINO, Bi-Real Net-18 (224x224, 1000 classes)\n{cpu_line()}; onebit kernel path "
-          f"{get_kernel()}; OpenVINO {ov.__version__}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}")
+          f"{get_kernel()}; OpenVINO {ov.__version__}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}"
+          f"{'; 1-thread times in process CPU time' if args.cpu_time else ''}")
     torch.manual_seed(0)
     model = randomize_bn(create_model("birealnet18", 1000), 1)
     core = ov.Core()
@@ -148,7 +151,7 @@ def main() -> None:
                 torch.set_num_threads(th)
                 runtime.threads = th
                 t = interleaved_min({"onebit": lambda: runtime(x), "openvino": lambda: request.infer({0: x_np})},
-                                    args.repeat)
+                                    args.repeat, clock=clock_for(th, args.cpu_time))
                 rows.append((th, t))
             print(f"{'threads':>7} {'onebit ms':>10} {'OpenVINO ms':>12} {'onebit/OV speed':>16} {'onebit img/s':>13} "
                   f"{'OV img/s':>9}")
