@@ -8,7 +8,8 @@
    registers (avx512: vpxorq + vpopcntq + vpaddq; avx2: the printed arithmetic).
 3. Bi-Real Net-18 (the zoo's ``birealnet18``, 224x224, random weights: only time and size matter)
    exported to ``.onebit`` against the same architecture in float PyTorch eval mode (NCHW and
-   channels-last): latency at batch 1, throughput at batch 8 and 32; file size against float32.
+   channels-last): latency at batch 1, throughput at batch 8 and 32 (also with ``batch_chunk=1``: the
+   batch run image by image); file size against float32.
 4. Exactness on real data: every test image of digits (a cnn_small trained here for a few epochs)
    and CIFAR-10 (resnet20_1w1a with random weights and BatchNorm statistics, weights +-1 and
    +-alpha): largest relative logit difference to PyTorch eval mode and images whose top-1 class
@@ -178,25 +179,28 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
     size = path.stat().st_size
     print(f"file: {size:,} bytes = {size / 1e6:.4f} MB ({size / 2**20:.3f} MiB); float32 parameters "
           f"{4 * params / 1e6:.1f} MB -> {4 * params / size:.1f}x smaller")
-    runtime = load(path)
+    runtime, chunked = load(path), load(path, batch_chunk=1)
     twin = float_twin("birealnet18", 1000, 224)
     twin_cl = float_twin("birealnet18", 1000, 224).to(memory_format=torch.channels_last)
     print(f"{'threads':>7} {'batch':>5} {'onebit':>8} {'float NCHW':>11} {'float CL':>9} {'x NCHW':>7} {'x CL':>6} "
-          f"{'x best':>7} {'onebit img/s':>13} {'float img/s':>12}")
+          f"{'x best':>7} {'onebit img/s':>13} {'float img/s':>12} {'chunked img/s':>14}")
     for batch in batches:
         xb = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
         xb_cl = xb.contiguous(memory_format=torch.channels_last)
         rounds = max(3, repeat // batch) if batch > 1 else repeat
         for th in threads:
             torch.set_num_threads(th)
-            runtime.threads = th
+            runtime.threads = chunked.threads = th
+            fns = {"onebit": lambda: runtime(xb), "nchw": lambda: twin(xb), "cl": lambda: twin_cl(xb_cl)}
+            if batch > 1:
+                fns["chunked"] = lambda: chunked(xb)
             with torch.no_grad():
-                t = interleaved_min({"onebit": lambda: runtime(xb), "nchw": lambda: twin(xb),
-                                     "cl": lambda: twin_cl(xb_cl)}, rounds, warmup=1, clock=clock_for(th, cpu_time))
+                t = interleaved_min(fns, rounds, warmup=1, clock=clock_for(th, cpu_time))
             best = min(t["nchw"], t["cl"])
             print(f"{th:>7} {batch:>5} {1e3 * t['onebit']:8.2f} {1e3 * t['nchw']:11.2f} {1e3 * t['cl']:9.2f} "
                   f"{t['nchw'] / t['onebit']:6.1f}x {t['cl'] / t['onebit']:5.1f}x {best / t['onebit']:6.1f}x "
-                  f"{batch / t['onebit']:13.1f} {batch / best:12.1f}")
+                  f"{batch / t['onebit']:13.1f} {batch / best:12.1f} "
+                  f"{batch / t['chunked'] if 'chunked' in t else float('nan'):14.1f}")
     if breakdown:
         for th in threads:
             torch.set_num_threads(th)
