@@ -74,6 +74,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight_hist", type=int, default=0, help="every N epochs write weight histograms (0: never)")
     g.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=True,
                    help="under DDP, normalise over the global batch (default on: results independent of process count)")
+    g.add_argument("--shards", type=int, default=0,
+                   help="shards of every global batch, their sums taken in shard order: N processes take one each, "
+                        "one process takes all N in turns (bit-identical results); 0: one per process (default)")
+    g.add_argument("--exact_reduce", action=argparse.BooleanOptionalAction, default=True,
+                   help="under torchrun, sum gradients and batch statistics in shard order (default on), "
+                        "not with DDP's all-reduce")
 
     g = p.add_argument_group("model and data")
     g.add_argument("--model", "-a", type=_model_name, default=None,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import signal
 from contextlib import contextmanager
+from dataclasses import replace
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,13 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from onebit.data import build_data
+from onebit.data.sharding import ShardBatches
 from onebit.models.checkpoint import load, load_model_state
 from onebit.models.config import MODEL_KEYS, build_model
 from onebit.quant.schedules import after_step_hooks, start_epoch
 from onebit.train import checkpoint as ckpt_io
 from onebit.train.config import save_config
 from onebit.train.distill import DistillationLoss, FeatureHooks, Teacher, block_names
-from onebit.train.distributed import Distributed, convert_global_batchnorm
+from onebit.train.distributed import Distributed, Parallel
 from onebit.train.losses import ClassificationLoss
 from onebit.train.optim import build_optimizer, set_lr
 from onebit.train.runlog import RunLog, count_params, describe_device, progress
@@ -82,12 +84,16 @@ class Trainer:
             workers=config["workers"], device=self.device, seed=config["seed"],
             rank=self.dist.rank, world_size=self.dist.world_size, use_dali=config["use_dali"],
         )
+        if not self.dist.enabled and config["shards"] > 1 and not config["evaluate"]:  # the shards of S processes
+            self.data = replace(self.data, train=ShardBatches([self._shard_data(i, config["shards"]).train
+                                                               for i in range(config["shards"])]))
         self.model = build_model(config, *self.data.info.shape).to(self.device)
         self.stage1 = load_stage1(self.model, config["stage1"]) if config["stage1"] and not config["resume"] else None
         self.loss = ClassificationLoss(config["labelsmooth"], config["mixup"])
         self.student_features: FeatureHooks | None = None
         self.teacher, self.distill = self._build_teacher() if config["teacher"] else (None, None)
         self.stop_signal: int | None = None
+        self.parallel: Parallel | None = None
 
     def _build_teacher(self) -> tuple[Teacher, DistillationLoss]:
         """A frozen teacher from ``--teacher_ckpt`` (rebuilt from its own saved config when it
@@ -113,16 +119,26 @@ class Trainer:
         self.student_features = FeatureHooks(self.model, block_names(self.model)) if c["at_weight"] > 0 else None
         return teacher.to(self.device), loss
 
-    def _loss(self, images: torch.Tensor, labels: torch.Tensor):
+    def _shard_data(self, rank: int, world_size: int):
+        c = self.config
+        return build_data(c["dataset"], c["data_path"], batch_size=c["batch_size"], batch_size_test=c["batch_size_test"],
+                          workers=c["workers"], device=self.device, seed=c["seed"], rank=rank, world_size=world_size,
+                          use_dali=c["use_dali"])
+
+    def _loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
         """Logits and loss of one batch: classification, or distillation when a teacher is set."""
         if self.teacher is None:
             images, labels_a, labels_b, lam = self.loss.mix(images, labels)
-            logits = self.model(images)
-            return logits, self.loss(logits, labels_a, labels_b, lam)
-        logits = self.model(images)
-        teacher_logits = self.teacher(images)
-        feats = (self.student_features.outputs(), self.teacher.features()) if self.student_features else (None, None)
-        return logits, self.distill(logits, labels, teacher_logits, *feats)
+            logits = model(images)
+            loss = self.loss(logits, labels_a, labels_b, lam)
+        else:
+            logits = model(images)
+            teacher_logits = self.teacher(images)
+            feats = (self.student_features.outputs(), self.teacher.features()) if self.student_features else (None, None)
+            loss = self.distill(logits, labels, teacher_logits, *feats)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {float(loss)}: lower --lr?")
+        return logits, loss
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -131,12 +147,12 @@ class Trainer:
         return getattr(self.model, "module", self.model)
 
     def _wrap_distributed(self) -> None:
-        if not self.dist.enabled:
-            return
-        if self.config["sync_bn"]:
-            convert_global_batchnorm(self.model)
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=True)
+        c = self.config
+        if c["shards"] > 1 and not self.dist.enabled and self.student_features is not None:
+            raise ValueError("--shards in one process does not support --at_weight (feature hooks of one model)")
+        self.parallel = Parallel(self.model, self.dist, shards=c["shards"], exact=c["exact_reduce"],
+                                 sync_bn=c["sync_bn"], device=self.device)
+        self.model = self.parallel.model
 
     def _run_dir(self) -> Path:
         c = self.config
@@ -187,19 +203,20 @@ class Trainer:
         total = self.data.info.train_size
         bar = progress(total, f"epoch {epoch + 1}/{c['epochs']}", self.dist.is_main)
         bar.update(min(start_step * c["batch_size"], total))
-        for step, (images, labels) in enumerate(loader, start_step):
-            logits, loss = self._loss(images, labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch}, batch {step}: lower --lr?")
+        for step, batch in enumerate(loader, start_step):
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                shards = self.parallel.step(self._loss, batch)
+            except FloatingPointError as e:
+                raise FloatingPointError(f"at epoch {epoch}, batch {step}: {e}") from None
             self.optimizer.step()
             for hook in after_step:
                 hook()
-            n = labels.numel()
-            correct = float((logits.argmax(1) == labels).sum())
-            sums = [sums[0] + loss.item() * n, sums[1] + correct, sums[2] + n]
-            bar.update(n * self.dist.world_size)
+            for logits, loss, labels in shards:
+                n = labels.numel()
+                correct = float((logits.argmax(1) == labels).sum())
+                sums = [sums[0] + loss.item() * n, sums[1] + correct, sums[2] + n]
+                bar.update(n * self.dist.world_size)
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", top1=f"{100 * sums[1] / sums[2]:.1f}")
             if c["print_freq"] and (step + 1) % c["print_freq"] == 0:
                 log.detail(f"epoch {epoch + 1} batch {step + 1}/{len(loader)} loss {sums[0] / sums[2]:.4f} "
@@ -241,7 +258,11 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         with self._stop_on_signals():
-            return self._fit()
+            try:
+                return self._fit()
+            finally:
+                if self.parallel is not None:
+                    self.parallel.close()
 
     def _fit(self) -> dict[str, Any]:
         c = self.config
@@ -328,6 +349,8 @@ class Trainer:
         if "interrupted" not in result:
             log.info(f"done: best test top-1 {best:.2f}% in {seconds:.0f}s; run folder: {run_dir}")
         log.close()
+        self.parallel.close()
+        self.model = self.net  # the DDP wrapper, if any, goes before its process group
         self.dist.close()
         return result
 
