@@ -38,6 +38,11 @@ class Quantizer(nn.Module):
     def build(self, layer: nn.Module) -> None:  # noqa: D401 - hook, default does nothing
         """Size parameters from the owning layer (default: nothing to size)."""
 
+    def quantized_shape(self, shape: torch.Size) -> torch.Size:
+        """Shape of what ``forward`` returns for an input of ``shape`` (default: the same; IE-Net's
+        weights stack two branches). The summary counts MACs with it, without running ``forward``."""
+        return shape
+
     def export_threshold(self) -> torch.Tensor | float | str:
         """The ``t`` of ``sign(x - t)`` this quantizer computes in eval mode: a number, one value per
         input channel, or ``"sample_mean"`` (the mean of each sample over C, H, W). Default 0."""
