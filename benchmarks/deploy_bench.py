@@ -3,11 +3,13 @@
 1. Binary 3x3 convolutions of ResNet-18's shapes (batch 1) against ``F.conv2d`` float32 on the same
    input: the kernel alone (bit-packed input, float output: how it runs inside a network, where
    the previous layer writes the bits) and the whole layer (float input binarized first).
-2. Binary GEMM throughput (no output transform) in binary MACs per second and per cycle, against
-   the popcount ceilings of the CPU (see the printed arithmetic).
-3. Bi-Real Net-18 (the zoo's ``birealnet18``, 224x224, batch 1, random weights: only time and
-   size matter) exported to ``.onebit`` against the same architecture in float PyTorch eval mode
-   (NCHW and channels-last); file size against float32.
+2. Binary GEMM throughput (no output transform) in binary MACs per second and per cycle, as a fraction
+   of the popcount ceiling of the kernel path, measured here: the tile's instruction mix looped in
+   registers (avx512: vpxorq + vpopcntq + vpaddq; avx2: the printed arithmetic).
+3. Bi-Real Net-18 (the zoo's ``birealnet18``, 224x224, random weights: only time and size matter)
+   exported to ``.onebit`` against the same architecture in float PyTorch eval mode (NCHW and
+   channels-last): latency at batch 1, throughput at batch 8 and 32 (also with ``batch_chunk=1``: the
+   batch run image by image); file size against float32.
 4. Exactness on real data: every test image of digits (a cnn_small trained here for a few epochs)
    and CIFAR-10 (resnet20_1w1a with random weights and BatchNorm statistics, weights +-1 and
    +-alpha): largest relative logit difference to PyTorch eval mode and images whose top-1 class
@@ -15,12 +17,12 @@
    integer dot products are not), so a pre-activation within a rounding of a sign threshold may
    flip and the logits differ.
 
-Times are the minimum over ``--repeat`` interleaved runs (the machine may be shared). By default the
-script re-executes itself with glibc told to keep freed memory (``MALLOC_MMAP_THRESHOLD_``,
-``MALLOC_TRIM_THRESHOLD_``), so that neither side pays page faults for re-allocating its
-activations each run; ``--system_malloc`` keeps the default allocator.
+Times are the minimum over ``--repeat`` interleaved runs (the machine may be shared), in a plain
+process as a user runs it; ``--tuned_malloc`` re-executes the script with glibc told to keep freed
+memory (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), so that neither side pays page faults
+for re-allocating its activations each run. ``ONEBIT_KERNEL=avx2|avx512|scalar`` picks the kernel path.
 
-Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--data_path /work/shared/data] [--breakdown]
+Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--batches 1,8,32] [--data_path /work/shared/data] [--breakdown]
 """
 from __future__ import annotations
 
@@ -35,18 +37,26 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": 
 RESNET18_3X3 = [(56, 64), (28, 128), (14, 256), (7, 512)]
 
 
-def interleaved_min(fns: dict, repeat: int, warmup: int = 2) -> dict:
-    """Minimum wall time (s) of each function, the functions run in turn in every round."""
+def interleaved_min(fns: dict, repeat: int, warmup: int = 2, clock=time.perf_counter) -> dict:
+    """Minimum time (s) of each function, the functions run in turn in every round. ``clock``: wall time,
+    or ``time.process_time`` (the process's CPU time: on a shared machine it leaves out the time the
+    process waits for a core, so with one thread it is the cost of the call itself)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     best = {name: float("inf") for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
+            best[name] = min(best[name], clock() - start)
     return best
+
+
+def clock_for(threads: int, cpu_time: bool):
+    """The clock of the measurements on ``threads`` threads (CPU time only for one thread: with more, it
+    would add the threads' times and their waits at barriers)."""
+    return time.process_time if cpu_time and threads == 1 else time.perf_counter
 
 
 def clock_ghz() -> float:
@@ -76,15 +86,34 @@ def cpu_line() -> str:
     return f"{model}, {os.cpu_count()} CPUs, {' '.join(simd) or 'no AVX'}"
 
 
-def bench_layers(threads: list[int], repeat: int, ghz: float) -> None:
+def popcount_ceiling(ghz: float) -> float | None:
+    """Binary MACs per cycle of the avx512 tile's instruction mix looped in registers (None without
+    AVX-512 VPOPCNTDQ): the best of many short runs."""
+    from onebit.deploy.kernels import library
+
+    n, best = 20_000, float("inf")
+    if library().ob_popcount_loop(1) < 0:
+        return None
+    for _ in range(200):
+        start = time.perf_counter()
+        library().ob_popcount_loop(n)
+        best = min(best, time.perf_counter() - start)
+    return n * 16 * 512 / best / (ghz * 1e9)
+
+
+def bench_layers(threads: list[int], repeat: int, ghz: float, cpu_time: bool = False) -> None:
     import torch
     import torch.nn.functional as F
 
+    from onebit.deploy import get_kernel
     from onebit.deploy.bitconv import BinaryConvKernel
+
+    path = get_kernel()
+    ceiling = popcount_ceiling(ghz) if path == "avx512" else 192.0 if path == "avx2" else None
 
     print("\n## 1-2. Binary 3x3 convolutions (ResNet-18 shapes, batch 1, zero padding), min of", repeat, "(ms)")
     print(f"{'layer':>12} {'thr':>3} {'F.conv2d':>9} {'kernel':>8} {'layer':>8} {'x kernel':>9} {'x layer':>8} "
-          f"{'GEMM':>7} {'G bMAC/s':>9} {'bMAC/cyc':>9}")
+          f"{'GEMM':>7} {'G bMAC/s':>9} {'bMAC/cyc':>9} {'of ceiling':>10}")
     g = torch.Generator().manual_seed(0)
     for side, c in RESNET18_3X3:
         x = torch.randn(1, c, side, side, generator=g)
@@ -100,13 +129,21 @@ def bench_layers(threads: list[int], repeat: int, ghz: float) -> None:
                 "kernel": lambda: conv.run(planes, mult, bias, out=out, threads=th),
                 "layer": lambda: conv.run(conv.binarize(x, None, th), mult, bias, out=out, threads=th),
                 "gemm": lambda: conv.run(planes, None, None, float_out=False, threads=th),
-            }, repeat)
+            }, repeat, clock=clock_for(th, cpu_time))
             rate = macs / t["gemm"]
             print(f"{f'{side}x{side}x{c}':>12} {th:>3} {1e3 * t['float']:9.3f} {1e3 * t['kernel']:8.3f} "
                   f"{1e3 * t['layer']:8.3f} {t['float'] / t['kernel']:8.1f}x {t['float'] / t['layer']:7.1f}x "
-                  f"{1e3 * t['gemm']:7.3f} {rate / 1e9:9.0f} {rate / (ghz * 1e9) / th:9.0f}")
-    print(f"""
-Popcount ceilings of this CPU at {ghz:.2f} GHz (AMD Zen 3 without AVX-512: 4 vector ALU pipes, of which 2
+                  f"{1e3 * t['gemm']:7.3f} {rate / 1e9:9.0f} {rate / (ghz * 1e9) / th:9.0f} "
+                  f"{rate / (ghz * 1e9) / th / ceiling if ceiling else float('nan'):9.0%}")
+    if path == "avx512":
+        print(f"""
+Popcount ceiling of the avx512 path at {ghz:.2f} GHz, measured: the tile's vpxorq + vpopcntq + vpaddq (512 binary
+MACs per triple, 16 independent chains) looped in registers: {ceiling:.0f} binary MACs/cycle per core. "of ceiling"
+is the GEMM's useful MACs per cycle and thread against it. (FP32 FMA, 2 x 512-bit: 32 MACs/cycle.)""")
+    else:
+        print(f"""
+Popcount ceilings at {ghz:.2f} GHz of the avx2 path, worked out for AMD Zen 3 (the CPU it was tuned on; "of
+ceiling" uses the 192 below) -- 4 vector ALU pipes, of which 2
 shuffle/shift; 4 integer ALUs; at most 6 micro-ops dispatched per cycle), per core:
   xor + popcount on AVX2 (no vector popcount): per 256-bit word vpxor, vpand, vpsrlw, vpand, 2 vpshufb
     (nibble table), vpaddb, vpaddb (accumulate) = 8 vector ops -> 4 pipes -> 2 cycles
@@ -125,13 +162,15 @@ def float_twin(name: str, num_classes: int, side: int):
     return create_model(name, num_classes, image_size=side, binary_type=(False, False)).eval()
 
 
-def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: bool = False) -> None:
+def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: bool = False,
+                  batches: tuple[int, ...] = (1,), cpu_time: bool = False) -> None:
     import torch
 
     from onebit.deploy import export, load
     from onebit.models import create_model
 
-    print("\n## 3. Bi-Real Net-18 (birealnet18, 224x224, batch 1, 1000 classes), min of", repeat, "(ms)")
+    print("\n## 3. Bi-Real Net-18 (birealnet18, 224x224, 1000 classes), min of", repeat, "(batch 1; fewer at larger "
+          "batches), ms per call and images/s")
     model = create_model("birealnet18", 1000).eval()
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     path = workdir / "birealnet18.onebit"
@@ -140,19 +179,28 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
     size = path.stat().st_size
     print(f"file: {size:,} bytes = {size / 1e6:.4f} MB ({size / 2**20:.3f} MiB); float32 parameters "
           f"{4 * params / 1e6:.1f} MB -> {4 * params / size:.1f}x smaller")
-    runtime = load(path)
+    runtime, chunked = load(path), load(path, batch_chunk=1)
     twin = float_twin("birealnet18", 1000, 224)
     twin_cl = float_twin("birealnet18", 1000, 224).to(memory_format=torch.channels_last)
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    print(f"{'threads':>7} {'onebit':>8} {'float NCHW':>11} {'float CL':>9} {'x NCHW':>7} {'x CL':>6}")
-    for th in threads:
-        torch.set_num_threads(th)
-        runtime.threads = th
-        with torch.no_grad():
-            t = interleaved_min({"onebit": lambda: runtime(x), "nchw": lambda: twin(x), "cl": lambda: twin_cl(x_cl)},
-                                repeat)
-        print(f"{th:>7} {1e3 * t['onebit']:8.2f} {1e3 * t['nchw']:11.2f} {1e3 * t['cl']:9.2f} "
-              f"{t['nchw'] / t['onebit']:6.1f}x {t['cl'] / t['onebit']:5.1f}x")
+    print(f"{'threads':>7} {'batch':>5} {'onebit':>8} {'float NCHW':>11} {'float CL':>9} {'x NCHW':>7} {'x CL':>6} "
+          f"{'x best':>7} {'onebit img/s':>13} {'float img/s':>12} {'chunked img/s':>14}")
+    for batch in batches:
+        xb = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
+        xb_cl = xb.contiguous(memory_format=torch.channels_last)
+        rounds = max(3, repeat // batch) if batch > 1 else repeat
+        for th in threads:
+            torch.set_num_threads(th)
+            runtime.threads = chunked.threads = th
+            fns = {"onebit": lambda: runtime(xb), "nchw": lambda: twin(xb), "cl": lambda: twin_cl(xb_cl)}
+            if batch > 1:
+                fns["chunked"] = lambda: chunked(xb)
+            with torch.no_grad():
+                t = interleaved_min(fns, rounds, warmup=1, clock=clock_for(th, cpu_time))
+            best = min(t["nchw"], t["cl"])
+            print(f"{th:>7} {batch:>5} {1e3 * t['onebit']:8.2f} {1e3 * t['nchw']:11.2f} {1e3 * t['cl']:9.2f} "
+                  f"{t['nchw'] / t['onebit']:6.1f}x {t['cl'] / t['onebit']:5.1f}x {best / t['onebit']:6.1f}x "
+                  f"{batch / t['onebit']:13.1f} {batch / best:12.1f} "
+                  f"{batch / t['chunked'] if 'chunked' in t else float('nan'):14.1f}")
     if breakdown:
         for th in threads:
             torch.set_num_threads(th)
@@ -260,10 +308,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30, help="interleaved rounds; minimum reported (default 30)")
     parser.add_argument("--data_path", default="/work/shared/data", help="folder with cifar-10-batches-py ('' to skip)")
     parser.add_argument("--only", choices=["layers", "network", "exactness"], help="run one part")
-    parser.add_argument("--system_malloc", action="store_true", help="do not tune glibc's allocator")
+    parser.add_argument("--batches", default="1,8,32", help="network batch sizes (default 1,8,32)")
+    parser.add_argument("--tuned_malloc", action="store_true", help="tell glibc to keep freed memory (see above)")
     parser.add_argument("--breakdown", action="store_true", help="also time each step of the 1-bit network")
+    parser.add_argument("--cpu_time", action="store_true",
+                        help="time 1-thread runs in process CPU time (for a shared machine; 2+ threads stay wall time)")
     args = parser.parse_args()
-    if not args.system_malloc and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
+    if args.tuned_malloc and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
     import torch
@@ -274,12 +325,14 @@ def main() -> None:
     ghz = clock_ghz()
     print(f"# onebit deploy benchmark\n{cpu_line()}; kernel path {get_kernel()}; clock ~{ghz:.2f} GHz; "
           f"torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}"
-          f"{'; glibc keeps freed memory' if not args.system_malloc else ''}")
+          f"{'; glibc keeps freed memory' if args.tuned_malloc else '; default allocator'}"
+          f"{'; 1-thread times in process CPU time' if args.cpu_time else ''}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "layers"):
-            bench_layers(threads, args.repeat, ghz)
+            bench_layers(threads, args.repeat, ghz, args.cpu_time)
         if args.only in (None, "network"):
-            bench_network(threads, max(5, args.repeat // 3), Path(tmp), args.breakdown)
+            bench_network(threads, max(5, args.repeat // 3), Path(tmp), args.breakdown,
+                          tuple(int(b) for b in args.batches.split(",")), args.cpu_time)
         if args.only in (None, "exactness"):
             bench_exactness(args.data_path or None, Path(tmp))
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")

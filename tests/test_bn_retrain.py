@@ -12,7 +12,7 @@ from onebit.models import create_model
 from onebit.quant import FrozenBinaryWeight
 from onebit.train import checkpoint as ckpt_io
 from onebit.train import load_trained_model, run
-from onebit.train.bn_retrain import freeze_binary_weights, frozen_for_bn_retrain, train_only_batchnorm
+from onebit.models.frozen import freeze_binary_weights, frozen_for_bn_retrain, train_only_batchnorm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,37 +18,12 @@ from onebit.deploy import ExportError, export, kernels, load
 from onebit.deploy.export import compare_logits
 from onebit.layers import BinaryConv2d, BinaryLinear
 from onebit.models import create_model
+from test_deploy_kernels import kernel  # noqa: F401  (every code path x layout the CPU runs)
 from onebit.quant import Quantizer
 
-
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-
-    def uniform(t, lo, hi):
-        t.data.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
-
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            uniform(m.running_mean, -1, 1)
-            uniform(m.running_var, 0.5, 2)
-            uniform(m.weight, -1.5, 1.5)
-            uniform(m.bias, -1, 1)
-        elif isinstance(m, (BinaryConv2d, BinaryLinear)):
-            exponent = torch.randint(-3, 2, (m.weight.shape[0],) + (1,) * (m.weight.dim() - 1), generator=g)
-            m.weight.data = torch.where(torch.rand(m.weight.shape, generator=g) < 0.5, -1.0, 1.0) * 2.0 ** exponent
-        for name, p in m.named_parameters(recurse=False):
-            if name in ("threshold", "gamma", "zeta") or (name == "bias" and not isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm))):
-                uniform(p, -0.3, 0.3)
-            elif name == "alpha" and isinstance(m, Quantizer):  # a learned weight scale (RBNN)
-                p.data = 2.0 ** torch.randint(-2, 2, p.shape, generator=g).float()
-    return model.eval()
+from helpers import randomize
 
 
-@pytest.fixture(params=kernels.available_kernels())
-def kernel(request):
-    kernels.set_kernel(request.param)
-    yield request.param
-    kernels.set_kernel("auto")
 
 
 def roundtrip(model, x, tmp_path, name="m.onebit"):
@@ -257,3 +232,25 @@ def test_cli_export_infer_bench_from_a_checkpoint(tmp_path, capsys):
     assert code == 0 and "speedup" in stdout, stderr
     code, stdout, stderr = onebit("infer", tmp_path / "none.onebit", "--dataset", "digits")
     assert code == 2 and "no exported model" in stderr
+
+
+def test_batch_chunks_give_the_logits_of_the_same_chunks(tmp_path):
+    model = randomize(create_model("resnet20_1w1a", 10), seed=4)
+    x = torch.randn(5, 3, 32, 32)
+    export(model, x[:1], tmp_path / "m.onebit", check=False)
+    with torch.no_grad():
+        expected = torch.cat([model(x[i:i + 2]) for i in range(0, 5, 2)])
+    assert torch.equal(load(tmp_path / "m.onebit", batch_chunk=2)(x), expected)
+
+
+def test_batch_chunks_only_for_graphs_with_independent_samples():
+    from onebit.deploy.runtime import _mixes_samples
+
+    x = {"node": "x"}
+    assert _mixes_samples({"name": "c", "op": "call", "fn": "torch.cat", "args": [[x, x], 0]})
+    assert not _mixes_samples({"name": "c", "op": "call", "fn": "torch.cat", "args": [[x, x], 1]})
+    assert _mixes_samples({"name": "v", "op": "method", "fn": "view", "args": [x, -1]})
+    assert not _mixes_samples({"name": "f", "op": "method", "fn": "flatten", "args": [x, 1]})
+    assert _mixes_samples({"name": "f", "op": "call", "fn": "torch.flatten", "args": [x]})
+    assert not _mixes_samples({"name": "p", "op": "call", "fn": "pad", "args": [x, {"tuple": [0, 0, 0, 0, 2, 2]}]})
+    assert _mixes_samples({"name": "s", "op": "call", "fn": "torch.mean", "args": [x]})

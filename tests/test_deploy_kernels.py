@@ -1,7 +1,9 @@
 """The compiled 1-bit convolution kernels against PyTorch's float convolution on +-1 tensors.
 
-Every code path the CPU runs (``scalar`` always, ``avx2`` where available) is tested on the
-same fuzzed shapes: the integer dot products must be exactly those of ``F.conv2d``.
+Every code path the CPU runs (``scalar`` always, ``avx2`` and ``avx512`` where the CPU has them), on
+each of its layouts (channel words on ``scalar`` and ``avx512``, nibble planes on all), is tested on
+the same fuzzed shapes: the integer dot products must be exactly those of ``F.conv2d``. Paths the CPU
+lacks are skipped with the reason in pytest's summary.
 """
 import os
 import subprocess
@@ -16,12 +18,23 @@ from onebit.deploy import kernels
 from onebit.deploy.bitconv import BinaryConvKernel, kernel_weights, pack_signs, unpack_signs
 
 PATHS = kernels.available_kernels()
+NEEDS = {"avx2": "AVX2 + FMA + BMI2", "avx512": "AVX-512 F/BW/VL + VPOPCNTDQ"}
+# (avx512 on nibble planes runs the avx2 code; it is tested where a word layer feeds a nibble one)
+LAYOUTS = [("scalar", "words"), ("scalar", "nibbles"), ("avx2", "nibbles"), ("avx512", "words")]
 
 
-@pytest.fixture(params=PATHS)
-def kernel(request):
-    kernels.set_kernel(request.param)
-    yield request.param
+def use_path(name: str, layout: str, monkeypatch) -> None:
+    """Run on code path ``name`` with the layout ``layout`` (skipped if this CPU lacks the path)."""
+    if name not in PATHS:
+        pytest.skip(f"this CPU has no {NEEDS[name]}: the {name} path is not tested here")
+    kernels.set_kernel(name)
+    monkeypatch.setattr(BinaryConvKernel, "allow_words", layout == "words")
+
+
+@pytest.fixture(params=LAYOUTS, ids="-".join)
+def kernel(request, monkeypatch):
+    use_path(*request.param, monkeypatch)
+    yield request.param[0]
     kernels.set_kernel("auto")
 
 
@@ -127,19 +140,52 @@ def test_threads_give_the_same_result(kernel):
     assert torch.equal(one, two)
 
 
-def test_paths_agree_bit_for_bit():
-    """All code paths give the same floats (same output transform, no fma in one path only)."""
+def test_paths_agree_bit_for_bit(monkeypatch):
+    """All code paths and layouts give the same floats (same output transform, no fma in one path only)."""
     x, w = torch.randn(3, 70, 12, 12), torch.randn(33, 70, 3, 3)
     mult, bias = torch.randn(33), torch.randn(33)
-    conv = BinaryConvKernel((w < 0).numpy(), stride=(1, 1), padding=(1, 1), zero_padding=True)
     results = []
     try:
-        for name in PATHS:
-            kernels.set_kernel(name)
-            results.append(conv.run(conv.binarize(x), mult, bias))
+        for name, layout in LAYOUTS:
+            if name in PATHS:
+                use_path(name, layout, monkeypatch)
+                conv = BinaryConvKernel((w < 0).numpy(), stride=(1, 1), padding=(1, 1), zero_padding=True)
+                assert conv.layout(3, 12, 12).shape.words == (layout == "words")
+                results.append(conv.run(conv.binarize(x), mult, bias))
     finally:
         kernels.set_kernel("auto")
-    assert all(torch.equal(r, results[0]) for r in results[1:])
+    assert len(results) >= 2 and all(torch.equal(r, results[0]) for r in results[1:])
+
+
+@pytest.mark.parametrize("cout", [64, 128, 40])
+def test_channel_words_feed_nibbles_and_words(kernel, cout):
+    """Bit-packed output between layers of either layout: a word-layout producer writes whole words
+    (a 64-channel task) or whole nibbles; 40 channels: one partial word."""
+    torch.manual_seed(cout)
+    x = torch.randn(1, 70, 9, 8)
+    w1, w2 = torch.randn(cout, 70, 3, 3), torch.randn(16, cout, 3, 3)
+    first = BinaryConvKernel((w1 < 0).numpy(), stride=(1, 1), padding=(1, 1), zero_padding=True)
+    dots = F.conv2d(signs(x), signs(w1), padding=1)
+    thresh = torch.randint(-20, 20, (cout,), dtype=torch.int32)
+    flip = torch.randint(0, 2, (cout,), dtype=torch.uint8)
+    hidden = torch.where((dots < thresh[None, :, None, None].float()) != flip[None, :, None, None].bool(), -1.0, 1.0)
+    for consumer_words in (True, False):  # nibbles: on the avx512 path, avx2 code reading bits from the word tile
+        second = BinaryConvKernel((w2 < 0).numpy(), stride=(2, 2), padding=(1, 1), zero_padding=True)
+        second.allow_words = consumer_words and first.allow_words
+        planes = first.run(first.binarize(x), None, None, float_out=False, bits_for=second, thresh=thresh, flip=flip)
+        got = second.run(planes, torch.ones(16), torch.zeros(16))
+        assert torch.equal(got, F.conv2d(hidden, signs(w2), stride=2, padding=1)), consumer_words
+
+
+def test_channel_words_need_whole_words_per_task():
+    if not kernels.kernel_has_words():
+        pytest.skip(f"the {kernels.get_kernel()} path has no channel words")
+    first = BinaryConvKernel(np.zeros((32, 8, 3, 3), dtype=bool), padding=(1, 1), groups=2)  # 16 outputs per group
+    second = BinaryConvKernel(np.zeros((8, 32, 1, 1), dtype=bool))
+    planes = first.binarize(torch.randn(1, 16, 5, 5))
+    with pytest.raises(ValueError, match="whole words"):
+        first.run(planes, None, None, float_out=False, bits_for=second, thresh=torch.zeros(32, dtype=torch.int32),
+                  flip=torch.zeros(32, dtype=torch.uint8))
 
 
 @pytest.mark.parametrize("cg", [1, 3, 63, 64, 65, 200])
@@ -158,6 +204,11 @@ def test_kernel_weight_layout():
     layout = kernel_weights(negative, groups=1)
     assert layout.shape == (1, 2, 2, 6)
     assert layout[0, 1, 1, 0] == 1 << 4 and layout.sum() == 1 << 4
+    negative = np.zeros((9, 70, 3, 3), dtype=bool)
+    negative[8, 66, 1, 2] = True  # output 8 (block 1, row 0), channel 66 (word 1, bit 2), tap 5
+    words = kernel_weights(negative, groups=1, words=True)
+    assert words.dtype == np.uint64 and words.shape == (1, 2, 18, 8)
+    assert words[0, 1, 9 + 5, 0] == 1 << 2 and int(words.sum()) == 1 << 2
 
 
 def test_kernel_choice_and_errors():
@@ -168,6 +219,14 @@ def test_kernel_choice_and_errors():
     out = subprocess.run([sys.executable, "-c", "from onebit.deploy import get_kernel; print(get_kernel())"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "scalar"
+    # the best path the CPU runs is the default; a path it lacks is refused with a clear error
+    assert kernels.get_kernel() == PATHS[-1]
+    if "avx512" in PATHS:
+        kernels.set_kernel("avx512")
+        kernels.set_kernel("auto")
+    else:
+        with pytest.raises(ValueError, match="not supported by this CPU"):
+            kernels.set_kernel("avx512")
 
 
 def test_missing_extension_gives_a_clear_error(monkeypatch, tmp_path):
@@ -188,6 +247,7 @@ def test_package_imports_without_loading_the_kernels():
     ((1, 64, 28, 28), 3, 2, 1, False, True, None), ((2, 3, 7, 9), 2, 2, 0, True, False, None),
     ((2, 3, 7, 9), 3, 2, 1, True, True, None), ((1, 2, 5, 5), (3, 2), (2, 1), (1, 0), True, True, None),
     ((1, 2, 6, 6), 3, 2, 1, False, True, 5), ((2, 4, 13, 11), 3, 3, 1, True, False, None),
+    ((1, 8, 10, 13), 2, 2, 0, False, True, None), ((1, 3, 6, 4), 2, 2, 0, False, True, 3),
 ])
 def test_pooling_matches_pytorch_bit_for_bit(kernel, args):
     from onebit.deploy.pooling import avg_pool2d, max_pool2d

@@ -51,9 +51,24 @@ SEED_DEFAULTS = {  # seed 001's README (seed 000's where 001 is silent)
 
 
 def test_seed_flag_defaults():
-    args = vars(build_parser().parse_args([]))
+    config = resolve([])  # model and Tmin/Tmax are resolved from the data set and the method
     for key, value in SEED_DEFAULTS.items():
-        assert args[key] == value, key
+        assert config[key] == value, key
+
+
+@pytest.mark.parametrize("dataset,model", [("digits", "cnn_small_1w1a"), ("fashion-mnist", "cnn_small_1w1a"),
+                                           ("cifar100", "resnet20_1w1a"), ("imagenet", "resnet18_1w1a")])
+def test_default_model_is_the_data_sets_own(dataset, model):
+    assert resolve(["--dataset", dataset])["model"] == model
+    assert resolve(["--dataset", dataset, "--model", "vgg_small_1w1a"])["model"] == "vgg_small_1w1a"
+
+
+def test_help_and_log_state_the_temperature_a_run_uses(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    assert "default: the method's reference value" in " ".join(capsys.readouterr().out.split())
+    run([*FAST, "--method", "irnet", "--epochs", "1", "--results_dir", str(tmp_path), "--save", "t"])
+    assert "temperature t: 0.1 at epoch 1, log-linear towards 10" in (tmp_path / "t" / "log.txt").read_text()
 
 
 def test_seed_command_line_parses():
@@ -165,14 +180,14 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(tmp_path):
     # batch 16: 90 batches per epoch, so the signal lands inside an epoch
     args = ("--epochs", "1", "-b", "16", "--labelsmooth", "--mixup", "0.2")
     subprocess.run(train_cmd(tmp_path, *args, "--save", "full"), check=True, capture_output=True)
-    proc = subprocess.Popen(train_cmd(tmp_path, *args, "--save", "stopped"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    # --print_freq 1 logs every batch: the signal is sent once the second batch is done
+    proc = subprocess.Popen(train_cmd(tmp_path, *args, "--save", "stopped", "--print_freq", "1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = tmp_path / "stopped" / "log.txt"
     deadline = time.time() + 120
-    while not (log.exists() and "run folder" in log.read_text()):
+    while not (log.exists() and "epoch 1 batch 2/" in log.read_text()):
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.02)
-    time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "stopped by a signal" in out
@@ -256,10 +271,10 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
 
 def _built(argv):
     from onebit.data import build_data
-    from onebit.train.engine import build_model
+    from onebit.models.config import build_model
 
     config = resolve(argv)
-    return config, build_model(config, build_data("digits", batch_size=8).info)
+    return config, build_model(config, *build_data("digits", batch_size=8).info.shape)
 
 
 def test_method_flags_reach_the_quantizers():

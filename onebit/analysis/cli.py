@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from onebit.data import dataset_shape, list_datasets
+from onebit.models.inputs import DATASET_SHAPES
 
 
 def add_arguments(parser) -> None:
@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
     source.add_argument("--model", help="a registered model name (see `onebit models`)")
     source.add_argument("--checkpoint", help="a checkpoint saved by `onebit train` (dict with 'model' and 'config')")
     parser.add_argument(
-        "--dataset", choices=list_datasets(),
+        "--dataset", choices=sorted(DATASET_SHAPES),
         help="classes, channels and image size of --model (default: the model's own input size, "
              "3 channels, 10 classes); a checkpoint brings its own",
     )
@@ -23,17 +23,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def model_shape(name: str, dataset: str | None) -> tuple[int, int, int]:
-    """``(num_classes, in_channels, image_size)`` of a registered model on ``dataset``
-    (default: the model's own input size, 3 channels, 10 classes)."""
-    from onebit.models import get_entry
-
-    return dataset_shape(dataset) if dataset else (10, 3, get_entry(name).input_size)
-
-
 def _model_and_input(args):
-    from onebit.models import create_model
-    from onebit.train import load_trained_model
+    import torch
+
+    from onebit.models import create_model, load_trained_model
+    from onebit.models.inputs import model_shape
 
     if args.checkpoint:
         if args.dataset:
@@ -42,7 +36,9 @@ def _model_and_input(args):
         return trained.model, trained.name, trained.in_channels, args.input_size or trained.image_size
     num_classes, in_channels, side = model_shape(args.model, args.dataset)
     side = args.input_size or side
-    return create_model(args.model, num_classes, in_channels=in_channels, image_size=side), args.model, in_channels, side
+    with torch.device("meta"):  # counts depend on shapes only: no weights to initialise, no arithmetic
+        model = create_model(args.model, num_classes, in_channels=in_channels, image_size=side)
+    return model, args.model, in_channels, side
 
 
 def main(args) -> int:

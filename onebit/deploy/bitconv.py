@@ -2,7 +2,8 @@
 
 Bits follow the Larq Compute Engine convention: bit 1 = -1 (negative), bit 0 = +1, packed
 along input channels. The file format stores 64 bits per word (:func:`pack_signs`); the kernels
-use 4-bit nibbles (see ``csrc/onebit_kernels.h``), built once at load (:func:`kernel_weights`).
+use 4-bit nibbles or 64-bit channel words, whichever the code path in use runs (see
+``csrc/onebit_kernels.h``), both built once at load (:func:`kernel_weights`).
 A binary linear layer is the 1x1 convolution of an N x C x 1 x 1 input.
 """
 from __future__ import annotations
@@ -13,11 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from onebit.deploy.kernels import ConvOutput, ConvShape, Padding, library
+from onebit.deploy.kernels import ConvOutput, ConvShape, Padding, kernel_has_words, library
 
 __all__ = ["pack_signs", "unpack_signs", "kernel_weights", "tap_sums", "BinaryConvKernel", "BitPlanes"]
 
-NR = 6  # OB_NR of the C code: output channels per weight block
+NR = 6  # OB_NR of the C code: output channels per weight block of the nibble layout
+NR_WORDS = 8  # OB_NR_WORDS: the same for the channel-word layout
 
 
 def pack_signs(negative: np.ndarray) -> np.ndarray:
@@ -37,20 +39,25 @@ def unpack_signs(words: np.ndarray, cg: int) -> np.ndarray:
     return bits.reshape(cout, kh, kw, -1)[..., :cg].transpose(0, 3, 1, 2).astype(bool)
 
 
-def kernel_weights(negative: np.ndarray, groups: int) -> np.ndarray:
-    """Weights in the kernels' layout ``[groups, ceil(cog/6), G, 6]`` uint8: the nibble of 4 input
-    channels at one tap, shifted left by 4 (the byte offset of its lookup table). G runs over
-    (channel nibble q, ky, kx)."""
+def kernel_weights(negative: np.ndarray, groups: int, words: bool = False) -> np.ndarray:
+    """Weights in the kernels' layout ``[groups, ceil(cog/nr), G, nr]``, G running over (channel
+    plane q, ky, kx). Nibble layout (nr = 6): uint8, the nibble of 4 input channels at one tap
+    shifted left by 4 (the byte offset of its lookup table). Channel words (nr = 8): uint64, 64
+    input channels at one tap, channel 64q+i at bit i."""
     cout, cg, kh, kw = negative.shape
-    q = -(-cg // 4)
-    bits = np.zeros((cout, 4 * q, kh, kw), dtype=np.uint8)
+    per, nr = (64, NR_WORDS) if words else (4, NR)
+    q = -(-cg // per)
+    bits = np.zeros((cout, per * q, kh, kw), dtype=np.uint8)
     bits[:, :cg] = negative
-    nibbles = (bits.reshape(cout, q, 4, kh, kw) << np.arange(4, dtype=np.uint8)[:, None, None]).sum(2, dtype=np.uint8)
-    cog, blocks = cout // groups, -(-(cout // groups) // NR)
-    padded = np.zeros((groups, blocks * NR, q * kh * kw), dtype=np.uint8)
-    padded[:, :cog] = nibbles.reshape(groups, cog, q * kh * kw)
-    layout = padded.reshape(groups, blocks, NR, -1).transpose(0, 1, 3, 2)
-    return np.ascontiguousarray(layout << 4)
+    bits = np.ascontiguousarray(bits.reshape(cout, q, per, kh, kw).transpose(0, 1, 3, 4, 2))  # [cout, q, kh, kw, per]
+    if words:
+        units = np.packbits(bits, axis=-1, bitorder="little").view("<u8")[..., 0]
+    else:
+        units = (bits << np.arange(4, dtype=np.uint8)).sum(-1, dtype=np.uint8) << 4
+    cog, blocks = cout // groups, -(-(cout // groups) // nr)
+    padded = np.zeros((groups, blocks * nr, q * kh * kw), dtype=units.dtype)
+    padded[:, :cog] = units.reshape(groups, cog, q * kh * kw)
+    return np.ascontiguousarray(padded.reshape(groups, blocks, nr, -1).transpose(0, 1, 3, 2))
 
 
 def tap_sums(negative: np.ndarray) -> np.ndarray:
@@ -91,6 +98,15 @@ class BitPlanes:
         return self.layout.shape
 
 
+def _check(code: int, what: str) -> None:
+    if code == -1:
+        raise ValueError(f"{what}: bit-packed output in channel words needs whole words per task (64 | channels per group)")
+    if code == -2:
+        raise ValueError(f"{what}: planes in channel words, but the code path in use has none (kernel changed?)")
+    if code:
+        raise MemoryError(f"{what}: out of memory")
+
+
 def _ptr(t: torch.Tensor | np.ndarray | None) -> int | None:
     if t is None:
         return None
@@ -105,7 +121,11 @@ class BinaryConvKernel:
     NCHW input into planes, then :meth:`run`. ``reuse_planes``: every call for one input size
     returns the same planes buffer (its padding is never written, so it stays valid), which saves
     allocating and zeroing it; for owners that consume the planes before the next call (the runtime).
+    The layout (nibbles or channel words) is the one of the code path in use when the planes are made;
+    ``allow_words = False`` keeps this convolution on nibbles (a producer that cannot write whole words).
     """
+
+    allow_words = True
 
     def __init__(self, negative: np.ndarray, *, stride=(1, 1), padding=(0, 0), groups: int = 1, zero_padding: bool = True,
                  reuse_planes: bool = False):
@@ -117,18 +137,24 @@ class BinaryConvKernel:
             raise ValueError(f"{self.cout} output channels are not divisible by groups={groups}")
         self.stride, self.padding, self.groups = tuple(stride), tuple(padding), groups
         self.zero_padding = bool(zero_padding) and any(self.padding)
-        self.weights = torch.from_numpy(kernel_weights(negative, groups))
+        self.weights = {words: torch.from_numpy(kernel_weights(negative, groups, words)) for words in (False, True)}
+        self._weight_ptr = {words: w.data_ptr() for words, w in self.weights.items()}
+        self._outputs: dict[tuple, tuple] = {}  # run()'s output descriptions, by the pointers they hold
         self.tap_sums = tap_sums(negative).reshape(self.cout, self.kh, self.kw)
-        self._layouts: dict[tuple[int, int, int], Layout] = {}
-        self._planes: dict[tuple[int, int, int], BitPlanes] | None = {} if reuse_planes else None
+        self._layouts: dict[tuple[int, int, int, bool], Layout] = {}
+        self._planes: dict[tuple[int, int, int, bool], BitPlanes] | None = {} if reuse_planes else None
+
+    def words(self) -> bool:
+        """Does this convolution run on channel words now (else nibble planes)?"""
+        return self.allow_words and kernel_has_words()
 
     def layout(self, n: int, h: int, w: int) -> Layout:
-        """The kernels' layout for an ``n x cin x h x w`` input (cached per size)."""
-        key = (n, h, w)
+        """The kernels' layout for an ``n x cin x h x w`` input (cached per size and layout kind)."""
+        key = (n, h, w, self.words())
         if key not in self._layouts:
             s = ConvShape(n=n, c=self.cg * self.groups, h=h, w=w, cout=self.cout, groups=self.groups,
                           kh=self.kh, kw=self.kw, sh=self.stride[0], sw=self.stride[1], ph=self.padding[0],
-                          pw=self.padding[1])
+                          pw=self.padding[1], words=int(key[3]))
             if library().ob_conv_init(ctypes.byref(s)) != 0:
                 raise ValueError(
                     f"binary conv {self.cout}x{self.cg * self.groups}x{self.kh}x{self.kw} (stride {self.stride}, "
@@ -148,12 +174,13 @@ class BinaryConvKernel:
 
     def new_planes(self, n: int, h: int, w: int) -> BitPlanes:
         """Planes for an ``n x cin x h x w`` input with zero (+1) padding."""
-        if self._planes is not None and (n, h, w) in self._planes:
-            return self._planes[(n, h, w)]
+        key = (n, h, w, self.words())
+        if self._planes is not None and key in self._planes:
+            return self._planes[key]
         layout = self.layout(n, h, w)
         planes = BitPlanes(torch.zeros(layout.shape.input_bytes, dtype=torch.uint8), layout)
         if self._planes is not None:
-            self._planes[(n, h, w)] = planes
+            self._planes[key] = planes
         return planes
 
     def binarize(self, x: torch.Tensor, thresholds: torch.Tensor | None = None, threads: int = 1) -> BitPlanes:
@@ -168,8 +195,7 @@ class BinaryConvKernel:
             stride_n = thresholds.shape[-1] if thresholds.dim() == 2 else 0
         code = library().ob_binarize(ctypes.byref(planes.shape), x.data_ptr(), _ptr(thresholds), stride_n,
                                      planes.data.data_ptr(), threads)
-        if code:
-            raise MemoryError("binarize: out of memory")
+        _check(code, "binarize")
         return planes
 
     def run(self, planes: BitPlanes, mult: torch.Tensor | None, bias: torch.Tensor | None, *,
@@ -188,20 +214,31 @@ class BinaryConvKernel:
         if float_out and out is None:
             out = torch.empty(s.n, s.cout, s.ho, s.wo)
         if residual is not None:
-            residual = residual.detach().to(torch.float32).contiguous()
-            if tuple(residual.shape) != (s.n, s.cout, s.ho, s.wo):
+            if residual.dtype != torch.float32 or not residual.is_contiguous():
+                residual = residual.detach().to(torch.float32).contiguous()
+            if residual.shape != (s.n, s.cout, s.ho, s.wo):
                 raise ValueError(f"residual shape {tuple(residual.shape)} does not match the conv output {(s.n, s.cout, s.ho, s.wo)}")
-        spec = ConvOutput(mult=_ptr(mult), bias=_ptr(bias), residual=_ptr(residual), out=_ptr(out))
-        nxt = None
-        if bits_for is not None:
-            nxt = bits_for.new_planes(s.n, s.ho, s.wo)
-            spec.thresh, spec.flip, spec.float_thresh = _ptr(thresh), _ptr(flip), _ptr(float_thresh)
-            spec.next, spec.next_planes = ctypes.pointer(nxt.shape), nxt.data.data_ptr()
+        # the output description is cached by what it points to (a caller reusing its buffers, like the
+        # runtime, builds it once); the next planes are part of it when bits_for returns the same ones each call
+        key = (_ptr(mult), _ptr(bias), _ptr(residual), _ptr(out), _ptr(thresh), _ptr(flip), _ptr(float_thresh),
+               bits_for and (id(bits_for), s.n, s.ho, s.wo, bits_for.words()))
+        cached = self._outputs.get(key)
+        if cached is None:
+            spec, nxt = ConvOutput(mult=key[0], bias=key[1], residual=key[2], out=key[3]), None
+            if bits_for is not None:
+                nxt = bits_for.new_planes(s.n, s.ho, s.wo)
+                spec.thresh, spec.flip, spec.float_thresh = key[4], key[5], key[6]
+                spec.next, spec.next_planes = ctypes.pointer(nxt.shape), nxt.data.data_ptr()
+            if bits_for is None or bits_for._planes is not None:
+                if len(self._outputs) >= 64:
+                    self._outputs.clear()
+                self._outputs[key] = (spec, nxt, bits_for)  # (holding bits_for keeps its id unique)
+        else:
+            spec, nxt, _ = cached
         fix = planes.layout.padding
-        code = library().ob_conv_run(ctypes.byref(s), planes.data.data_ptr(), self.weights.data_ptr(),
+        code = library().ob_conv_run(ctypes.byref(s), planes.data.data_ptr(), self._weight_ptr[bool(s.words)],
                                      ctypes.byref(fix) if fix is not None else None, ctypes.byref(spec), threads)
-        if code:
-            raise MemoryError("binary conv: out of memory")
+        _check(code, "binary conv")
         if out is not None and nxt is not None:
             return out, nxt
         return out if out is not None else nxt

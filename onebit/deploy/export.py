@@ -2,7 +2,7 @@
 
 The eval-mode model is traced with ``torch.fx`` (binary layers, quantizers and the zoo's small
 real-valued modules are leaves) and shape-propagated on the example input. Then, following the
-Larq Compute Engine's design (spec ``ecosystem-and-deployment.md`` §2):
+Larq Compute Engine's design:
 
 * every binary conv/linear whose two sides are 1-bit becomes a ``binary_conv2d``/``binary_linear``
   node: weights packed 64 per word, the weight scale, conv bias, a channel output scale and a
@@ -36,11 +36,15 @@ from onebit.deploy.ops import METHODS, function_name
 from onebit.deploy.quantizers import ActivationSign, ExportError, activation_sign, weight_signs
 from onebit.layers import BinaryConv2d, BinaryLinear
 from onebit.layers.activations import LearnableBias, RPReLU
-from onebit.layers.scale import LearnedScale
+from onebit.quant.scale import LearnedScale
 from onebit.quant.base import Quantizer
 
 __all__ = ["Program", "build_program", "export"]
 
+# What the compiled kernels accept (csrc/conv.c checks the same): kernel sides up to 63, and
+# dot products of at most 65535 signs (16-bit counts).
+MAX_KERNEL_SIDE = 63
+MAX_DOT_LENGTH = 65535
 BINARY = (BinaryConv2d, BinaryLinear)
 # real-valued per-channel modules that may sit between a binary conv and the next one's sign
 ELEMENTWISE = (nn.BatchNorm2d, nn.Hardtanh, nn.ReLU, nn.ReLU6, nn.PReLU, nn.LeakyReLU, RPReLU, LearnableBias,
@@ -178,12 +182,12 @@ class _Builder:
     def _kernel_geometry(self, node, m) -> bool:
         if isinstance(m, BinaryLinear):
             shape = self.shape(node.args[0])
-            return shape is not None and len(shape) == 2 and m.in_features <= 65535 and self._channel_scale(m)
+            return shape is not None and len(shape) == 2 and m.in_features <= MAX_DOT_LENGTH and self._channel_scale(m)
         k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
         return (
             m.dilation == (1, 1) and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
             and (m.pad_value in (0.0, 1.0) or not any(m.padding))
-            and max(m.kernel_size) <= 63 and k <= 65535 and self._channel_scale(m)
+            and max(m.kernel_size) <= MAX_KERNEL_SIDE and k <= MAX_DOT_LENGTH and self._channel_scale(m)
         )
 
     @staticmethod

@@ -1,9 +1,12 @@
 """The compiled 1-bit kernels (``onebit/deploy/csrc``), loaded with ctypes, and the choice of code path.
 
 The shared library is built by ``pip install -e .`` (``setup.py``) with the system C compiler;
-it does not link against PyTorch. Code paths: ``scalar`` (portable C, 64-bit SWAR), ``avx2``
-(x86-64 with AVX2). The best path the CPU runs is used unless ``ONEBIT_KERNEL=scalar|avx2``
-or :func:`set_kernel` forces one.
+it does not link against PyTorch. Code paths: ``scalar`` (portable C: 64-bit SWAR on the nibble
+layout, 64-bit popcount on the channel-word layout), ``avx2`` (x86-64 with AVX2: nibble table
+lookups) and ``avx512`` (AVX-512 F/BW/VL + VPOPCNTDQ: ``vpopcntq`` on the channel-word layout,
+AVX2 for the rest). Each is compiled for its instruction set only and chosen at run time from
+CPUID, so one build runs on any x86-64. The best path the CPU runs is used unless
+``ONEBIT_KERNEL=scalar|avx2|avx512`` or :func:`set_kernel` forces one.
 """
 from __future__ import annotations
 
@@ -14,10 +17,11 @@ from pathlib import Path
 
 __all__ = ["KernelsUnavailable", "library", "available_kernels", "set_kernel", "get_kernel", "ConvShape", "Padding", "ConvOutput"]
 
-ABI_VERSION = 2
-KERNEL_NAMES = ("scalar", "avx2")
+ABI_VERSION = 3
+KERNEL_NAMES = ("scalar", "avx2", "avx512")
 _HERE = Path(__file__).resolve().parent
 _lib: ctypes.CDLL | None = None
+_words = False  # does the selected code path have the channel-word layout (kept by set_kernel)
 
 
 class KernelsUnavailable(RuntimeError):
@@ -26,8 +30,8 @@ class KernelsUnavailable(RuntimeError):
 
 class ConvShape(ctypes.Structure):  # mirrors ob_conv in onebit_kernels.h
     _fields_ = [(name, ctypes.c_int32) for name in (
-        "n", "c", "h", "w", "cout", "groups", "kh", "kw", "sh", "sw", "ph", "pw",
-        "ho", "wo", "cg", "cog", "q", "g", "k_bits", "hq", "wq", "ob", "pblocks",
+        "n", "c", "h", "w", "cout", "groups", "kh", "kw", "sh", "sw", "ph", "pw", "words",
+        "ho", "wo", "cg", "cog", "q", "g", "unit", "nr", "k_bits", "hq", "wq", "ob", "pblocks",
     )] + [(name, ctypes.c_int64) for name in (
         "positions", "phase_bytes", "plane_bytes", "image_bytes", "input_bytes",
     )]
@@ -65,12 +69,14 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ob_kernel_supported": (i32, [ctypes.c_char_p]),
         "ob_set_kernel": (i32, [ctypes.c_char_p]),
         "ob_kernel_name": (ctypes.c_char_p, []),
+        "ob_kernel_words": (i32, []),
         "ob_conv_init": (i32, [shape]),
         "ob_binarize": (i32, [shape, p, p, i64, p, i32]),
         "ob_conv_run": (i32, [shape, p, p, ctypes.POINTER(Padding), ctypes.POINTER(ConvOutput), i32]),
-        "ob_max_pool2d": (i32, [p, i64] + [i32] * 10 + [p, i32]),
+        "ob_max_pool2d": (i32, [p, i64] + [i32] * 10 + [p, i32, p, i32]),
         "ob_avg_pool2d": (i32, [p, i64] + [i32] * 12 + [p, i32]),
         "ob_dependent_adds": (i64, [i64]),
+        "ob_popcount_loop": (i64, [i64]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -101,17 +107,22 @@ def available_kernels() -> list[str]:
 
 
 def set_kernel(name: str) -> None:
-    """Force a code path (``"scalar"``, ``"avx2"``) or go back to the best one (``"auto"``)."""
-    if name == "avx512":
-        raise ValueError("kernel 'avx512' is not implemented: this build has the avx2 and scalar paths "
-                         "(an AVX-512 machine runs the avx2 path)")
+    """Force a code path (``"scalar"``, ``"avx2"``, ``"avx512"``) or go back to the best one (``"auto"``)."""
     code = library().ob_set_kernel(name.encode())
     if code == -1:
         raise ValueError(f"unknown kernel {name!r} (ONEBIT_KERNEL / set_kernel): choose from auto, {', '.join(KERNEL_NAMES)}")
     if code == -2:
         raise ValueError(f"kernel {name!r} is not supported by this CPU; available: {', '.join(available_kernels())}")
+    global _words
+    _words = library().ob_kernel_words() == 1
 
 
 def get_kernel() -> str:
     """The code path in use."""
     return library().ob_kernel_name().decode()
+
+
+def kernel_has_words() -> bool:
+    """Does the code path in use have the channel-word layout (else only nibble planes)?"""
+    library()
+    return _words

@@ -10,7 +10,7 @@ import torch
 
 from onebit.deploy.kernels import library
 
-__all__ = ["max_pool2d", "avg_pool2d"]
+__all__ = ["max_pool2d", "signed_max_pool2d", "avg_pool2d"]
 
 
 def _pair(v) -> tuple[int, int]:
@@ -32,17 +32,30 @@ def _poolable(x: torch.Tensor) -> bool:
 def max_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False) -> torch.Tensor:
     """``F.max_pool2d`` (same results), on the kernels' NCHW implementation where it applies."""
+    return signed_max_pool2d(x, None, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def signed_max_pool2d(x: torch.Tensor, negate: torch.Tensor | None, kernel_size, stride=None, padding=0, dilation=1,
+                      ceil_mode=False, return_indices=False) -> torch.Tensor:
+    """``max_pool2d`` of ``x``, but ``-max_pool2d(-x)`` on the channels where the boolean ``[C]`` ``negate`` is
+    True (the window minimum: the pool of ``x * alpha`` with ``alpha < 0``, taken before the scale)."""
     k, d, p = _pair(kernel_size), _pair(dilation), _pair(padding)
     st = _pair(stride) if stride not in (None, (), []) else k
-    if not _poolable(x) or d != (1, 1) or ceil_mode or return_indices or p[0] * 2 > k[0] or p[1] * 2 > k[1]:
-        return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-    n, c, h, w = x.shape
-    ho, wo = _pooled_side(h, k[0], st[0], p[0], False), _pooled_side(w, k[1], st[1], p[1], False)
-    if ho < 1 or wo < 1:  # let PyTorch raise its own error
-        return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+    n, c = x.shape[:2] if x.dim() == 4 else (0, 0)
+    ho = wo = 0
+    if _poolable(x) and d == (1, 1) and not ceil_mode and not return_indices and p[0] * 2 <= k[0] and p[1] * 2 <= k[1]:
+        ho, wo = _pooled_side(x.shape[2], k[0], st[0], p[0], False), _pooled_side(x.shape[3], k[1], st[1], p[1], False)
+    if ho < 1 or wo < 1:  # PyTorch's (and its errors)
+        if negate is None or return_indices:
+            return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+        flip = negate.view(1, -1, *([1] * (x.dim() - 2)))
+        pooled = torch.nn.functional.max_pool2d(torch.where(flip, -x, x), kernel_size, stride, padding, dilation, ceil_mode)
+        return torch.where(flip, -pooled, pooled)
     out = torch.empty(n, c, ho, wo)
-    if library().ob_max_pool2d(x.data_ptr(), n * c, h, w, k[0], k[1], st[0], st[1], p[0], p[1], ho, wo,
-                               out.data_ptr(), torch.get_num_threads()):
+    flags = negate.to(torch.uint8).contiguous() if negate is not None else None
+    if library().ob_max_pool2d(x.data_ptr(), n * c, x.shape[2], x.shape[3], k[0], k[1], st[0], st[1], p[0], p[1], ho,
+                               wo, flags.data_ptr() if flags is not None else None, c, out.data_ptr(),
+                               torch.get_num_threads()):
         raise MemoryError("max_pool2d: out of memory")
     return out
 

@@ -66,6 +66,9 @@ class IeNetWeight(Quantizer):
         self.t.fill_(t)
         self.k.fill_(surrogate_scale(t))
 
+    def quantized_shape(self, shape: torch.Size) -> torch.Size:
+        return torch.Size((shape[0], 2 * shape[1], *shape[2:])) if self.dual else shape
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         dims = tuple(range(1, w.dim()))
         w0 = w - w.mean(dims, keepdim=True)

@@ -15,12 +15,15 @@ from typing import Any
 
 import yaml
 
+from onebit.models.config import MODEL_DEFAULTS, MODEL_KEYS
 from onebit.utils import ArgumentParser, suggest
 
 LR_TYPES = ("cos", "step", "linear")
 DISTILL_KINDS = ("distributional", "kd", "ce+kd")
 WD_SCOPES = ("all", "conv", "no_bn")
 OPTIMIZERS = ("sgd", "adam")
+TEMPERATURE = (1e-2, 1e1)
+"""``(Tmin, Tmax)`` of the seeds' main.py: the temperature range of a method without one of its own."""
 # Recipe keys that are not flags: they describe the recipe or feed the model builder.
 RECIPE_KEYS = {"target_top1", "description", "model_kwargs", "_base_", "paper"}
 
@@ -97,12 +100,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "not with DDP's all-reduce")
 
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", "-a", type=_model_name, default="resnet20_1w1a", help="registered model (onebit models)")
+    g.add_argument("--model", "-a", type=_model_name, default=None,
+                   help="registered model (onebit models; default: the data set's own: cnn_small_1w1a for digits and "
+                        "(fashion-)mnist, resnet20_1w1a for CIFAR, resnet18_1w1a for (Tiny-)ImageNet)")
     g.add_argument("--method", type=_method_name, default=None, help="binarization method (default: the model's own)")
     g.add_argument("--dataset", type=_dataset_name, default="cifar10", help="dataset name (default cifar10)")
     g.add_argument("--data_path", default="./data", help="folder holding the dataset (default ./data)")
     g.add_argument("--use_dali", action="store_true", help="ImageNet loaders with NVIDIA DALI")
-    g.add_argument("--pad_value", type=float, default=0.0, choices=(0.0, 1.0),
+    g.add_argument("--drop_last", action=argparse.BooleanOptionalAction, default=False,
+                   help="drop the last incomplete training batch of each epoch (IR-Net's loader; default off)")
+    g.add_argument("--pad_value", type=float, default=MODEL_DEFAULTS["pad_value"], choices=(0.0, 1.0),
                    help="padding of binary convs: 0 as the papers, 1 for an exactly 1-bit network")
 
     g = p.add_argument_group("optimisation")
@@ -128,13 +135,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="label smoothing (bare flag: 0.1)")
 
     g = p.add_argument_group("method options")
-    g.add_argument("--Tmin", type=float, default=1e-2, help="temperature t at epoch 0 (default 1e-2)")
-    g.add_argument("--Tmax", type=float, default=1e1, help="temperature t approached at the last epoch (default 1e1)")
-    g.add_argument("--rotation_update", type=int, default=1, help="RBNN: update the rotations every N epochs (default 1)")
+    g.add_argument("--Tmin", type=float, default=None,
+                   help=f"temperature t at epoch 0 (default: the method's reference value, e.g. RBNN {TEMPERATURE[0]:g}, "
+                        "IR-Net 0.1; onebit methods lists them; the log states the values a run uses)")
+    g.add_argument("--Tmax", type=float, default=None,
+                   help=f"temperature t approached at the last epoch (default: the method's, e.g. {TEMPERATURE[1]:g})")
+    g.add_argument("--rotation_update", type=int, default=MODEL_DEFAULTS["rotation_update"],
+                   help="RBNN: update the rotations every N epochs (default 1)")
     g.add_argument("--a32", action="store_true", help="keep activations real (W1A32)")
     g.add_argument("--w32", action="store_true", help="keep weights real (W32A1: stage 1 of two-stage training)")
     g.add_argument("--use_gpu", action="store_true", help="RBNN: run the rotation SVDs on the GPU")
-    g.add_argument("--method_options", nargs="+", default=[], metavar="NAME=VALUE",
+    g.add_argument("--method_options", nargs="+", default=list(MODEL_DEFAULTS["method_options"]), metavar="NAME=VALUE",
                    help="other options of the method, e.g. gradient=caffe (onebit methods lists them)")
 
     g = p.add_argument_group("two-stage training and distillation")
@@ -205,9 +216,13 @@ def resolve(argv: list[str] | None = None, parser: argparse.ArgumentParser | Non
             if key not in explicit:
                 config[key] = _coerce(parser, key, value)
         explicit |= set(recipe)
-    config.setdefault("model_kwargs", {})
+    config.setdefault("model_kwargs", dict(MODEL_DEFAULTS["model_kwargs"]))
     _seed003_aliases(config, explicit)
-    _method_temperature_defaults(config, explicit)
+    if config["model"] is None:
+        from onebit.models.inputs import DEFAULT_MODELS
+
+        config["model"] = DEFAULT_MODELS[config["dataset"]]
+    _method_temperature_defaults(config)
     _adopt_checkpoint_config(config, explicit)
     return config
 
@@ -220,7 +235,7 @@ def _seed003_aliases(config: dict[str, Any], explicit: set[str]) -> None:
         config["results_dir"], config["save"] = str(folder.parent), folder.name
         explicit |= {"results_dir", "save"}
     config.pop("save_dir", None)
-    model_is_file = Path(config["model"]).is_file()
+    model_is_file = config["model"] is not None and Path(config["model"]).is_file()
     if config["evaluate"] is True:
         if not model_is_file:
             raise ValueError("-e without a FILE evaluates the checkpoint given as --model FILE; "
@@ -230,25 +245,20 @@ def _seed003_aliases(config: dict[str, Any], explicit: set[str]) -> None:
         raise ValueError(f"--model {config['model']}: a checkpoint file is only accepted with -e (evaluate); "
                          "to train, --model takes a registered name (onebit models)")
     if model_is_file:
-        config["model"] = build_parser().get_default("model")
+        config["model"] = None  # the data set's default until the checkpoint's config is adopted
         explicit.discard("model")
 
 
-def _method_temperature_defaults(config: dict[str, Any], explicit: set[str]) -> None:
-    """``--Tmin/--Tmax`` not set anywhere take the method's reference values (IR-Net: 0.1, 10)."""
+def _method_temperature_defaults(config: dict[str, Any]) -> None:
+    """``--Tmin/--Tmax`` not set anywhere take the method's reference values (IR-Net: 0.1, 10), or the
+    seeds' 1e-2 and 10 for a method without its own range."""
     from onebit.models import get_entry
     from onebit.quant import get_method
 
     method = get_method(config["method"] or get_entry(config["model"]).default_method)
-    if method.temperature_range:
-        for key, value in zip(("Tmin", "Tmax"), method.temperature_range):
-            if key not in explicit:
-                config[key] = value
-
-
-# Keys of the config that define the network: an evaluated checkpoint brings its own.
-MODEL_KEYS = ("model", "method", "method_options", "pad_value", "a32", "w32", "rotation_update", "use_gpu",
-              "model_kwargs", "frozen_weights")
+    for key, value in zip(("Tmin", "Tmax"), method.temperature_range or TEMPERATURE):
+        if config[key] is None:
+            config[key] = value
 
 
 def _adopt_checkpoint_config(config: dict[str, Any], explicit: set[str]) -> None:

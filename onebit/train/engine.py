@@ -31,12 +31,12 @@ from torch import nn
 
 from onebit.data import build_data
 from onebit.data.sharding import ShardBatches
-from onebit.models import create_model, get_entry
-from onebit.quant.methods import Method, get_method, parse_method_options
-from onebit.quant.schedules import set_epoch_temperature
+from onebit.models.checkpoint import load, load_model_state
+from onebit.models.config import MODEL_KEYS, build_model
+from onebit.quant.schedules import after_step_hooks, start_epoch
 from onebit.train import checkpoint as ckpt_io
-from onebit.train.bn_retrain import frozen_for_bn_retrain
-from onebit.train.config import MODEL_KEYS, save_config
+from onebit.models.frozen import frozen_for_bn_retrain
+from onebit.train.config import save_config
 from onebit.train.distill import DistillationLoss, FeatureHooks, Teacher, block_names
 from onebit.train.distributed import Distributed, Parallel
 from onebit.train.flips import SignFlips
@@ -66,37 +66,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 17) % 2**63
 
 
-def configured_method(config: dict[str, Any]) -> Method:
-    """The model's (or ``--method``'s) method with the flags that are its options applied:
-    ``--rotation_update/--use_gpu/--a32`` for RBNN, ``--method_options`` for any."""
-    method = get_method(config["method"] or get_entry(config["model"]).default_method)
-    options = method.options()
-    flags = {k: config[k] for k in ("rotation_update", "use_gpu", "a32") if k in options}
-    extra = config.get("method_options") or {}
-    flags.update(parse_method_options(extra) if isinstance(extra, list) else extra)
-    return method.with_options(**flags)
-
-
-def build_model(config: dict[str, Any], info) -> nn.Module:
-    """The network a config describes, sized for the dataset ``info``."""
-    method = configured_method(config)
-    # W1A32 removes the activation quantizer, unless the method keeps it in an a32 mode of its own (RBNN)
-    binary_activations = not config["a32"] or "a32" in method.options()
-    model = create_model(
-        config["model"],
-        info.num_classes,
-        in_channels=info.in_channels,
-        image_size=info.image_size,
-        method=method,
-        binary_type=(binary_activations, not config.get("w32", False)),
-        pad_value=config["pad_value"],
-        **config.get("model_kwargs", {}),
-    )
-    if config.get("frozen_weights"):
-        frozen_for_bn_retrain(model)
-    return model
-
-
 def accuracy_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     """Number of samples whose label is the top-1 / among the top-5 predictions."""
     k = min(5, logits.shape[1])
@@ -117,11 +86,12 @@ class Trainer:
             batch_size=config["batch_size"], batch_size_test=config["batch_size_test"],
             workers=config["workers"], device=self.device, seed=config["seed"],
             rank=self.dist.rank, world_size=self.dist.world_size, use_dali=config["use_dali"],
+            drop_last=config["drop_last"],
         )
         if not self.dist.enabled and config["shards"] > 1 and not config["evaluate"]:  # the shards of S processes
             self.data = replace(self.data, train=ShardBatches([self._shard_data(i, config["shards"]).train
                                                                for i in range(config["shards"])]))
-        self.model = build_model(config, self.data.info).to(self.device)
+        self.model = build_model(config, *self.data.info.shape).to(self.device)
         self.stage1 = load_stage1(self.model, config["stage1"]) if config["stage1"] and not config["resume"] else None
         self.frozen_layers = self._start_bn_retrain() if config["bn_retrain"] and not config["resume"] else None
         self.loss = ClassificationLoss(config["labelsmooth"], config["mixup"])
@@ -132,7 +102,7 @@ class Trainer:
         self.parallel: Parallel | None = None
 
     def _start_bn_retrain(self) -> list[str]:
-        """``--bn_retrain CKPT``: its weights, binarized and frozen (onebit.train.bn_retrain)."""
+        """``--bn_retrain CKPT``: its weights, binarized and frozen (onebit.models.frozen)."""
         ckpt_io.load_model_state(self.model, ckpt_io.load(self.config["bn_retrain"]), self.config["model"])
         self.config["frozen_weights"] = True  # the run's checkpoints rebuild the frozen network
         return frozen_for_bn_retrain(self.model)
@@ -145,12 +115,12 @@ class Trainer:
             raise ValueError("--teacher needs --teacher_ckpt: the teacher's trained weights")
         if c["mixup"]:
             raise ValueError("--mixup with a teacher is not supported")
-        state = ckpt_io.load(c["teacher_ckpt"])
+        state = load(c["teacher_ckpt"])
         saved = state.get("config")
         at_layers = block_names if c["at_weight"] > 0 else (lambda m: ())
         if saved:
-            model = build_model({**c, **{k: saved[k] for k in MODEL_KEYS if k in saved}}, info)
-            ckpt_io.load_model_state(model, state, c["teacher"])
+            model = build_model({**c, **{k: saved[k] for k in MODEL_KEYS if k in saved}}, *info.shape)
+            load_model_state(model, state, c["teacher"])
             teacher = Teacher(model, at_layers(model))
         else:
             teacher = Teacher.from_checkpoint(c["teacher"], state, info.num_classes, in_channels=info.in_channels,
@@ -165,7 +135,7 @@ class Trainer:
         c = self.config
         return build_data(c["dataset"], c["data_path"], batch_size=c["batch_size"], batch_size_test=c["batch_size_test"],
                           workers=c["workers"], device=self.device, seed=c["seed"], rank=rank, world_size=world_size,
-                          use_dali=c["use_dali"])
+                          use_dali=c["use_dali"], drop_last=c["drop_last"])
 
     def _autocast_loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
         """``_loss`` under ``--amp``'s autocast (a no-op context without it)."""
@@ -193,9 +163,6 @@ class Trainer:
         """The bare model (DDP unwrapped)."""
         return getattr(self.model, "module", self.model)
 
-    def _hooks(self, name: str) -> list:
-        return [getattr(m, name) for m in self.net.modules() if callable(getattr(m, name, None))]
-
     def _wrap_distributed(self) -> None:
         c = self.config
         if c["shards"] > 1 and not self.dist.enabled and self.student_features is not None:
@@ -211,11 +178,15 @@ class Trainer:
         name = c["save"] or f"{c['model']}_{c['dataset']}_{datetime.now():%Y%m%d-%H%M%S}"
         return Path(c["results_dir"]) / name
 
-    def _set_epoch_state(self, epoch: int) -> float:
-        """Learning rate and temperature of ``epoch`` (deterministic, safe to repeat on resume)."""
+    def _scheduled(self) -> bool:
+        """The model has temperature-scheduled quantizers."""
+        return any(callable(getattr(m, "set_temperature", None)) for m in self.net.modules())
+
+    def _start_epoch(self, epoch: int, resumed: bool) -> float:
+        """Learning rate, temperature and (unless ``resumed`` mid-epoch) the epoch-start hooks of ``epoch``."""
         lr = set_lr(self.optimizer, epoch, self.config)
-        self.temperature = set_epoch_temperature(self.net, epoch, self.config["epochs"], self.config["Tmin"],
-                                                 self.config["Tmax"])
+        self.temperature = start_epoch(self.net, epoch, self.config["epochs"], self.config["Tmin"], self.config["Tmax"],
+                                       resumed=resumed)
         return lr
 
     def _on_signal(self, signum, frame):
@@ -237,7 +208,7 @@ class Trainer:
 
     def evaluate_checkpoint(self, path: str) -> dict[str, float]:
         """``-e FILE``: the config already holds the checkpoint's model keys (see config.resolve)."""
-        ckpt_io.load_model_state(self.net, ckpt_io.load(path), self.config["model"])
+        load_model_state(self.net, load(path), self.config["model"])
         result = self.evaluate()
         if self.dist.is_main:
             print(f"{path}: {self.config['model']} on {self.config['dataset']} test: "
@@ -250,7 +221,7 @@ class Trainer:
         """Train one epoch from batch ``start_step``; ``sums`` = [loss*n, correct, n] so far."""
         c = self.config
         self.model.train()
-        after_step = self._hooks("after_step")
+        after_step = after_step_hooks(self.net)
         loader = self.data.train
         loader.set_epoch(epoch, start_step)
         total = self.data.info.train_size
@@ -328,8 +299,8 @@ class Trainer:
         start_epoch, start_step, sums, best = 0, 0, [0.0, 0.0, 0.0], 0.0
         resume_rng = None
         if c["resume"]:
-            state = ckpt_io.load(c["resume"])
-            ckpt_io.load_model_state(self.model, state, c["model"])
+            state = load(c["resume"])
+            load_model_state(self.model, state, c["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             start_epoch, start_step, best = state["epoch"], state["step"], state["best_top1"]
             sums = list(state["train_sums"]) if start_step else sums
@@ -350,27 +321,27 @@ class Trainer:
                      + (f", new quantizer state: {len(self.stage1.new)}" if self.stage1.new else ""))
         if self.frozen_layers is not None:
             trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
-            t = f", t = {c['Tmax']:.4g}" if self._hooks("set_temperature") else ""
+            t = f", t = {c['Tmax']:.4g}" if self._scheduled() else ""
             log.info(f"BN retraining from {c['bn_retrain']}: {len(self.frozen_layers)} binary layers fixed to their "
                      f"binarized weights, {trainable} BatchNorm parameters train{t}")
+        if any(callable(getattr(m, "set_temperature", None)) for m in self.net.modules()):
+            log.info(f"temperature t: {c['Tmin']:g} at epoch 1, log-linear towards {c['Tmax']:g} (--Tmin/--Tmax)")
         if self.teacher is not None:
             log.info(f"distillation from teacher {c['teacher']} ({c['teacher_ckpt']}): {self.distill.extra_repr()}")
         self._log_model_summary(log)
 
         t_start, result = time.time(), self._bn_retrain_baseline(log)
         flips = SignFlips(self.net)
-        scheduled = bool(self._hooks("set_temperature"))
+        scheduled = self._scheduled()
         for epoch in range(start_epoch, c["epochs"]):
             t0 = time.time()
             if resume_rng is not None:  # mid-epoch resume: the epoch's hooks already ran
-                lr = self._set_epoch_state(epoch)
+                lr = self._start_epoch(epoch, resumed=True)
                 ckpt_io.set_rng_state(resume_rng)
                 resume_rng = None
             else:
                 seed_everything(epoch_seed(c["seed"], epoch))
-                lr = self._set_epoch_state(epoch)
-                for hook in self._hooks("on_epoch_start"):
-                    hook(epoch, c["epochs"])
+                lr = self._start_epoch(epoch, resumed=False)
                 self.dist.broadcast_buffers(self.net)  # epoch-start updates run once, on rank 0
                 start_step, sums = 0, [0.0, 0.0, 0.0]
             self._stop_step = 0

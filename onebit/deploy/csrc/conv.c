@@ -11,7 +11,7 @@
 
 #include "onebit_kernels.h"
 
-#define OB_ABI_VERSION 2 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
+#define OB_ABI_VERSION 3 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
 
 #define POP4(x) (((x) & 1) + (((x) >> 1) & 1) + (((x) >> 2) & 1) + (((x) >> 3) & 1))
 #define ROW(b)                                                                               \
@@ -24,10 +24,12 @@ const uint8_t ob_nibble_popcount[16][16] __attribute__((aligned(64))) = {
 
 /* ---------------------------------------------------------------- kernel selection */
 
+/* A code path: its nibble tile and float loops, and its channel-word layout (NULL: none). */
 typedef struct {
     const char* name;
     ob_tile_fn tile;
     const ob_float_ops* ops;
+    const ob_word_ops* words;
     int (*supported)(void);
 } ob_kernel;
 
@@ -37,12 +39,18 @@ static int has_avx2(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
 }
+/* the avx512 path runs AVX2 code too (its nibble tile and float loops) */
+static int has_avx512(void) {
+    return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
+}
 #endif
 
 static const ob_kernel KERNELS[] = {
-    {"scalar", ob_tile_scalar, &ob_float_ops_scalar, always},
+    {"scalar", ob_tile_scalar, &ob_float_ops_scalar, &ob_word_ops_scalar, always},
 #if defined(__x86_64__)
-    {"avx2", ob_tile_avx2, &ob_float_ops_avx2, has_avx2},
+    {"avx2", ob_tile_avx2, &ob_float_ops_avx2, NULL, has_avx2},
+    {"avx512", ob_tile_avx2, &ob_float_ops_avx2, &ob_word_ops_avx512, has_avx512},
 #endif
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
@@ -89,6 +97,9 @@ const ob_float_ops* ob_current_float_ops(void) { return kernel()->ops; }
 
 const char* ob_kernel_name(void) { return kernel()->name; }
 
+/* 1 if the selected code path has the channel-word layout */
+int ob_kernel_words(void) { return kernel()->words != NULL; }
+
 /* ---------------------------------------------------------------- layout */
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -98,12 +109,15 @@ int ob_conv_init(ob_conv* s) {
     if (s->c % s->groups || s->cout % s->groups) return -1;
     if (s->kh < 1 || s->kw < 1 || s->kh > 63 || s->kw > 63) return -1;
     if (s->sh < 1 || s->sw < 1 || s->ph < 0 || s->pw < 0) return -1;
+    if (s->words != 0 && s->words != 1) return -1;
     if (s->h + 2 * s->ph < s->kh || s->w + 2 * s->pw < s->kw) return -1;
     s->ho = (s->h + 2 * s->ph - s->kh) / s->sh + 1;
     s->wo = (s->w + 2 * s->pw - s->kw) / s->sw + 1;
     s->cg = s->c / s->groups;
     s->cog = s->cout / s->groups;
-    s->q = (int32_t)ceil_div(s->cg, 4);
+    s->q = (int32_t)ceil_div(s->cg, s->words ? 64 : 4);
+    s->unit = s->words ? 8 : 1;
+    s->nr = s->words ? OB_NR_WORDS : OB_NR;
     s->g = s->kh * s->kw * s->q;
     s->k_bits = s->kh * s->kw * s->cg;
     if (s->k_bits > 65535) return -1; /* counts are 16-bit */
@@ -114,49 +128,90 @@ int ob_conv_init(ob_conv* s) {
         s->wq = (int32_t)ceil_div(s->w + 2 * s->pw, s->sw);
         s->hq = (int32_t)ceil_div(s->h + 2 * s->ph, s->sh) + 1;
     }
-    s->ob = (int32_t)ceil_div(s->cog, OB_NR);
+    s->ob = (int32_t)ceil_div(s->cog, s->nr);
     s->positions = (int64_t)s->ho * s->wq;
     s->pblocks = (int32_t)ceil_div(s->positions, OB_PB);
-    s->phase_bytes = (int64_t)s->hq * s->wq;
+    s->phase_bytes = (int64_t)s->hq * s->wq * s->unit;
     s->plane_bytes = (int64_t)s->sh * s->sw * s->phase_bytes;
     s->image_bytes = (int64_t)s->groups * s->q * s->plane_bytes;
-    s->input_bytes = s->n * s->image_bytes + 2 * OB_PB + s->kw + s->wq;
+    s->input_bytes = s->n * s->image_bytes + (2 * OB_PB + s->kw + s->wq) * (int64_t)s->unit;
     return 0;
 }
 
-/* offset, inside one nibble plane of layout s, of input pixel (iy, ix) */
+/* offset in units (nibble bytes or words), inside one plane of layout s, of input pixel (iy, ix) */
 static inline int64_t pixel_offset(const ob_conv* s, int64_t iy, int64_t ix) {
     const int64_t y = iy + s->ph, x = ix + s->pw;
     if (s->sh == 1 && s->sw == 1) return y * s->wq + x;
-    return ((y % s->sh) * s->sw + x % s->sw) * s->phase_bytes + (y / s->sh) * s->wq + x / s->sw;
+    return ((y % s->sh) * s->sw + x % s->sw) * (s->phase_bytes / s->unit) + (y / s->sh) * s->wq + x / s->sw;
 }
 
-/* write the nibbles of a row segment of input pixels (row y, columns x0...) into a plane of layout nx */
-static void store_nibbles(const ob_conv* nx, uint8_t* plane, int64_t y, int64_t x0, const uint8_t* bytes,
-                          int64_t len) {
-    if (nx->sh == 1 && nx->sw == 1) { /* contiguous */
-        memcpy(plane + pixel_offset(nx, y, x0), bytes, len);
-        return;
+/* write the units (T: nibble bytes or words) of a row segment of input pixels (row y, columns x0...) into a
+ * plane of layout nx */
+#define STORE_UNITS(name, T)                                                                          \
+    static void name(const ob_conv* nx, uint8_t* plane_bytes, int64_t y, int64_t x0, const T* units,  \
+                     int64_t len) {                                                                   \
+        T* plane = (T*)plane_bytes;                                                                   \
+        if (nx->sh == 1 && nx->sw == 1) { /* contiguous */                                            \
+            memcpy(plane + pixel_offset(nx, y, x0), units, sizeof(T) * len);                          \
+            return;                                                                                   \
+        }                                                                                             \
+        if (nx->sw == 2 && len > 1) { /* the common stride: a constant step the compiler vectorises */ \
+            T *even = plane + pixel_offset(nx, y, x0), *odd = plane + pixel_offset(nx, y, x0 + 1);    \
+            for (int64_t j = 0; j < len / 2; j++) {                                                   \
+                even[j] = units[2 * j];                                                               \
+                odd[j] = units[2 * j + 1];                                                            \
+            }                                                                                         \
+            if (len % 2) even[len / 2] = units[len - 1];                                              \
+            return;                                                                                   \
+        }                                                                                             \
+        for (int k = 0; k < nx->sw && k < len; k++) { /* every sw-th column to one phase */           \
+            T* dst = plane + pixel_offset(nx, y, x0 + k);                                             \
+            for (int64_t i = k, j = 0; i < len; i += nx->sw, j++) dst[j] = units[i];                  \
+        }                                                                                             \
     }
-    if (nx->sw == 2 && len > 1) { /* the common stride: a constant step the compiler vectorises */
-        uint8_t *even = plane + pixel_offset(nx, y, x0), *odd = plane + pixel_offset(nx, y, x0 + 1);
-        for (int64_t j = 0; j < len / 2; j++) {
-            even[j] = bytes[2 * j];
-            odd[j] = bytes[2 * j + 1];
-        }
-        if (len % 2) even[len / 2] = bytes[len - 1];
-        return;
-    }
-    for (int k = 0; k < nx->sw && k < len; k++) { /* every sw-th column goes to one phase, contiguously */
-        uint8_t* dst = plane + pixel_offset(nx, y, x0 + k);
-        for (int64_t i = k, j = 0; i < len; i += nx->sw, j++) dst[j] = bytes[i];
-    }
-}
+STORE_UNITS(store_nibbles, uint8_t)
+STORE_UNITS(store_words, uint64_t)
 
 /* ---------------------------------------------------------------- binarize */
 
+/* ob_binarize into channel words: one job per input row of one word plane */
+static int binarize_words(const ob_conv* s, const float* x, const float* thr, int64_t thr_stride_n, uint8_t* planes,
+                          int threads) {
+    const int64_t hw = (int64_t)s->h * s->w;
+    const int64_t jobs = (int64_t)s->n * s->groups * s->q * s->h;
+    const ob_word_ops* ops = kernel()->words;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) if (threads > 1 && jobs > 1)
+    {
+        uint64_t* row = (uint64_t*)malloc(sizeof(uint64_t) * s->w); /* one per thread */
+        if (!row) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t job = 0; job < jobs; job++) {
+            if (!row) continue;
+            const int64_t iy = job % s->h, plane_index = job / s->h; /* (n, group, word) */
+            const int64_t n = plane_index / ((int64_t)s->groups * s->q), gq = plane_index % ((int64_t)s->groups * s->q);
+            const int64_t c0 = (gq / s->q) * s->cg + 64 * (gq % s->q);
+            const int cnt = (int)(s->cg - 64 * (gq % s->q) < 64 ? s->cg - 64 * (gq % s->q) : 64);
+            const float* src[64];
+            float t[64];
+            for (int i = 0; i < cnt; i++) {
+                src[i] = x + (n * s->c + c0 + i) * hw + iy * s->w;
+                t[i] = thr ? thr[n * thr_stride_n + c0 + i] : 0.0f;
+            }
+            ops->binarize_row64(src, t, cnt, s->w, row);
+            store_words(s, planes + n * s->image_bytes + gq * s->plane_bytes, iy, 0, row, s->w);
+        }
+        free(row);
+    }
+    return failed ? -3 : 0;
+}
+
 int ob_binarize(const ob_conv* s, const float* x, const float* thr, int64_t thr_stride_n,
                 uint8_t* planes, int threads) {
+    if (s->words) {
+        if (!kernel()->words) return -2;
+        return binarize_words(s, x, thr, thr_stride_n, planes, threads);
+    }
     const int64_t hw = (int64_t)s->h * s->w;
     const int64_t jobs = (int64_t)s->n * s->groups * s->q;
     const int strided = s->sh != 1 || s->sw != 1;
@@ -252,7 +307,7 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
     }
     /* sign bits for the next layer, per channel; 3 zero rows (which also take the 8-byte writes of
      * a segment's last vector past the last channel's row) */
-    uint8_t neg[2 * OB_NR + 3][OB_PB];
+    uint8_t neg[OB_SPAN + 3][OB_PB];
     const int64_t hw = (int64_t)s->ho * s->wo;
     const float* t = out->next_planes ? out->float_thresh : NULL;
     for (int r = 0; r < nch; r++) {
@@ -265,6 +320,15 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
     }
     if (!out->next_planes) return;
     const ob_conv* nx = out->next;
+    if (nx->words) { /* one whole word: o0 is its first channel (checked by ob_conv_run) */
+        const int64_t j = o0 % nx->cg;
+        uint8_t* plane = out->next_planes + n * nx->image_bytes + ((o0 / nx->cg) * nx->q + j / 64) * nx->plane_bytes;
+        uint64_t words[OB_PB];
+        kernel()->words->words((const uint8_t(*)[OB_PB])neg, nch, width, words);
+        for (int k = 0; k < rows.nseg; k++)
+            store_words(nx, plane, seg[k].y, seg[k].x0, words + seg[k].p, seg[k].x1 - seg[k].x0);
+        return;
+    }
     memset(neg[nch], 0, sizeof(neg[0]) * 3); /* channels past the last one: bit 0 */
     for (int r0 = 0; r0 < nch; r0 += 4) { /* whole nibbles of the next layer's planes */
         const int64_t c = o0 + r0, j = c % nx->cg;
@@ -280,43 +344,49 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
 
 /* ---------------------------------------------------------------- convolution */
 
-/* Run the convolution on planes laid out for s. wnib: [groups][ob][g][OB_NR] weight nibbles
- * << 4 (g = (q, ky, kx)); fix: the zero-padding correction (NULL for +1 padding).
- * Bits output requires whole output nibbles per task: groups == 1 or cog % 4 == 0, and the
- * next layer's groups == 1 or cg % 4 == 0 (checked by the caller).
- * A task is 2 weight blocks (12 output channels) on one tile of OB_PB positions. */
-int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* wnib, const ob_padding* fix,
+/* Run the convolution on planes laid out for s. w: [groups][ob][g][nr] weight nibbles << 4 (uint8) or
+ * weight words (uint64), g = (plane, ky, kx); fix: the zero-padding correction (NULL for +1 padding).
+ * A task is a span of output channels (2 weight blocks, or one whole word of the next layer's planes
+ * when they are channel words) on one tile of OB_PB positions. Bits output requires whole output
+ * nibbles per task: groups == 1 or cog % 4 == 0, and the next layer's groups == 1 or cg % 4 == 0
+ * (checked by the caller); whole words: s in words, and 64 | cog and 64 | the next layer's cg unless
+ * their groups are 1 (checked here: -1). */
+int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* w, const ob_padding* fix,
                 const ob_output* out, int threads) {
-    const ob_tile_fn tile = kernel()->tile;
+    const ob_kernel* kern = kernel();
+    const int next_words = out->next_planes && out->next->words;
+    if ((s->words || next_words) && !kern->words) return -2;
+    if (next_words && (!s->words || !(s->groups == 1 || s->cog % 64 == 0) ||
+                       !(out->next->groups == 1 || out->next->cg % 64 == 0)))
+        return -1;
+    const ob_tile_fn tile = s->words ? kern->words->tile : kern->tile;
     int64_t* aoff = (int64_t*)malloc(sizeof(int64_t) * s->g);
     if (!aoff) return -3;
     for (int64_t qi = 0, i = 0; qi < s->q; qi++)
         for (int ky = 0; ky < s->kh; ky++)
             for (int kx = 0; kx < s->kw; kx++, i++)
                 aoff[i] = qi * s->plane_bytes + ((ky % s->sh) * s->sw + kx % s->sw) * s->phase_bytes +
-                          (ky / s->sh) * s->wq + kx / s->sw;
+                          ((ky / s->sh) * s->wq + kx / s->sw) * (int64_t)s->unit;
     const int writes = out->out || out->next_planes;
-    const int64_t pairs = ceil_div(s->ob, 2);
-    const int64_t tasks = (int64_t)s->n * s->groups * s->pblocks * pairs;
+    const int span = next_words ? OB_SPAN : 2 * s->nr;
+    const int64_t spans = ceil_div(s->cog, span);
+    const int64_t tasks = (int64_t)s->n * s->groups * s->pblocks * spans;
     /* one thread: a plain loop (no scheduling calls per task); several: dynamic, for a shared CPU, in
-     * runs of 4 tiles of one channel pair unless that leaves too few runs to balance */
+     * runs of 4 tiles of one channel span unless that leaves too few runs to balance */
     const int chunk = tasks >= 32 * threads ? 4 : 1;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, chunk) if (threads > 1 && tasks > 1)
     for (int64_t t = 0; t < tasks; t++) {
-        const int64_t pb = t % s->pblocks, pair = (t / s->pblocks) % pairs;
-        const int64_t grp = (t / s->pblocks / pairs) % s->groups, n = t / s->pblocks / pairs / s->groups;
+        const int64_t pb = t % s->pblocks, sp = (t / s->pblocks) % spans;
+        const int64_t grp = (t / s->pblocks / spans) % s->groups, n = t / s->pblocks / spans / s->groups;
         const int64_t pos0 = pb * OB_PB;
         const int width = s->positions - pos0 > OB_PB / 2 ? OB_PB : OB_PB / 2;
-        const uint8_t* a = planes + n * s->image_bytes + grp * s->q * s->plane_bytes + pos0;
-        uint16_t counts[2 * OB_NR * OB_PB + 8]; /* + 8: the output transform loads 8 counts at a time */
-        int nch = 0;
-        for (int64_t blk = 2 * pair; blk < 2 * pair + 2 && blk < s->ob; blk++) {
-            const uint8_t* w = wnib + ((grp * s->ob + blk) * s->g) * OB_NR;
-            tile(a, aoff, s->g, w, width, counts + (blk - 2 * pair) * OB_NR * OB_PB);
-            const int64_t left = s->cog - blk * OB_NR;
-            nch += (int)(left < OB_NR ? left : OB_NR);
-        }
-        if (writes) transform_tile(s, out, fix, n, grp * s->cog + 2 * pair * OB_NR, nch, counts, pos0, width);
+        const uint8_t* a = planes + n * s->image_bytes + grp * s->q * s->plane_bytes + pos0 * s->unit;
+        uint16_t counts[OB_SPAN * OB_PB + 8]; /* + 8: the output transform loads 8 counts at a time */
+        const int64_t c0 = sp * span, c1 = c0 + span < s->cog ? c0 + span : s->cog;
+        for (int64_t blk = c0 / s->nr; blk * s->nr < c1; blk++)
+            tile(a, aoff, s->g, w + (grp * s->ob + blk) * s->g * s->nr * s->unit, width,
+                 counts + (blk - c0 / s->nr) * s->nr * OB_PB);
+        if (writes) transform_tile(s, out, fix, n, grp * s->cog + c0, (int)(c1 - c0), counts, pos0, width);
     }
     free(aoff);
     return 0;
@@ -324,18 +394,25 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* wnib, co
 
 /* ---------------------------------------------------------------- benchmarking aid */
 
-/* n (rounded up to 4) dependent integer additions: about n cycles, to estimate the clock from Python */
+#if defined(__x86_64__)
+int64_t ob_popcount_loop_avx512(int64_t n);
+#endif
+
+/* the avx512 word tile's instruction mix in registers, n rounds of 16 x 512 binary MACs (-1: this CPU
+ * has no AVX-512 VPOPCNTDQ, or not x86-64) */
+int64_t ob_popcount_loop(int64_t n) {
+#if defined(__x86_64__)
+    if (has_avx512()) return ob_popcount_loop_avx512(n);
+#endif
+    (void)n;
+    return -1;
+}
+
+/* n (rounded up to 4) dependent integer additions: about n cycles, to estimate the clock from Python.
+ * Register + register adds: recent Intel cores fold chains of add-immediate at rename (0 cycles). */
 int64_t ob_dependent_adds(int64_t n) {
-    int64_t v = 0;
-    for (int64_t i = 0; i < n; i += 4) { /* the empty asm keeps the chain of +1 from folding */
-        v++;
-        __asm__ volatile("" : "+r"(v));
-        v++;
-        __asm__ volatile("" : "+r"(v));
-        v++;
-        __asm__ volatile("" : "+r"(v));
-        v++;
-        __asm__ volatile("" : "+r"(v));
-    }
+    int64_t v = 1;
+    for (int64_t i = 0; i < n; i += 4)
+        __asm__ volatile("add %0, %0\n\tadd %0, %0\n\tadd %0, %0\n\tadd %0, %0" : "+r"(v));
     return v;
 }

@@ -173,6 +173,22 @@ static void OB_NAME(max_pool_plane)(const float* x, int h, int w, int kh, int kw
 static void OB_NAME(avg_pool_plane)(const float* x, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
                                     int ho, int wo, int count_include_pad, int divisor_override, float* buf,
                                     float* out) {
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && ho == h / 2 && wo == w / 2) {
+        /* 2x2/2 windows, all inside (downsample shortcuts): the same sums, straight from the two rows */
+        const float divide = (float)(divisor_override ? divisor_override : 4);
+        for (int oy = 0; oy < ho; oy++) {
+            const float *r0 = x + (int64_t)(2 * oy) * w, *r1 = r0 + w;
+            float* o = out + (int64_t)oy * wo;
+            for (int ox = 0; ox < wo; ox++) {
+                float s = 0.0f + r0[2 * ox];
+                s += r0[2 * ox + 1];
+                s += r1[2 * ox];
+                s += r1[2 * ox + 1];
+                o[ox] = s / divide;
+            }
+        }
+        return;
+    }
     const int plen = w / sw + 1;
     float* phase = buf;        /* phase k at phase + k * plen */
     float* sum = buf + sw * plen;

@@ -19,13 +19,22 @@
  * on AVX2): table T_w[a] = popcount(a ^ w) is selected by the weight nibble w and indexed by
  * 32 activation bytes at once, so one shuffle + one byte add do 32 positions x 4 bits.
  * The dot product of K = kh*kw*Cg signs is K - 2*count (xnor-popcount).
+ *
+ * Data layout ("channel words", oneDNN's blocked nChw64c). The same planes with 64 channels
+ * per position in one 64-bit word (bit i = channel 64q+i) instead of 4 in a nibble:
+ * ceil(Cg/64) word planes per group, the same padding, pitch and phases, offsets in words.
+ * The GEMM runs over G = kh*kw*ceil(Cg/64) word rows with xor + 64-bit popcount (vpopcntq on
+ * AVX-512 VPOPCNTDQ: 8 positions x 64 channels per instruction). A code path that has a word
+ * tile uses this layout; the caller picks the layout per convolution (ob_conv.words).
  */
 #ifndef ONEBIT_KERNELS_H
 #define ONEBIT_KERNELS_H
 
 #include <stdint.h>
 
-#define OB_NR 6        /* output channels per weight block (micro-kernel width) */
+#define OB_NR 6        /* output channels per weight block of the nibble tile */
+#define OB_NR_WORDS 8  /* output channels per weight block of the word tile */
+#define OB_SPAN 64     /* most output channels of one task (a whole word of the next layer's planes) */
 #define OB_PB 64       /* output positions per tile */
 #define OB_CHUNK 63    /* nibble rows per byte-accumulator chunk: 63 * 4 <= 255 */
 
@@ -35,17 +44,20 @@ typedef struct {
     int32_t n, c, h, w;            /* input batch, channels, height, width */
     int32_t cout, groups;
     int32_t kh, kw, sh, sw, ph, pw;
+    int32_t words;                 /* 1: channel-word layout, 0: nibble planes */
     /* derived */
     int32_t ho, wo;                /* output height and width */
     int32_t cg, cog;               /* input / output channels per group */
-    int32_t q;                     /* nibble planes per group: ceil(cg / 4) */
-    int32_t g;                     /* GEMM depth in nibbles: kh * kw * q */
+    int32_t q;                     /* planes per group: ceil(cg / 4) nibble or ceil(cg / 64) word planes */
+    int32_t g;                     /* GEMM depth in nibble or word rows: kh * kw * q */
+    int32_t unit;                  /* bytes per position of a plane: 1 (nibbles) or 8 (words) */
+    int32_t nr;                    /* output channels per weight block: OB_NR or OB_NR_WORDS */
     int32_t k_bits;                /* true dot-product length: kh * kw * cg */
     int32_t hq, wq;                /* rows and pitch of one (phase) plane */
-    int32_t ob;                    /* weight blocks per group: ceil(cog / OB_NR) */
+    int32_t ob;                    /* weight blocks per group: ceil(cog / nr) */
     int32_t pblocks;               /* tiles of OB_PB positions per image */
     int64_t positions;             /* computed positions per image: ho * wq */
-    int64_t phase_bytes;           /* hq * wq */
+    int64_t phase_bytes;           /* hq * wq * unit */
     int64_t plane_bytes;           /* sh * sw * phase_bytes */
     int64_t image_bytes;           /* groups * q * plane_bytes */
     int64_t input_bytes;           /* n * image_bytes + read slack */
@@ -119,6 +131,21 @@ typedef struct {
     void (*avg_pool_plane)(const float* x, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
                            int ho, int wo, int count_include_pad, int divisor_override, float* buf, float* out);
 } ob_float_ops;
+
+/* The channel-word layout of a code path. tile: as ob_tile_fn with OB_NR_WORDS channels, a in
+ * bytes, w: [g][OB_NR_WORDS] uint64 weight words. words: out[p] = sum over r < nch of
+ * neg[r][p] << r, p < width (neg rows of OB_PB bytes). binarize_row64: one input row of
+ * cnt <= 64 channels -> dst[i] bit c = !(x[c][i] >= t[c]) (bits >= cnt are 0). */
+typedef struct {
+    void (*tile)(const uint8_t* a, const int64_t* aoff, int g, const uint8_t* w, int width, uint16_t* counts);
+    void (*words)(const uint8_t (*neg)[OB_PB], int nch, int width, uint64_t* out);
+    void (*binarize_row64)(const float* const* x, const float* t, int cnt, int n, uint64_t* dst);
+} ob_word_ops;
+
+extern const ob_word_ops ob_word_ops_scalar;
+#if defined(__x86_64__)
+extern const ob_word_ops ob_word_ops_avx512;
+#endif
 
 extern const ob_float_ops ob_float_ops_scalar;
 #if defined(__x86_64__)

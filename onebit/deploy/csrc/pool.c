@@ -7,19 +7,32 @@
 
 #include "onebit_kernels.h"
 
-/* max_pool2d: dilation 1, floor mode, pad <= kernel / 2 (as PyTorch requires), NaN propagates */
+/* max_pool2d: dilation 1, floor mode, pad <= kernel / 2 (as PyTorch requires), NaN propagates.
+ * negate (NULL: none): per channel (plane p is channel p % channels), pool -x and negate the result,
+ * i.e. the window minimum (a negative BatchNorm scale applied after the pool). */
 int ob_max_pool2d(const float* x, int64_t planes, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
-                  int ho, int wo, float* out, int threads) {
+                  int ho, int wo, const uint8_t* negate, int channels, float* out, int threads) {
     const ob_float_ops* ops = ob_current_float_ops();
+    const int64_t hw = (int64_t)h * w;
     int failed = 0;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t p = 0; p < planes; p++) {
-        float* buf = (float*)malloc(sizeof(float) * (w + sw * (w / sw + 1)));
-        if (!buf) {
-            failed = 1;
-            continue;
+#pragma omp parallel num_threads(threads)
+    {
+        /* one per thread: the pool's row buffer, and a negated plane */
+        float* buf = (float*)malloc(sizeof(float) * (w + sw * (w / sw + 1) + (negate ? hw : 0)));
+        if (!buf) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < planes; p++) {
+            if (!buf) continue;
+            float* o = out + p * ho * wo;
+            if (negate && negate[p % channels]) {
+                float* neg = buf + w + sw * (w / sw + 1);
+                for (int64_t i = 0; i < hw; i++) neg[i] = -x[p * hw + i];
+                ops->max_pool_plane(neg, h, w, kh, kw, sh, sw, ph, pw, ho, wo, buf, o);
+                for (int64_t i = 0; i < (int64_t)ho * wo; i++) o[i] = -o[i];
+            } else {
+                ops->max_pool_plane(x + p * hw, h, w, kh, kw, sh, sw, ph, pw, ho, wo, buf, o);
+            }
         }
-        ops->max_pool_plane(x + p * h * w, h, w, kh, kw, sh, sw, ph, pw, ho, wo, buf, out + p * ho * wo);
         free(buf);
     }
     return failed ? -3 : 0;

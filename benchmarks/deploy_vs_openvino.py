@@ -1,0 +1,164 @@
+"""Bi-Real Net-18 on onebit's runtime against the same graph in OpenVINO, side by side in one process.
+
+The OpenVINO graph is built op by op from the same PyTorch model (``birealnet18``, random weights and
+BatchNorm statistics, 224x224): the float stem (7x7/2 conv, BatchNorm as multiply + add, 3x3/2 max
+pool), per binary conv a 2-level ``FakeQuantize`` (the sign) and ``BinaryConvolution`` (opset1,
+``xnor-popcount``, u1 weights, zero padding) followed by the folded weight scale and BatchNorm and the
+residual add, the float downsample shortcuts (2x2 average pool, 1x1 conv, BatchNorm), global average
+pool and the classifier. OpenVINO fuses the sign into the binary convolution's input packing and runs
+its ``jit_*_u1`` kernel (the script prints which primitives ran). Float parts run in fp32
+(``INFERENCE_PRECISION_HINT=f32``: onebit's float parts are exact fp32; OpenVINO would otherwise use
+bf16 on CPUs with AMX / AVX-512 BF16).
+
+Both run with the same thread count (OpenVINO: one stream, ``INFERENCE_NUM_THREADS``); times are
+the minimum over interleaved rounds (the machine may be shared), at batch 1 (latency) and batch 8
+(throughput in images/s). openvino is a benchmark-only dependency: ``pip install openvino``
+(or ``pip install -e .[openvino]``).
+
+Usage:  python benchmarks/deploy_vs_openvino.py [--threads 1,2] [--repeat 30] [--batches 1,8]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from deploy_bench import clock_for, cpu_line, interleaved_min, randomize_bn  # noqa: E402
+
+
+def openvino_birealnet18(model, batch: int, side: int = 224):
+    """The Bi-Real-18 graph of ``model`` (eval mode) in OpenVINO ops."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset1 as op1
+    import openvino.opset13 as op
+    import torch
+
+    def const(v):
+        return op.constant(np.ascontiguousarray(np.asarray(v, dtype=np.float32)))
+
+    def per_channel(v):
+        return const(np.asarray(v, dtype=np.float32).reshape(1, -1, 1, 1))
+
+    def bn_affine(bn):
+        alpha = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+        return alpha, (bn.bias.detach() - bn.running_mean * alpha)
+
+    def affine(x, alpha, beta):
+        return op.add(op.multiply(x, per_channel(alpha)), per_channel(beta))
+
+    def float_conv(x, conv):
+        w = const(conv.weight.detach().numpy())
+        return op.convolution(x, w, list(conv.stride), list(conv.padding), list(conv.padding), [1, 1])
+
+    def binary_unit(x, unit, shortcut):
+        conv = unit.conv
+        q = conv.weight_quantizer(conv.weight).detach()  # +-scale per output channel
+        scale = q.abs().amax((1, 2, 3))
+        bits = ov.Tensor(ov.Type.u1, ov.Shape(list(q.shape)))  # bit 1 = +1, little-endian packing
+        bits.data[:] = np.packbits((q >= 0).numpy().ravel(), bitorder="little")
+        signs = op.fake_quantize(x, const(0.0), const(0.0), const(0.0), const(1.0), 2)  # x > 0 -> 1 (+1), else 0 (-1)
+        pad = list(conv.padding)
+        y = op1.binary_convolution(signs, ov.op.Constant(bits), list(conv.stride), pad, pad, [1, 1], "xnor-popcount", 0.0)
+        alpha, beta = bn_affine(unit.post)
+        return op.add(affine(y, alpha * scale, beta), shortcut)
+
+    x_in = op.parameter([batch, 3, side, side], np.float32, name="x")
+    x = float_conv(x_in, model.conv1)
+    x = affine(x, *bn_affine(model.bn1))
+    mp = model.maxpool
+    x = op.max_pool(x, [mp.stride] * 2, [1, 1], [mp.padding] * 2, [mp.padding] * 2, [mp.kernel_size] * 2).output(0)
+    for stage in range(model.num_stages):
+        for block in getattr(model, f"layer{stage + 1}"):
+            s = x
+            if not isinstance(block.shortcut, torch.nn.Identity):
+                pool, conv, bn = block.shortcut
+                s = op.avg_pool(x, [pool.stride] * 2, [0, 0], [0, 0], [pool.kernel_size] * 2, True)
+                s = affine(float_conv(s, conv), *bn_affine(bn))
+            out = binary_unit(x, block.unit1, s)
+            x = binary_unit(out, block.unit2, out)
+    x = op.reduce_mean(x, op.constant(np.array([2, 3], dtype=np.int64)), False)
+    logits = op.add(op.matmul(x, const(model.fc.weight.detach().numpy()), False, True), const(model.fc.bias.detach().numpy()))
+    return ov.Model([logits], [x_in], "birealnet18")
+
+
+def primitives(compiled) -> dict[str, set[str]]:
+    """Layer type -> the primitive names OpenVINO's CPU plugin chose (from its runtime model)."""
+    found: dict[str, set[str]] = {}
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        rt = node.get_rt_info()
+        if "layerType" in rt and "primitiveType" in rt:
+            found.setdefault(rt["layerType"].astype(str), set()).add(rt["primitiveType"].astype(str))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--repeat", type=int, default=30, help="interleaved rounds; minimum reported (default 30)")
+    parser.add_argument("--cpu_time", action="store_true",
+                        help="time 1-thread runs in process CPU time (for a shared machine; 2+ threads stay wall time)")
+    args = parser.parse_args()
+    try:
+        import openvino as ov
+    except ImportError:
+        sys.exit("openvino is not installed: pip install openvino (a benchmark-only dependency)")
+    import numpy as np
+    import torch
+
+    from onebit.deploy import export, get_kernel, load
+    from onebit.models import create_model
+
+    print(f"# onebit vs OpenVINO, Bi-Real Net-18 (224x224, 1000 classes)\n{cpu_line()}; onebit kernel path "
+          f"{get_kernel()}; OpenVINO {ov.__version__}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}"
+          f"{'; 1-thread times in process CPU time' if args.cpu_time else ''}")
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("birealnet18", 1000), 1)
+    core = ov.Core()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "birealnet18.onebit"
+        export(model, torch.randn(1, 3, 224, 224), path, check=False)
+        runtime = load(path)
+        batches = [int(b) for b in args.batches.split(",")]
+        for batch in batches:
+            x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
+            x_np = x.numpy()
+            graph = openvino_birealnet18(model, batch)
+            with torch.no_grad():
+                expected = model(x)
+            rows = []
+            for th in (int(t) for t in args.threads.split(",")):
+                compiled = core.compile_model(graph, "CPU", {"INFERENCE_NUM_THREADS": th, "NUM_STREAMS": 1,
+                                                             "INFERENCE_PRECISION_HINT": "f32",
+                                                             "PERFORMANCE_HINT": "LATENCY"})
+                request = compiled.create_infer_request()
+                if th == 1:
+                    kinds = primitives(compiled)
+                    print(f"\nbatch {batch}: OpenVINO primitives: " + ", ".join(
+                        f"{k} {'/'.join(sorted(v))}" for k, v in sorted(kinds.items()) if k not in ("Const", "Input", "Output")))
+                    got_ov = request.infer({0: x_np})[0]
+                    got_ob = runtime(x)
+                    for name, got in (("onebit", got_ob), ("OpenVINO", torch.from_numpy(np.asarray(got_ov)))):
+                        rel = ((got - expected).abs().amax(1) / expected.abs().amax(1)).max().item()
+                        agree = (got.argmax(1) == expected.argmax(1)).float().mean().item()
+                        print(f"  {name} against PyTorch eval: max relative logit difference {rel:.1e}, top-1 agrees "
+                              f"on {100 * agree:.0f}%")
+                torch.set_num_threads(th)
+                runtime.threads = th
+                t = interleaved_min({"onebit": lambda: runtime(x), "openvino": lambda: request.infer({0: x_np})},
+                                    args.repeat, clock=clock_for(th, args.cpu_time))
+                rows.append((th, t))
+            print(f"{'threads':>7} {'onebit ms':>10} {'OpenVINO ms':>12} {'onebit/OV speed':>16} {'onebit img/s':>13} "
+                  f"{'OV img/s':>9}")
+            for th, t in rows:
+                print(f"{th:>7} {1e3 * t['onebit']:10.2f} {1e3 * t['openvino']:12.2f} {t['openvino'] / t['onebit']:15.2f}x "
+                      f"{batch / t['onebit']:13.1f} {batch / t['openvino']:9.1f}")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
