@@ -11,7 +11,8 @@ from torch import nn
 from onebit.models import create_model
 from onebit.quant import FrozenBinaryWeight
 from onebit.train import checkpoint as ckpt_io
-from onebit.train import load_trained_model, run
+from onebit.models.trained import load_trained_model
+from onebit.train import run
 from onebit.models.frozen import freeze_binary_weights, frozen_for_bn_retrain, train_only_batchnorm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
