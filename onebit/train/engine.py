@@ -33,6 +33,7 @@ from onebit.models import create_model, get_entry
 from onebit.quant.methods import Method, get_method, parse_method_options
 from onebit.quant.schedules import set_epoch_temperature
 from onebit.train import checkpoint as ckpt_io
+from onebit.train.importer import check_preprocessing
 from onebit.train.config import MODEL_KEYS, save_config
 from onebit.train.distill import DistillationLoss, FeatureHooks, Teacher, block_names
 from onebit.train.distributed import Distributed, convert_global_batchnorm
@@ -201,7 +202,9 @@ class Trainer:
 
     def evaluate_checkpoint(self, path: str) -> dict[str, float]:
         """``-e FILE``: the config already holds the checkpoint's model keys (see config.resolve)."""
-        ckpt_io.load_model_state(self.net, ckpt_io.load(path), self.config["model"])
+        checkpoint = ckpt_io.load(path)
+        check_preprocessing(checkpoint, self.data.info.mean, self.data.info.std)
+        ckpt_io.load_model_state(self.net, checkpoint, self.config["model"])
         result = self.evaluate()
         print(f"{path}: {self.config['model']} on {self.config['dataset']} test: "
               f"top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  loss {result['test_loss']:.4f}")
