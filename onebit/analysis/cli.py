@@ -14,6 +14,7 @@ def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a registered model name (see `onebit models`)")
     source.add_argument("--checkpoint", help="a checkpoint saved by `onebit train` (dict with 'model' and 'config')")
+    source.add_argument("--config", help="a recipe of `onebit train --config` (YAML, or a seed-002 mmcls .py config)")
     parser.add_argument(
         "--dataset", choices=list_datasets(),
         help="classes, channels and image size of --model (default: the model's own input size, "
@@ -40,9 +41,25 @@ def _model_and_input(args):
             raise ValueError("--dataset does not apply to --checkpoint: the checkpoint's config names its data set")
         trained = load_trained_model(args.checkpoint)
         return trained.model, trained.name, trained.in_channels, args.input_size or trained.image_size
+    if args.config:
+        return _config_model(args)
     num_classes, in_channels, side = model_shape(args.model, args.dataset)
     side = args.input_size or side
     return create_model(args.model, num_classes, in_channels=in_channels, image_size=side), args.model, in_channels, side
+
+
+def _config_model(args):
+    """The network ``onebit train --config FILE [--dataset D]`` would train."""
+    from types import SimpleNamespace
+
+    from onebit.train.config import resolve
+    from onebit.train.engine import build_model
+
+    config = resolve(["--config", args.config] + (["--dataset", args.dataset] if args.dataset else []))
+    num_classes, in_channels, side = dataset_shape(config["dataset"])
+    side = args.input_size or side
+    info = SimpleNamespace(num_classes=num_classes, in_channels=in_channels, image_size=side)
+    return build_model(config, info), config["model"], in_channels, side
 
 
 def main(args) -> int:

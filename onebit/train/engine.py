@@ -38,7 +38,7 @@ from onebit.train.config import MODEL_KEYS, save_config
 from onebit.train.distill import DistillationLoss, FeatureHooks, Teacher, block_names
 from onebit.train.distributed import Distributed, convert_global_batchnorm
 from onebit.train.losses import ClassificationLoss
-from onebit.train.optim import build_optimizer, set_lr
+from onebit.train.optim import build_optimizer, per_batch, set_lr
 from onebit.train.runlog import RunLog, count_params, describe_device, progress
 from onebit.train.stages import load_stage1
 
@@ -222,6 +222,8 @@ class Trainer:
         bar = progress(total, f"epoch {epoch + 1}/{c['epochs']}", self.dist.is_main)
         bar.update(min(start_step * c["batch_size"], total))
         for step, (images, labels) in enumerate(loader, start_step):
+            if per_batch(c):
+                set_lr(self.optimizer, epoch, c, step, len(loader))
             logits, loss = self._loss(images, labels)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch}, batch {step}: lower --lr?")
