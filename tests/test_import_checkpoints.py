@@ -132,7 +132,8 @@ def test_reactnet_checkpoint_converts(tmp_path, step):
     src = tmp_path / "checkpoint.pth.tar"
     torch.save({"epoch": 3, "state_dict": reactnet_layout(model, step), "best_top1_acc": 12.0}, src)
     checkpoint = import_checkpoint(src)
-    assert checkpoint["model_name"] == "reactnet_a" and checkpoint["config"]["dataset"] == "imagenet"
+    assert checkpoint["config"] == {"model": "reactnet_a", "method": "reactnet", "dataset": "imagenet",
+                                    **({"w32": True} if step == 1 else {})}
     same_logits(model, checkpoint, "reactnet", size=64)
 
 

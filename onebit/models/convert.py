@@ -261,4 +261,6 @@ def convert_state(obj: Any, source: str | None = None, model: str | None = None)
                                       (f"missing for {model_name}", missing)) if items]
         raise ConversionError(f"does not fit onebit model {model_name!r} as a {source} checkpoint: " + "; ".join(parts))
     info = {k: rest[k] for k in ("epoch", "best_prec1", "best_top1_acc") if isinstance(rest.get(k), (int, float))}
-    return Converted(model_name, target.method, out, dataset, source, info=info)
+    # ReActNet step 1 (real weights, binary activations) has nn.Conv2d ``weight`` where step 2 has ``weights``
+    options = {"w32": True} if source == "reactnet" and any(k.endswith("binary_3x3.weight") for k in state) else {}
+    return Converted(model_name, target.method, out, dataset, source, model_options=options, info=info)
