@@ -186,3 +186,38 @@ def test_evaluation_refuses_other_preprocessing():
     check_preprocessing(checkpoint, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     with pytest.raises(ckpt_io.CheckpointError, match="normalised with mean .* would not be the official one"):
         check_preprocessing(checkpoint, (0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
+
+
+def mmcls_layout(model) -> dict:
+    """Seed 002 mmcls: backbone.layer<s>.<b>.{conv,bn,move,prelu}<i>, RPRelu as prelu<i>.{bias1,prelu,bias2},
+    neck.bn (GlobalAveragePoolingBN), head.fc; LearnableBias shaped (1, C, 1, 1)."""
+    state = {"meta": {"epoch": 100, "config": "model = dict(...)"}, "state_dict": {}}
+    for key, t in model.state_dict().items():
+        if key.endswith("input_quantizer.threshold"):
+            continue
+        value = t
+        for pattern, repl in ((r"\.unit(\d)\.conv\.", r".conv\1."), (r"\.unit(\d)\.post\.", r".bn\1."),
+                              (r"\.unit(\d)\.pre\.bias", r".move\1.bias"), (r"\.unit(\d)\.act\.beta", r".prelu\1.prelu.weight"),
+                              (r"\.unit(\d)\.act\.gamma", r".prelu\1.bias1.bias"), (r"\.unit(\d)\.act\.zeta", r".prelu\1.bias2.bias"),
+                              (r"\.shortcut\.", ".downsample.")):
+            key = re.sub(pattern, repl, key)
+        if key.endswith(("move1.bias", "move2.bias", "bias1.bias", "bias2.bias")):
+            value = (-t if key.endswith("bias1.bias") else t).view(1, -1, 1, 1)
+        if key.startswith("head_bn."):
+            key = "neck.bn." + key[len("head_bn."):]
+        elif key.startswith("fc."):
+            key = "head." + key
+        else:
+            key = "backbone." + key
+        state["state_dict"][key] = value
+    return state
+
+
+@pytest.mark.parametrize("name,method", [("irnet_r18", "irnet"), ("reactnet_r18", "reactnet")])
+def test_mmcls_checkpoint_converts(tmp_path, name, method):
+    model = randomised(name, method, num_classes=1000)
+    src = tmp_path / "epoch_100.pth"
+    torch.save(mmcls_layout(model), src)
+    checkpoint = import_checkpoint(src)
+    assert checkpoint["config"] == {"model": name, "method": method, "dataset": "imagenet"}
+    same_logits(model, checkpoint, method, size=64)

@@ -141,6 +141,20 @@ REACTNET_A: list[Rule] = [  # ReActNet mobilenet/reactnet.py -> onebit BinaryMob
 ]
 
 
+MMCLS_RESARCH: list[Rule] = [  # seed 002 mmcls ResArch + GlobalAveragePooling[BN] + LinearClsHead -> onebit ResArch
+    (r"^backbone\.", ""),
+    (r"^neck\.bn\.", "head_bn."),
+    (r"^head\.fc\.", "fc."),
+    (r"^(layer\d+\.\d+)\.conv(\d)\.", r"\1.unit\2.conv."),
+    (r"^(layer\d+\.\d+)\.bn(\d)\.", r"\1.unit\2.post."),
+    (r"^(layer\d+\.\d+)\.downsample\.", r"\1.shortcut."),
+    (r"^(layer\d+\.\d+)\.move(\d)\.bias$", r"\1.unit\2.pre.bias"),
+    (r"^(layer\d+\.\d+)\.prelu(\d)\.bias1\.bias$", r"\1.unit\2.act.gamma"),  # prelu(x + b): gamma = -b
+    (r"^(layer\d+\.\d+)\.prelu(\d)\.prelu\.weight$", r"\1.unit\2.act.beta"),
+    (r"^(layer\d+\.\d+)\.prelu(\d)\.bias2\.bias$", r"\1.unit\2.act.zeta"),
+]
+
+
 def _flatten_blocks(keys) -> Callable[[str], str]:
     """``layer<s>.<b>.`` -> ``layers.<n>.`` numbering the blocks in order (onebit CifarResNet)."""
     blocks = sorted({(int(m.group(1)), int(m.group(2))) for k in keys if (m := re.match(r"layer(\d+)\.(\d+)\.", k))})
@@ -180,6 +194,14 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("rbnn", "resnet18_1w1a"): Target("resnet18_1w1a", "rbnn", RBNN_QUANTIZER + CIFAR_RESNET, flat_blocks=True),
     ("rbnn", "resnet20_bireal_1w1a"): Target("resnet20_bireal_1w1a", "rbnn", RBNN_QUANTIZER + BIREAL_RESNET),
     ("irnet", "resnet20_1w1a"): Target("resnet20_bireal_1w1a", "irnet", BIREAL_RESNET),
+    ("mmcls", "IRNet-18"): Target("irnet_r18", "irnet", MMCLS_RESARCH),
+    ("mmcls", "IRNet-34"): Target("irnet_r34", "irnet", MMCLS_RESARCH),
+    ("mmcls", "BiRealNet-18"): Target("birealnet18", "bireal", MMCLS_RESARCH),
+    ("mmcls", "BiRealNet-34"): Target("birealnet34", "bireal", MMCLS_RESARCH),
+    ("mmcls", "ReActNet-18"): Target("reactnet_r18", "reactnet", MMCLS_RESARCH, negate=r"\.act\.gamma$",
+                                     zero=r"\.input_quantizer\.threshold$"),
+    ("mmcls", "ReActNet-34"): Target("reactnet_r34", "reactnet", MMCLS_RESARCH, negate=r"\.act\.gamma$",
+                                     zero=r"\.input_quantizer\.threshold$"),
     ("reactnet", "reactnet_a"): Target("reactnet_a", "reactnet", REACTNET_A, negate=r"\.act\d\.gamma$",
                                           zero=r"\.input_quantizer\.threshold$"),  # the shift is move11/move21
 }
@@ -192,6 +214,14 @@ def _architecture(source: str, state: dict[str, torch.Tensor], rest: dict[str, A
         return "resnet20_1w1a"
     if source == "reactnet" and any(k.startswith("feature.") for k in state):
         return "reactnet_a"
+    if source == "mmcls":  # the ResArch arch from the keys: blocks per stage, block type, neck
+        blocks = {(m.group(1), m.group(2)) for k in state if (m := re.match(r"backbone\.layer(\d)\.(\d+)\.", k))}
+        depths = tuple(sum(1 for s, _ in blocks if s == str(i)) for i in range(1, 5))
+        depth = {(2, 2, 2, 2): "18", (3, 4, 6, 3): "34"}.get(depths)
+        if depth:
+            if any(".move1." in k for k in state):
+                return f"ReActNet-{depth}"
+            return f"IRNet-{depth}" if "neck.bn.weight" in state else f"BiRealNet-{depth}"
     known = sorted(arch for src, arch in TARGETS if src == source)
     raise ConversionError(f"cannot tell which {source} architecture it holds (supported: {', '.join(known)})")
 
