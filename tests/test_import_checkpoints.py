@@ -163,7 +163,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
         return err
 
     # another architecture: the IR-Net ResNet-20 onto RBNN's ResNet-20 (one shortcut per block)
-    assert re.search(r"does not fit onebit model 'resnet20_1w1a' as a irnet checkpoint: not mapped: .*layer1\.0",
+    assert re.search(r"does not fit onebit model 'resnet20_1w1a' \(irnet layout\): not mapped: .*layer1\.0",
                      error(str(src), "--model", "resnet20_1w1a"))
     truncated = tmp_path / "truncated.th"
     truncated.write_bytes(src.read_bytes()[:2000])

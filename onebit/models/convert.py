@@ -289,7 +289,7 @@ def convert_state(obj: Any, source: str | None = None, model: str | None = None)
         parts = [f"{label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"
                  for label, items in (("not mapped", unmapped), ("shape mismatch", mismatched),
                                       (f"missing for {model_name}", missing)) if items]
-        raise ConversionError(f"does not fit onebit model {model_name!r} as a {source} checkpoint: " + "; ".join(parts))
+        raise ConversionError(f"does not fit onebit model {model_name!r} ({source} layout): " + "; ".join(parts))
     info = {k: rest[k] for k in ("epoch", "best_prec1", "best_top1_acc") if isinstance(rest.get(k), (int, float))}
     # ReActNet step 1 (real weights, binary activations) has nn.Conv2d ``weight`` where step 2 has ``weights``
     options = {"w32": True} if source == "reactnet" and any(k.endswith("binary_3x3.weight") for k in state) else {}
