@@ -16,39 +16,30 @@ unless ``--test_size`` is given.
 from __future__ import annotations
 
 import argparse
-import pickle
 import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from onebit.data.formats import Split, read_cifar, write_cifar10
 from onebit.train import run
 
 DATA = Path("/work/shared/data")
 METHODS = ["rbnn", "irnet", "bireal", "reactnet", "bnn"]
 
 
-def _load(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
-
-
 def write_subset(root: Path, train_size: int, test_size: int) -> Path:
-    """First ``train_size`` training and ``test_size`` test images, as CIFAR-10 pickles."""
-    src, out = DATA / "cifar-10-batches-py", root / "cifar-10-batches-py"
-    out.mkdir(parents=True)
-    batches = [_load(src / f"data_batch_{i}") for i in range(1, 6)]
+    """The first ``train_size / 5`` images of each training batch and the first ``test_size`` test images."""
+    source = DATA / "cifar-10-batches-py"
+    train, test = read_cifar(source, "train", 10), read_cifar(source, "test", 10)
     per_batch = -(-train_size // 5)
-    for i, batch in enumerate(batches, 1):
-        part = {b"data": batch[b"data"][:per_batch], b"labels": batch[b"labels"][:per_batch]}
-        with open(out / f"data_batch_{i}", "wb") as f:
-            pickle.dump(part, f)
-    test = _load(src / "test_batch")
-    with open(out / "test_batch", "wb") as f:
-        pickle.dump({b"data": test[b"data"][:test_size], b"labels": test[b"labels"][:test_size]}, f)
+    first = np.concatenate([np.arange(b * 10000, b * 10000 + per_batch) for b in range(5)])
+    write_cifar10(root / "cifar-10-batches-py", Split(train.images[first], train.labels[first]),
+                  Split(test.images[:test_size], test.labels[:test_size]))
     return root
 
 

@@ -26,9 +26,7 @@ the paper-mode DoReFa explained above) misses the floor, or if the control reach
 from __future__ import annotations
 
 import argparse
-import gzip
 import shlex
-import struct
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from onebit.data.formats import Split, read_idx, write_mnist
 from onebit.quant import Method, SteSign, register_method
 from onebit.train import run
 
@@ -52,31 +51,16 @@ register_method(Method("broken", partial(SteSign, clip=0.0), partial(SteSign, cl
                        "control: binary layers pass no gradient"))
 
 
-def read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb", compresslevel=1) as f:
-        f.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
-
-
 def write_subset(root: Path, train_size: int, test_size: int, pool: int) -> None:
     """The first images of the real files (Fashion-MNIST's order is already shuffled),
     average-pooled ``pool x pool`` (1: the original 28 x 28)."""
-    out = root / "fashion-mnist"
-    out.mkdir(parents=True)
+    splits = []
     for split, size in (("train", train_size), ("t10k", test_size)):
-        images = read_idx(DATA / f"{split}-images-idx3-ubyte.gz")[:size].astype(np.float32)
+        images = read_idx(DATA / f"{split}-images-idx3-ubyte.gz", 3)[:size].astype(np.float32)
         n, h, w = images.shape
-        images = images.reshape(n, h // pool, pool, w // pool, pool).mean((2, 4))
-        write_idx(out / f"{split}-images-idx3-ubyte.gz", np.rint(images))
-        write_idx(out / f"{split}-labels-idx1-ubyte.gz", read_idx(DATA / f"{split}-labels-idx1-ubyte.gz")[:size])
+        images = np.rint(images.reshape(n, h // pool, pool, w // pool, pool).mean((2, 4))).astype(np.uint8)
+        splits.append(Split(images[:, None], read_idx(DATA / f"{split}-labels-idx1-ubyte.gz", 1)[:size]))
+    write_mnist(root / "fashion-mnist", *splits)
 
 
 def main() -> int:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from onebit.models import create_model
-from onebit.quant.schedules import set_epoch_temperature
+from onebit.quant.schedules import set_epoch_temperature, start_epoch
 
 
 def cifar_images(data_path: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,14 +31,6 @@ def cifar_images(data_path: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.tensor(batch[b"data"][:n]).float().view(-1, 3, 32, 32) / 255
     x = (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), keepdim=True)
     return x, torch.tensor(batch[b"labels"][:n])
-
-
-def set_temperature(model: torch.nn.Module, t: float) -> None:
-    """t itself (a temperature range of one point), and the epoch-start hooks (RBNN's rotations)."""
-    set_epoch_temperature(model, 0, 1, t, t)
-    for m in model.modules():
-        if callable(getattr(m, "on_epoch_start", None)):
-            m.on_epoch_start(0, 1)
 
 
 def sgd_steps(model, x, y, lr: float, steps: int, batch: int = 128, report=None) -> None:
@@ -60,7 +52,7 @@ def gammas(x, y, steps: int) -> None:
     for lr in (0.1, 0.02):
         torch.manual_seed(0)
         model = create_model("resnet20_bireal_1w1a", 10, method="rbnn")
-        set_temperature(model, 0.01)
+        start_epoch(model, 0, 1, 0.01, 0.01)  # t itself (a range of one point) and RBNN's rotations
         bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
 
         def report(step, loss, acc):
@@ -77,7 +69,7 @@ def temperature(x, y, steps: int) -> None:
     for method in ("rbnn", "irnet"):
         torch.manual_seed(0)
         model = create_model("resnet20_1w1a", 10, method=method)
-        set_temperature(model, 0.1)
+        start_epoch(model, 0, 1, 0.1, 0.1)
         sgd_steps(model, x, y, 0.1, steps)
         norms = []
         for t in (0.1, 0.63, 1.0, 2.5, 10.0):

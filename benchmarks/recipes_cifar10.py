@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import shlex
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
-from onebit.data.formats import CIFAR10_FILES, find_folder, read_cifar
+from onebit.data.formats import Split, find_folder, read_cifar, write_cifar10
 from onebit.train.config import load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,16 +76,9 @@ def run_recipes(args) -> list[dict]:
 def write_cifar10_subset(data_path: str, out: Path, train_images: int, test_images: int) -> Path:
     """The first ``train_images`` training and ``test_images`` test images, as CIFAR-10 pickles."""
     source = find_folder(data_path, ["cifar-10-batches-py"], "data_batch_1", "cifar10", "cifar-10-batches-py")
-    folder = out / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
     train, test = read_cifar(source, "train", 10), read_cifar(source, "test", 10)
-    parts = np.array_split(np.arange(min(train_images, len(train.labels))), len(CIFAR10_FILES["train"]))
-    for name, idx in zip(CIFAR10_FILES["train"], parts):
-        batch = {b"data": train.images[idx].reshape(len(idx), -1), b"labels": train.labels[idx].tolist()}
-        (folder / name).write_bytes(pickle.dumps(batch))
-    n = min(test_images, len(test.labels))
-    (folder / "test_batch").write_bytes(pickle.dumps({b"data": test.images[:n].reshape(n, -1),
-                                                      b"labels": test.labels[:n].tolist()}))
+    write_cifar10(out / "cifar-10-batches-py", Split(train.images[:train_images], train.labels[:train_images]),
+                  Split(test.images[:test_images], test.labels[:test_images]))
     return out
 
 
@@ -101,13 +92,13 @@ def recipe_file(path: Path, base: str | None, **overrides) -> str:
 def check_stage1_load(step2_argv: list[str], step1_ckpt: Path) -> dict:
     """Build the step-2 network as the engine does, load step 1 into it, and compare every tensor."""
     from onebit.data import build_data
+    from onebit.models.config import build_model
     from onebit.train.config import resolve
-    from onebit.train.engine import build_model
     from onebit.train.stages import load_stage1
 
     config = resolve(step2_argv)
     info = build_data(config["dataset"], config["data_path"], batch_size=config["batch_size"]).info
-    model = build_model(config, info)
+    model = build_model(config, *info.shape)
     loaded = load_stage1(model, step1_ckpt)
     saved = torch.load(step1_ckpt, map_location="cpu", weights_only=True)["model"]
     own = model.state_dict()

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from onebit.models import create_model
 from onebit.quant import list_methods
 from onebit.quant.rbnn import RbnnWeight
+from onebit.quant.schedules import after_step_hooks, set_epoch_temperature
 
 ROTATION_MODELS = (("resnet20_1w1a", 32), ("vgg_small_1w1a", 32), ("resnet18_1w1a", 32), ("resnet18_1w1a", 224))
 
@@ -31,12 +32,10 @@ ROTATION_MODELS = (("resnet20_1w1a", 32), ("vgg_small_1w1a", 32), ("resnet18_1w1
 def make_step(method: str, model_name: str, batch: int, size: int, channels: int):
     torch.manual_seed(0)
     model = create_model(model_name, 10, in_channels=channels, image_size=size, method=method)
-    for m in model.modules():  # scheduled surrogates in a mid-training state
-        if callable(getattr(m, "set_temperature", None)):
-            m.set_temperature(1.0)
+    set_epoch_temperature(model, 0, 1, 1.0, 1.0)  # scheduled surrogates in a mid-training state
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x, y = torch.randn(batch, channels, size, size), torch.randint(0, 10, (batch,))
-    after_step = [m.after_step for m in model.modules() if callable(getattr(m, "after_step", None))]
+    after_step = after_step_hooks(model)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)

@@ -14,7 +14,7 @@ from torchvision import transforms
 from torchvision.transforms import functional as TF
 
 from onebit.data import DataInfo, build_data, list_datasets
-from onebit.data.formats import Split
+from onebit.data.formats import Split, write_idx
 from onebit.data.memory import InMemoryLoader, crop_and_flip
 from onebit.data.sharding import train_batch_bounds
 
@@ -22,17 +22,6 @@ REAL_DATA = Path("/work/shared/data")
 
 
 # ---------------------------------------------------------------- fixtures in the real formats
-
-
-def write_idx(path: Path, array: np.ndarray, magic: bytes | None = None, compress: bool = True) -> None:
-    """idx file: 00 00 08 <ndim>, big-endian int32 sizes, the bytes."""
-    header = (magic or bytes([0, 0, 8, array.ndim])) + struct.pack(f">{array.ndim}i", *array.shape)
-    raw = header + array.astype(np.uint8).tobytes()
-    if compress:
-        with gzip.open(path, "wb") as f:
-            f.write(raw)
-    else:
-        path.write_bytes(raw)
 
 
 def make_mnist(folder: Path, n_train=10, n_test=6, seed=0, compress=True) -> dict[str, np.ndarray]:
@@ -132,14 +121,20 @@ def test_list_datasets_and_unknown_name_suggests():
 
 
 def test_dataset_shapes_match_the_loaded_data(tmp_path):
-    from onebit.data import dataset_shape
+    """The networks built for a data set (summary, export, load_trained_model) get the side its loader delivers."""
+    from onebit.models.inputs import dataset_shape
 
-    for name in list_datasets():
-        dataset_shape(name)  # every data set has one
     make_cifar10(tmp_path)
-    for name, path in (("digits", None), ("cifar10", tmp_path)):
-        info = build_data(name, path).info
-        assert dataset_shape(name) == (info.num_classes, info.in_channels, info.image_size)
+    make_tinyimagenet(tmp_path)
+    make_imagenet(tmp_path / "imagenet")
+    paths = {"digits": None, "cifar10": tmp_path, "tinyimagenet": tmp_path, "imagenet": tmp_path / "imagenet"}
+    for name, path in paths.items():
+        data = build_data(name, path, batch_size_test=2, workers=0)
+        images, _ = next(iter(data.test))
+        classes, channels, side = dataset_shape(name)
+        assert (channels, side, side) == tuple(images.shape[1:]) == (data.info.in_channels, data.info.image_size,
+                                                                      data.info.image_size), name
+        assert name in ("tinyimagenet", "imagenet") or classes == data.info.num_classes  # fixtures: fewer classes
     with pytest.raises(ValueError, match="did you mean 'cifar10'"):
         dataset_shape("cifar-10")
 

@@ -20,28 +20,7 @@ from onebit.layers import BinaryConv2d, BinaryLinear
 from onebit.models import create_model
 from onebit.quant import Quantizer
 
-
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-
-    def uniform(t, lo, hi):
-        t.data.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
-
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            uniform(m.running_mean, -1, 1)
-            uniform(m.running_var, 0.5, 2)
-            uniform(m.weight, -1.5, 1.5)
-            uniform(m.bias, -1, 1)
-        elif isinstance(m, (BinaryConv2d, BinaryLinear)):
-            exponent = torch.randint(-3, 2, (m.weight.shape[0],) + (1,) * (m.weight.dim() - 1), generator=g)
-            m.weight.data = torch.where(torch.rand(m.weight.shape, generator=g) < 0.5, -1.0, 1.0) * 2.0 ** exponent
-        for name, p in m.named_parameters(recurse=False):
-            if name in ("threshold", "gamma", "zeta") or (name == "bias" and not isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm))):
-                uniform(p, -0.3, 0.3)
-            elif name == "alpha" and isinstance(m, Quantizer):  # a learned weight scale (RBNN)
-                p.data = 2.0 ** torch.randint(-2, 2, p.shape, generator=g).float()
-    return model.eval()
+from helpers import randomize
 
 
 @pytest.fixture(params=kernels.available_kernels())

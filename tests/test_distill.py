@@ -242,7 +242,7 @@ def test_quantizer_state_of_stage1_only_is_dropped_not_an_error():
 
 
 def test_official_reactnet_a_loading_bug_is_an_error():
-    """Step 2 with a flat ``weights`` parameter where step 1 saved 4-D ``weight`` (spec §3.7)."""
+    """Step 2 with a flat ``weights`` parameter where step 1 saved 4-D ``weight`` (the official ReActNet-A bug)."""
     state = stage_model((True, False), "reactnet_a", method="bnn", image_size=32).state_dict()
     renamed = {(k[: -len("weight")] + "weights" if k.endswith("conv3x3.weight") else k):
                (v.flatten(1) if k.endswith("conv3x3.weight") else v) for k, v in state.items()}

@@ -138,9 +138,13 @@ def test_reactnet_checkpoint_converts(tmp_path, step):
 
 
 def test_evaluate_an_official_file_directly(tmp_path):
-    from tests.test_recipes import write_cifar10
+    import numpy as np
 
-    write_cifar10(tmp_path / "data", 8, 20)
+    from onebit.data.formats import Split, write_cifar10
+
+    rng = np.random.default_rng(0)
+    split = lambda n: Split(rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, n))  # noqa: E731
+    write_cifar10(tmp_path / "data" / "cifar-10-batches-py", split(8), split(20))
     model = randomised("resnet20_bireal_1w1a", "irnet")
     src = tmp_path / "checkpoint.th"
     torch.save({"epoch": 11, "state_dict": irnet_layout(model), "best_prec1": 60.0}, src)

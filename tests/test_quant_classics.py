@@ -1,12 +1,11 @@
-"""Bi-Real, ReActNet, XNOR-Net(++), BNN, DoReFa, ReCU and FDA against their formulas
-(spec bireal-reactnet-r2b-mmcls-classics.md sections 1, 2.3, 3.1, 7)."""
+"""Bi-Real, ReActNet, XNOR-Net(++), BNN, DoReFa, ReCU and FDA against their formulas."""
 import math
 
 import pytest
 import torch
 
 from onebit.layers import BinaryConv2d, BinaryLinear
-from onebit.layers.scale import LearnedScale
+from onebit.quant.scale import LearnedScale
 from onebit.quant import ApproxSign, SteSign, get_method
 from onebit.quant.bireal import MagnitudeAwareSign
 from onebit.quant.bnn import BnnWeight

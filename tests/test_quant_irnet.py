@@ -1,5 +1,6 @@
-"""IR-Net (Libra-PB + EDE) and IE-Net against their formulas (spec rbnn-irnet.md sections 2 and 4)."""
+"""IR-Net (Libra-PB + EDE) and IE-Net against their formulas."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,3 +121,131 @@ def test_ienet_falls_back_to_one_branch():
     assert not real_inputs.weight_quantizer.dual
     with pytest.raises(ValueError, match="groups=1"):
         BinaryConv2d(4, 4, 3, padding=1, groups=2, input_quantizer=DualShiftSign, weight_quantizer=IeNetWeight)
+
+
+# ---------------------------------------------------------------- the ResNet-20 1w1a recipe against the official code
+# htqin/IR-Net CIFAR-10/ResNet20/1w1a: resnet.py (model, init), modules/ir_1w1a.py (IRConv2d), trainer.py (EDE
+# schedule, loaders). Each test restates one of its facts as a formula and checks the recipe's network against it.
+
+REPO = Path(__file__).resolve().parent.parent
+IRNET_RESNET20 = "configs/irnet/cifar10_resnet20_1w1a.yaml"
+
+
+def irnet_resnet20(argv=()):
+    from onebit.models.config import build_model
+    from onebit.train.config import resolve
+
+    config = resolve(["--config", str(REPO / IRNET_RESNET20), *argv])
+    return build_model(config, 10, 3, 32), config
+
+
+def binary_convs(model):
+    return [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+
+
+def test_irnet_resnet20_init_is_the_official_one(one_thread):
+    """``_weights_init``: kaiming_normal (fan-in, gain sqrt 2) on every Conv2d (IRConv2d included) and on the
+    Linear; BatchNorm2d and the head's BatchNorm1d at PyTorch's 1/0; the Linear's bias PyTorch's uniform."""
+    torch.manual_seed(0)
+    model, _ = irnet_resnet20()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 19 and len(binary_convs(model)) == 18  # the stem is real
+    for m in convs + [model.fc]:
+        fan_in = m.weight[0].numel()
+        assert m.weight.std().item() == pytest.approx(math.sqrt(2.0 / fan_in), rel=0.15), m
+        assert abs(m.weight.mean().item()) < 0.2 * math.sqrt(2.0 / fan_in)
+    bound = 1 / math.sqrt(model.fc.in_features)
+    assert model.fc.bias.abs().max() <= bound and model.fc.bias.abs().max() > 0
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert isinstance(model.head_bn, torch.nn.BatchNorm1d) and len(bns) == 1 + 18 + 1
+    assert all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in bns)
+
+
+@pytest.mark.parametrize("epoch", [0, 5, 9])
+def test_irnet_resnet20_ede_schedule_on_weights_and_activations(epoch, one_thread):
+    """trainer.py: ``t = 10^(log Tmin + (log Tmax - log Tmin) e / E)`` with Tmin 1e-3, Tmax 10, ``k = 1/t`` while
+    ``t < 1`` else 1, set before epoch ``e`` on both the weights and the activations of all 18 IRConv2d."""
+    from onebit.quant.schedules import set_epoch_temperature
+
+    model, config = irnet_resnet20(["--epochs", "10"])
+    assert (config["Tmin"], config["Tmax"]) == (1e-3, 10.0)
+    set_epoch_temperature(model, epoch, config["epochs"], config["Tmin"], config["Tmax"])
+    t = 10 ** (-3 + 4 * epoch / 10)
+    k = 1 / t if t < 1 else 1.0
+    for conv in binary_convs(model):
+        for q in (conv.input_quantizer, conv.weight_quantizer):
+            assert q.t.item() == pytest.approx(t, rel=1e-6) and q.k.item() == pytest.approx(k, rel=1e-6)
+
+
+def _official_forward(model, x, k, t):
+    """The official ResNet-20 1w1a forward (train mode) written from its formulas with the model's parameters."""
+
+    def ede_sign(v):  # forward torch.sign, backward k t (1 - tanh^2(t v))
+        surrogate = k * torch.tanh(t * v)
+        return surrogate + (torch.sign(v) - surrogate).detach()
+
+    def ir_conv(a, conv):
+        w = conv.weight
+        bw = w - w.view(w.size(0), -1).mean(-1).view(-1, 1, 1, 1)
+        bw = bw / bw.view(bw.size(0), -1).std(-1).view(-1, 1, 1, 1)
+        sw = torch.pow(2.0, torch.round(torch.log2(bw.abs().view(bw.size(0), -1).mean(-1)))).view(-1, 1, 1, 1)
+        return F.conv2d(ede_sign(a), ede_sign(bw) * sw.detach(), None, conv.stride, 1)
+
+    def bn(v, m):
+        return F.batch_norm(v, None, None, m.weight, m.bias, training=True, eps=m.eps)
+
+    out = F.hardtanh(bn(F.conv2d(x, model.conv1.weight, None, 1, 1), model.bn1))
+    for stage in (model.layer1, model.layer2, model.layer3):
+        for block in stage:
+            c1, c2 = block.unit1.conv, block.unit2.conv
+            shortcut = out
+            if c1.stride[0] != 1 or c1.in_channels != c1.out_channels:  # option A
+                pad = (c1.out_channels - c1.in_channels) // 2
+                shortcut = F.pad(out[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad))
+            y = F.hardtanh(bn(ir_conv(out, c1), block.unit1.post) + shortcut)
+            out = F.hardtanh(bn(ir_conv(y, c2), block.unit2.post) + y)
+    out = F.avg_pool2d(out, out.size(3)).view(out.size(0), -1)
+    return F.linear(bn(out, model.head_bn), model.fc.weight, model.fc.bias)
+
+
+@pytest.mark.parametrize("epoch", [0, 9])
+def test_irnet_resnet20_forward_and_gradients_match_the_official_network(epoch, one_thread):
+    """Stem hardtanh, ``hardtanh(BN(conv) + shortcut)`` twice per block with option-A downsampling, pool -> BN1d
+    -> Linear; Libra-PB (per-channel standardisation with the unbiased std, detached 2^round(log2 mean|W|)) and
+    EDE on weights and activations: logits and every gradient equal the official formulas'."""
+    from onebit.quant.schedules import set_epoch_temperature
+
+    torch.manual_seed(epoch)
+    model, config = irnet_resnet20(["--epochs", "10"])
+    model = model.double().train()
+    t = set_epoch_temperature(model, epoch, 10, config["Tmin"], config["Tmax"])
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    labels = torch.tensor([0, 3, 7, 9])
+    params = dict(model.named_parameters())
+    ours = model(x)
+    grads = torch.autograd.grad(F.cross_entropy(ours, labels), list(params.values()))
+    reference = _official_forward(model, x, max(1 / t, 1.0), t)
+    expected = torch.autograd.grad(F.cross_entropy(reference, labels), list(params.values()))
+    assert torch.allclose(ours, reference, atol=1e-9)
+    for name, g, e in zip(params, grads, expected):
+        assert torch.allclose(g, e, rtol=1e-6, atol=1e-9 * e.abs().max().item()), name
+
+
+def test_irnet_recipes_drop_the_last_training_batch(monkeypatch, one_thread):
+    """Every IR-Net CIFAR trainer builds its training loader with ``drop_last=True``; the recipes set
+    ``drop_last`` and the engine hands it to the loader (1437 digits at batch 128: 11 batches, not 12)."""
+    from onebit.train import engine
+    from onebit.train.config import resolve
+
+    recipes = sorted((REPO / "configs/irnet").glob("cifar10_*.yaml"))
+    assert len(recipes) == 4 and all(resolve(["--config", str(r)])["drop_last"] for r in recipes)
+    seen = {}
+    real_build_data = engine.build_data
+    monkeypatch.setattr(engine, "build_data", lambda *a, **k: seen.update(k) or real_build_data(*a, **k))
+    trainer = engine.Trainer(resolve(["--config", str(REPO / IRNET_RESNET20), "--dataset", "digits"]))
+    assert seen["drop_last"] is True and len(trainer.data.train) == 1437 // 128
+    trainer = engine.Trainer(resolve(["--config", str(REPO / IRNET_RESNET20), "--dataset", "digits",
+                                      "--no-drop_last"]))
+    assert len(trainer.data.train) == -(-1437 // 128)
+    trainer = engine.Trainer(resolve(["--config", str(REPO / IRNET_RESNET20), "--dataset", "digits", "--shards", "2"]))
+    assert len(trainer.data.train) == 1437 // 128  # the shards of the exact mode drop it too

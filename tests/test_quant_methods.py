@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from onebit.models import create_model
 from onebit.quant import get_method, list_methods, parse_method_options
 from onebit.quant.functional import sign
+from onebit.quant.schedules import after_step_hooks, start_epoch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,21 +43,11 @@ def test_parse_method_options():
         parse_method_options(["a32"])
 
 
-def set_epoch(model, epoch, epochs, t):
-    """The engine's per-epoch protocol."""
-    for m in model.modules():
-        if callable(getattr(m, "set_temperature", None)):
-            m.set_temperature(t)
-    for m in model.modules():
-        if callable(getattr(m, "on_epoch_start", None)):
-            m.on_epoch_start(epoch, epochs)
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_method_in_resnet20(method):
     torch.manual_seed(0)
     model = create_model("resnet20_1w1a", 10, in_channels=1, image_size=8, method=method)
-    set_epoch(model, 0, 10, 0.1)
+    start_epoch(model, 0, 10, 0.1, 0.1)
     x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
     loss = F.cross_entropy(model(x), y)
     loss.backward()
@@ -66,9 +57,7 @@ def test_method_in_resnet20(method):
     torch.manual_seed(1)
     other = create_model("resnet20_1w1a", 10, in_channels=1, image_size=8, method=method)
     other.load_state_dict(model.state_dict())
-    for m in other.modules():  # as a resumed run: the epoch's own state is in the checkpoint
-        if callable(getattr(m, "set_temperature", None)):
-            m.set_temperature(0.1)
+    start_epoch(other, 0, 10, 0.1, 0.1, resumed=True)  # as a resumed run: the epoch's state is in the checkpoint
     model.eval(), other.eval()
     assert torch.equal(model(x), other(x))
 
@@ -91,12 +80,10 @@ def test_sign_of_zero_is_plus_one(method):
     model = create_model("resnet20_1w1a", 10, method=method)
     conv = model.layers[0].conv1
     q = conv.input_quantizer
-    out = q(torch.zeros(1, 16, 4, 4))
-    assert torch.all(out == 1)
+    assert torch.all(q(torch.zeros(1, 16, 4, 4)) == 1) and torch.all(q(torch.full((1, 16, 4, 4), -0.0)) == 1)
     w = torch.zeros_like(conv.weight)
     if method in ("bnn", "xnorpp"):  # no scale and no standardisation: sign(0) itself
-        assert torch.all(conv.weight_quantizer(w) == 1)
-    assert torch.equal(sign(torch.tensor([0.0, -0.0])), torch.tensor([1.0, 1.0]))
+        assert torch.all(conv.weight_quantizer(w) == 1) and torch.all(conv.weight_quantizer(-w) == 1)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -113,16 +100,16 @@ def test_every_method_learns_a_small_task(method):
     x = centers[y] + 0.3 * torch.randn(64, 1, 8, 8)
     model = create_model("cnn_small_1w1a", 4, in_channels=1, image_size=8, method=method, width=8)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    set_epoch(model, 0, 1, 1.0)
+    start_epoch(model, 0, 1, 1.0, 1.0)
+    after_step = after_step_hooks(model)
     losses = []
     for _ in range(30):
         opt.zero_grad()
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
-        for m in model.modules():
-            if callable(getattr(m, "after_step", None)):
-                m.after_step()
+        for hook in after_step:
+            hook()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
 

@@ -1,4 +1,4 @@
-"""RBNN against its formulas (spec rbnn-irnet.md section 1)."""
+"""RBNN against its formulas (Lin et al. 2020 and its official code)."""
 import math
 
 import pytest
@@ -115,7 +115,7 @@ def test_theta_lock_zero_latent_gradient_at_init():
 
 
 def rbnn_weight_formula(w, q):
-    """The spec's formula as plain autograd: W3 = W2 + |sin theta| (stopgrad(R1^T X R2) - W2)."""
+    """The formula as plain autograd: W3 = W2 + |sin theta| (stopgrad(R1^T X R2) - W2)."""
     w2 = standardize(w)
     wr = (q.R1.t() @ w2.reshape(w.shape[0], q.a, q.b) @ q.R2).reshape_as(w2).detach()
     w3 = w2 + torch.sin(q.theta).abs() * (wr - w2)

@@ -1,4 +1,4 @@
-"""Per-epoch schedules against the spec's tables (rbnn-irnet.md 1.5, 2.2; classics 7.5, 7.6)."""
+"""Per-epoch schedules against their closed forms and the reference codes' values."""
 import math
 
 import pytest

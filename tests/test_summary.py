@@ -1,7 +1,6 @@
 """``onebit.summary`` / ``onebit summary``: counts against the formulas and the published BOPs/FLOPs/OPs.
 
-Published values: spec ``bireal-reactnet-r2b-mmcls-classics.md`` §5.7 / §8 (Bi-Real / ReActNet
-papers, 224x224, batch 1), given to 4 significant digits, checked on the registered models.
+Published values (Bi-Real / ReActNet papers, 224x224, batch 1), given to 4 significant digits, checked on the registered models.
 """
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ from onebit.layers import BinaryConv2d, BinaryLinear
 from onebit.models import create_model
 from onebit.quant import Quantizer, sign
 
-torch.set_num_threads(2)
 
 
 def close_to_published(value, published, digits=4):
@@ -29,7 +27,7 @@ def close_to_published(value, published, digits=4):
 
 
 # --------------------------------------------------------------------------------- published numbers
-PUBLISHED = {  # BOPs, FLOPs, OPs at 224x224 (spec §5.7 table); FLOPs exact = stem + downsample 1x1s + FC
+PUBLISHED = {  # BOPs, FLOPs, OPs at 224x224 (the papers' tables); FLOPs exact = stem + downsample 1x1s + FC
     "resnet18": (1.676e9, 7 * 7 * 3 * 64 * 112**2 + 3 * (64 * 128 * 28**2) + 512 * 1000, 1.640e8),
     "resnet34": (3.526e9, 7 * 7 * 3 * 64 * 112**2 + 3 * (64 * 128 * 28**2) + 512 * 1000, 1.929e8),
     "reactnet_a": (4.817e9, 3 * 3 * 3 * 32 * 112**2 + 1024 * 1000, 0.871e8),
@@ -137,6 +135,13 @@ def test_counts_follow_the_formulas():
     assert all(not m._forward_hooks for m in model.modules())
 
 
+def test_ienet_counts_both_branches():
+    """IE-Net's binary conv multiplies the two shifted copies of its input: twice BNN's binary MACs."""
+    ienet = summary(create_model("resnet20_1w1a", 10, method="ienet"), (1, 3, 32, 32)).totals
+    bnn = summary(create_model("resnet20_1w1a", 10, method="bnn"), (1, 3, 32, 32)).totals
+    assert ienet["bops"] == 2 * bnn["bops"] > 0 and ienet["flops"] == bnn["flops"]
+
+
 @pytest.mark.parametrize("binary_type", [(False, True), (True, False)])
 def test_one_sided_binary_models_count_float_macs(binary_type):
     full = summary(create_model("resnet20_1w1a", 10), (1, 3, 32, 32)).totals
@@ -193,7 +198,7 @@ def test_cli_registered_model(capsys):
     assert code == 0 and "input 1x32x32" in out and "x smaller" in out and out.count("features.") == 10  # 5 binary convs + 5 BN
 
 
-def test_cli_reactnet_a_on_imagenet(capsys):  # a real forward pass at 224x224
+def test_cli_reactnet_a_on_imagenet(capsys):
     code, out, _ = run_cli(capsys, "--model", "reactnet_a", "--dataset", "imagenet", "--json")
     assert code == 0
     check_published(json.loads(out)["totals"], "reactnet_a")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from onebit.data import dataset_shape, list_datasets
+from onebit.models.inputs import DATASET_SHAPES
 
 
 def add_arguments(parser) -> None:
@@ -16,7 +16,7 @@ def add_arguments(parser) -> None:
     source.add_argument("--checkpoint", help="a checkpoint saved by `onebit train` (dict with 'model' and 'config')")
     source.add_argument("--config", help="a recipe of `onebit train --config` (YAML, or a seed-002 mmcls .py config)")
     parser.add_argument(
-        "--dataset", choices=list_datasets(),
+        "--dataset", choices=sorted(DATASET_SHAPES),
         help="classes, channels and image size of --model (default: the model's own input size, "
              "3 channels, 10 classes); a checkpoint brings its own",
     )
@@ -24,17 +24,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def model_shape(name: str, dataset: str | None) -> tuple[int, int, int]:
-    """``(num_classes, in_channels, image_size)`` of a registered model on ``dataset``
-    (default: the model's own input size, 3 channels, 10 classes)."""
-    from onebit.models import get_entry
-
-    return dataset_shape(dataset) if dataset else (10, 3, get_entry(name).input_size)
-
-
 def _model_and_input(args):
-    from onebit.models import create_model
-    from onebit.train import load_trained_model
+    import torch
+
+    from onebit.models import create_model, load_trained_model
+    from onebit.models.inputs import model_shape
 
     if args.checkpoint:
         if args.dataset:
@@ -45,21 +39,24 @@ def _model_and_input(args):
         return _config_model(args)
     num_classes, in_channels, side = model_shape(args.model, args.dataset)
     side = args.input_size or side
-    return create_model(args.model, num_classes, in_channels=in_channels, image_size=side), args.model, in_channels, side
+    with torch.device("meta"):  # counts depend on shapes only: no weights to initialise, no arithmetic
+        model = create_model(args.model, num_classes, in_channels=in_channels, image_size=side)
+    return model, args.model, in_channels, side
 
 
 def _config_model(args):
-    """The network ``onebit train --config FILE [--dataset D]`` would train."""
-    from types import SimpleNamespace
+    """The network ``onebit train --config FILE [--dataset D]`` would train (on the meta device)."""
+    import torch
 
+    from onebit.models.config import build_model
     from onebit.train.config import resolve
-    from onebit.train.engine import build_model
 
     config = resolve(["--config", args.config] + (["--dataset", args.dataset] if args.dataset else []))
-    num_classes, in_channels, side = dataset_shape(config["dataset"])
+    num_classes, in_channels, side = DATASET_SHAPES[config["dataset"]]
     side = args.input_size or side
-    info = SimpleNamespace(num_classes=num_classes, in_channels=in_channels, image_size=side)
-    return build_model(config, info), config["model"], in_channels, side
+    with torch.device("meta"):
+        model = build_model(config, num_classes, in_channels, side)
+    return model, config["model"], in_channels, side
 
 
 def main(args) -> int:

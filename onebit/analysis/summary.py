@@ -3,19 +3,19 @@
 ``summary(model, input_size)`` runs one forward pass at batch 1 with forward hooks and
 returns a :class:`Summary`: ``print(s)`` shows the per-layer table and the totals.
 
-Counting convention (spec ``bireal-reactnet-r2b-mmcls-classics.md`` §8, the Bi-Real /
-ReActNet papers' one):
+Counting convention (the Bi-Real / ReActNet papers' one):
 
 * **MAC layers** are ``nn.Conv*d``/``nn.Linear`` (and subclasses) and any module exposing
   ``input_bits`` and ``weight_bits`` (``BinaryConv2d``/``BinaryLinear``; 32 means "no
   quantizer"). Their MACs per image are ``output elements x weight[0].numel()``, i.e.
   ``C_out*H_out*W_out * (C_in/groups)*kh*kw`` for a convolution and ``out * in`` for a
-  linear layer (transposed convolutions: ``input elements x weight[0].numel()``).
+  linear layer (transposed convolutions: ``input elements x weight[0].numel()``), with the
+  weight the layer multiplies: a binary layer's quantized weight (IE-Net's has both branches).
 * A MAC is **binary (a BOP)** only when input *and* weight are 1-bit; every other MAC is
   a **float MAC (FLOP)**, so a binary-weights-only or binary-activations-only layer counts
-  as float (larq's rule, and §8.5). ``OPs = FLOPs + BOPs / 64`` (64-wide XNOR-popcount).
+  as float (larq's rule). ``OPs = FLOPs + BOPs / 64`` (64-wide XNOR-popcount).
 * BatchNorm, activations (PReLU, RSign thresholds...), pooling, bias-adds, shortcuts and
-  other elementwise ops add **no MACs**: the papers ignore them (§8.2). Their parameters are
+  other elementwise ops add **no MACs**: the papers ignore them. Their parameters are
   counted (as float); parameter-free modules get no table row.
 
 Parameters and memory:
@@ -87,9 +87,16 @@ def _first_tensor(value):
     return None
 
 
-def _macs(module: nn.Module, inputs, output) -> int:
+def _multiplied_weight(module: nn.Module):
+    """The weight the layer multiplies: a binary layer's quantized weight (IE-Net's stacks two
+    branches along the input channels, doubling the MACs), else ``module.weight``."""
+    if callable(getattr(module, "quantized_weight", None)):
+        return module.quantized_weight()
+    return getattr(module, "weight", None)
+
+
+def _macs(module: nn.Module, weight, inputs, output) -> int:
     """MACs of one call at batch 1 (0 for a MAC layer without a ``weight`` tensor)."""
-    weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
         return 0
     transposed = getattr(module, "transposed", False)
@@ -249,7 +256,7 @@ def summary(model: nn.Module, input_size: tuple[int, ...]) -> Summary:
                 row.output_shape = None if out is None else tuple(out.shape)
             row.calls += 1
             if row.input_bits is not None:
-                macs = _macs(module, inputs, output)
+                macs = _macs(module, _multiplied_weight(module), inputs, output)
                 if row.input_bits == 1 and row.weight_bits == 1:
                     row.bops += macs
                 else:

@@ -4,6 +4,6 @@ Small sets (digits, mnist, fashion-mnist, cifar10, cifar100) are held in memory 
 device (``memory``); image folders (tinyimagenet, imagenet) are read by torchvision workers (``folder``), or by
 NVIDIA DALI for imagenet (``dali``). Order, augmentation and multi-process slicing rules: ``sharding``.
 """
-from onebit.data.build import Data, DataInfo, build_data, dataset_shape, list_datasets
+from onebit.data.build import Data, DataInfo, build_data, list_datasets
 
-__all__ = ["Data", "DataInfo", "build_data", "dataset_shape", "list_datasets"]
+__all__ = ["Data", "DataInfo", "build_data", "list_datasets"]

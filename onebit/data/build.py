@@ -1,6 +1,6 @@
 """The catalogue of data sets and ``build_data``, the one entry point of the training engine.
 
-Normalisation and training augmentation (spec 1.9 for CIFAR, Tiny-ImageNet and ImageNet; our choices, marked, for
+Normalisation and training augmentation (RBNN's for CIFAR, Tiny-ImageNet and ImageNet; our choices, marked, for
 the others). Test splits are never augmented or shuffled.
 
 | name          | held   | train augmentation                      | mean / std                                      |
@@ -13,7 +13,7 @@ the others). Test splits are never augmented or shuffled.
 | tinyimagenet  | folder | Resize 224, RandomRotation 20, h-flip   | (0.4802,0.4481,0.3975) / (0.2302,0.2265,0.2262) |
 | imagenet      | folder | RandomResizedCrop 224 (0.08-1.25), flip | ImageNet stats                                  |
 
-(*) not in the spec: RBNN's MNIST entry (Resize 96, 3-channel stats on 1-channel images) does not run.
+(*) our choice: RBNN's MNIST entry (Resize 96, 3-channel stats on 1-channel images) does not run.
 Deviation: RBNN evaluates Tiny-ImageNet with the training batch size ``-b``; here every test split uses
 ``batch_size_test`` (same results in eval mode).
 """
@@ -29,6 +29,7 @@ import torch
 from onebit.data import formats
 from onebit.data.memory import InMemoryLoader
 from onebit.data.sharding import check_distributed
+from onebit.models.inputs import DATASET_SHAPES, dataset_shape
 from onebit.utils import suggest
 
 
@@ -44,6 +45,11 @@ class DataInfo:
     test_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(num_classes, in_channels, image_size)``: what a model is built for (``build_model(config, *shape)``)."""
+        return self.num_classes, self.in_channels, self.image_size
 
 
 @dataclass
@@ -71,10 +77,9 @@ class FolderRecipe:
     samples: Callable
     """``samples(data_path) -> (train [(path, label)], test [(path, label)], num_classes)``."""
     transforms: Callable
-    """``transforms(mean, std) -> (train transform, test transform)``."""
+    """``transforms(mean, std, image_size) -> (train transform, test transform)``."""
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    image_size: int = 224
 
 
 def _read_idx_dataset(folder_names: list[str], name: str, data_path, split: str) -> formats.Split:
@@ -116,26 +121,7 @@ FOLDER_DATASET_NAMES = ("tinyimagenet", "imagenet")
 
 
 def list_datasets() -> list[str]:
-    return sorted([*MEMORY_DATASETS, *FOLDER_DATASET_NAMES])
-
-
-DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
-    # name: (classes, channels, image side) of the network's input, without reading the data
-    "digits": (10, 1, 8),
-    "mnist": (10, 1, 28),
-    "fashion-mnist": (10, 1, 28),
-    "cifar10": (10, 3, 32),
-    "cifar100": (100, 3, 32),
-    "tinyimagenet": (200, 3, 64),
-    "imagenet": (1000, 3, 224),
-}
-
-
-def dataset_shape(name: str) -> tuple[int, int, int]:
-    """``(num_classes, in_channels, image_size)`` of a data set, without reading it."""
-    if name not in DATASET_SHAPES:
-        raise ValueError(f"unknown dataset {name!r}{suggest(name, DATASET_SHAPES)}")
-    return DATASET_SHAPES[name]
+    return sorted(DATASET_SHAPES)
 
 
 def build_data(
@@ -175,11 +161,12 @@ def build_data(
     if name in MEMORY_DATASETS:
         recipe = MEMORY_DATASETS[name]
         train, test = recipe.read(data_path, "train"), recipe.read(data_path, "test")
-        c, h = train.images.shape[1:3]
-        if test.images.shape[1:] != train.images.shape[1:]:
-            raise ValueError(f"{name}: test images {test.images.shape[1:]} differ from train images "
-                             f"{train.images.shape[1:]}")
-        info = DataInfo(name, recipe.num_classes, c, h, len(train.labels), len(test.labels), recipe.mean, recipe.std)
+        num_classes, channels, _ = dataset_shape(name)
+        c, h = train.images.shape[1:3]  # the side may differ from the table's (e.g. a benchmark's pooled subset)
+        if c != channels or test.images.shape[1:] != train.images.shape[1:]:
+            raise ValueError(f"{name}: train images {train.images.shape[1:]} and test images {test.images.shape[1:]} "
+                             f"in {data_path}, expected {channels} channels in both and the same size")
+        info = DataInfo(name, num_classes, c, h, len(train.labels), len(test.labels), recipe.mean, recipe.std)
         normalise = dict(mean=recipe.mean, std=recipe.std, **common)
         return Data(
             info,
@@ -190,8 +177,8 @@ def build_data(
 
     recipe = _folder_recipes()[name]
     train_samples, test_samples, num_classes = recipe.samples(data_path)
-    info = DataInfo(name, num_classes, 3, recipe.image_size, len(train_samples), len(test_samples),
-                    recipe.mean, recipe.std)
+    side = dataset_shape(name)[2]
+    info = DataInfo(name, num_classes, 3, side, len(train_samples), len(test_samples), recipe.mean, recipe.std)
     if use_dali:
         from onebit.data.dali import dali_imagenet_loader
         from onebit.data.folder import imagenet_folders
@@ -206,7 +193,7 @@ def build_data(
 
     from onebit.data.folder import FolderLoader, ImageList
 
-    train_transform, test_transform = recipe.transforms(recipe.mean, recipe.std)
+    train_transform, test_transform = recipe.transforms(recipe.mean, recipe.std, side)
     return Data(
         info,
         FolderLoader(ImageList(train_samples, train_transform), batch_size=batch_size, train=True, workers=workers,

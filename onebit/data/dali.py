@@ -1,4 +1,4 @@
-"""ImageNet loaders on NVIDIA DALI (``use_dali=True``), RBNN's ``dataset/imagenet.py`` pipelines (spec 1.9).
+"""ImageNet loaders on NVIDIA DALI (``use_dali=True``), RBNN's ``dataset/imagenet.py`` pipelines.
 
 UNTESTED: DALI cannot be installed on the machines this package is developed on (no GPU); this module is written
 against the documented DALI >= 1.0 ``fn`` API (RBNN used the pre-1.0 ``ops`` API) and only its import check is

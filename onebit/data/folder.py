@@ -31,22 +31,22 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TINYIMAGENET_MEAN, TINYIMAGENET_STD = (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)
 
 
-# ---------------------------------------------------------------- transforms (spec 1.9)
+# ---------------------------------------------------------------- transforms (RBNN's)
 
 
-def tinyimagenet_transforms(mean, std) -> tuple[transforms.Compose, transforms.Compose]:
+def tinyimagenet_transforms(mean, std, size: int) -> tuple[transforms.Compose, transforms.Compose]:
     """RBNN: train Resize(224) -> RandomRotation(20) -> flip; val Resize(224). The 64x64 images become 224x224."""
     finish = [transforms.ToTensor(), transforms.Normalize(mean, std)]
-    train = [transforms.Resize(224), transforms.RandomRotation(20), transforms.RandomHorizontalFlip()]
-    return transforms.Compose(train + finish), transforms.Compose([transforms.Resize(224)] + finish)
+    train = [transforms.Resize(size), transforms.RandomRotation(20), transforms.RandomHorizontalFlip()]
+    return transforms.Compose(train + finish), transforms.Compose([transforms.Resize(size)] + finish)
 
 
-def imagenet_transforms(mean, std) -> tuple[transforms.Compose, transforms.Compose]:
+def imagenet_transforms(mean, std, size: int) -> tuple[transforms.Compose, transforms.Compose]:
     """RBNN: train RandomResizedCrop(224, scale=(0.08, 1.25)) (sic, upper bound > 1) -> flip; val Resize(256) ->
     CenterCrop(224)."""
     finish = [transforms.ToTensor(), transforms.Normalize(mean, std)]
-    train = [transforms.RandomResizedCrop(224, scale=(0.08, 1.25)), transforms.RandomHorizontalFlip()]
-    test = [transforms.Resize(256), transforms.CenterCrop(224)]
+    train = [transforms.RandomResizedCrop(size, scale=(0.08, 1.25)), transforms.RandomHorizontalFlip()]
+    test = [transforms.Resize(size * 256 // 224), transforms.CenterCrop(size)]
     return transforms.Compose(train + finish), transforms.Compose(test + finish)
 
 

@@ -1,4 +1,5 @@
-"""Readers of the small data sets' on-disk formats into uint8 arrays ``(N, C, H, W)`` plus int64 labels.
+"""Readers of the small data sets' on-disk formats into uint8 arrays ``(N, C, H, W)`` plus int64 labels,
+and writers of the same formats (test fixtures, subsets of the real files for benchmarks).
 
 * MNIST / Fashion-MNIST: the four idx files (``.gz`` or uncompressed), parsed here from their headers;
 * CIFAR-10 / CIFAR-100: the "python version" pickles. Shapes, counts and label ranges are validated, not md5
@@ -127,6 +128,44 @@ def read_cifar(folder: Path, split: str, num_classes: int) -> Split:
         images.append(data.reshape(-1, 3, 32, 32))  # rows are channel-major RGB: R plane, G plane, B plane
         labels.append(_check_labels(entries[label_key], num_classes, len(data), f"{path} {label_key!r}"))
     return Split(np.concatenate(images), np.concatenate(labels))
+
+
+# ---------------------------------------------------------------- writers
+
+
+def write_idx(path: str | Path, array: np.ndarray, *, compress: bool = True, magic: bytes | None = None) -> None:
+    """An idx file of unsigned bytes (gzipped unless ``compress=False``); ``magic`` overrides the header's first
+    four bytes (to write broken files)."""
+    header = (magic or bytes([0, 0, IDX_UBYTE, array.ndim])) + np.array(array.shape, dtype=">i4").tobytes()
+    raw = header + np.ascontiguousarray(array, np.uint8).tobytes()
+    if compress:
+        with gzip.open(path, "wb", compresslevel=1) as f:
+            f.write(raw)
+    else:
+        Path(path).write_bytes(raw)
+
+
+def write_mnist(folder: str | Path, train: Split, test: Split) -> Path:
+    """The four gzipped idx files of ``train`` and ``test`` (images ``(N, 1, H, W)``) in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, data in (("train", train), ("test", test)):
+        images, labels = MNIST_FILES[split]
+        write_idx(folder / f"{images}.gz", data.images[:, 0])
+        write_idx(folder / f"{labels}.gz", data.labels.astype(np.uint8))
+    return folder
+
+
+def write_cifar10(folder: str | Path, train: Split, test: Split) -> Path:
+    """CIFAR-10's python pickles in ``folder`` (``cifar-10-batches-py``): ``train`` over the five batches."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = np.array_split(np.arange(len(train.labels)), len(CIFAR10_FILES["train"]))
+    batches = [(name, train.images[idx], train.labels[idx]) for name, idx in zip(CIFAR10_FILES["train"], parts)]
+    for name, images, labels in batches + [(CIFAR10_FILES["test"][0], test.images, test.labels)]:
+        entries = {b"data": images.reshape(len(images), 3 * 32 * 32).astype(np.uint8), b"labels": labels.tolist()}
+        (folder / name).write_bytes(pickle.dumps(entries, protocol=2))
+    return folder
 
 
 # ---------------------------------------------------------------- scikit-learn digits

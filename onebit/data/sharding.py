@@ -73,3 +73,21 @@ def test_shard(num_samples: int, rank: int, world_size: int) -> range:
 
 def test_batch_size(batch_size_test: int, world_size: int) -> int:
     return max(1, math.ceil(batch_size_test / world_size))
+
+
+class ShardBatches:
+    """The train loaders of ranks ``0..S-1`` of S taken together, for one process that computes what S do: per
+    global batch, the S rank batches ``[(images, labels), ...]`` in rank order."""
+
+    def __init__(self, loaders: list):
+        self.loaders = loaders
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        for loader in self.loaders:
+            loader.set_epoch(epoch, start)
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def __iter__(self):
+        return (list(batches) for batches in zip(*self.loaders, strict=True))

@@ -2,7 +2,7 @@
 
 The eval-mode model is traced with ``torch.fx`` (binary layers, quantizers and the zoo's small
 real-valued modules are leaves) and shape-propagated on the example input. Then, following the
-Larq Compute Engine's design (spec ``ecosystem-and-deployment.md`` §2):
+Larq Compute Engine's design:
 
 * every binary conv/linear whose two sides are 1-bit becomes a ``binary_conv2d``/``binary_linear``
   node: weights packed 64 per word, the weight scale, conv bias, a channel output scale and a
@@ -36,7 +36,7 @@ from onebit.deploy.ops import METHODS, function_name
 from onebit.deploy.quantizers import ActivationSign, ExportError, activation_sign, weight_signs
 from onebit.layers import BinaryConv2d, BinaryLinear
 from onebit.layers.activations import LearnableBias, RPReLU
-from onebit.layers.scale import LearnedScale
+from onebit.quant.scale import LearnedScale
 from onebit.quant.base import Quantizer
 
 __all__ = ["Program", "build_program", "export"]

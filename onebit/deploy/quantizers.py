@@ -1,19 +1,19 @@
 """What a binary layer's quantizers compute, in the form the 1-bit runtime needs.
 
-Export protocol (optional methods a quantizer may define; the built-in ones need none):
+Export protocol (see :mod:`onebit.quant.base`), so that a new method needs no change here:
 
 * activation quantizers: ``export_threshold() -> Tensor | float | "sample_mean"``, the ``t`` of
   ``q(x) = sign(x - t)``: one value, one per input channel, or ``"sample_mean"`` for the mean of
-  each sample over (C, H, W) (data-dependent, RBNN);
-* weight quantizers: ``export_weight(weight) -> (negative, scale)``: a boolean tensor shaped like
-  ``weight`` (True where the binary weight is -1) and a per-output-channel scale (or None).
+  each sample over (C, H, W) (data-dependent, RBNN). ``Quantizer`` answers 0; a module that
+  does not define it is tried as ``sign(x)``;
+* weight quantizers: ``export_weight(weight) -> (negative, scale)`` (optional): a boolean tensor
+  shaped like ``weight`` (True where the binary weight is -1) and a per-output-channel scale (or
+  None). Without it, weights are read from ``layer.quantized_weight()``, which must be
+  ``+-alpha_o`` (a constant magnitude per output channel).
 
-Without them: :class:`~onebit.quant.reactnet.RSign` gives its learned threshold,
-:class:`~onebit.quant.rbnn.RbnnInput` the sample mean, any other 1-bit activation quantizer is
-tried as ``sign(x)``; weights are read from ``layer.quantized_weight()``, which must be
-``+-alpha_o`` (a constant magnitude per output channel). Every answer is checked against the
-quantizer's own forward on probe inputs: a quantizer that computes something else
-(``{0, 1}`` activations, added noise, stacked branches...) is refused with a clear error.
+Every answer is checked against the quantizer's own forward on probe inputs: a quantizer that
+computes something else (``{0, 1}`` activations, added noise, stacked branches...) is refused
+with a clear error.
 """
 from __future__ import annotations
 
@@ -23,8 +23,6 @@ import torch
 from torch import nn
 
 from onebit.quant.base import precision_of
-from onebit.quant.rbnn import RbnnInput
-from onebit.quant.reactnet import RSign
 
 __all__ = ["ExportError", "ActivationSign", "activation_sign", "weight_signs"]
 
@@ -59,22 +57,12 @@ def _name(q: nn.Module) -> str:
     return getattr(q, "registered_name", type(q).__name__)
 
 
-def _claimed_threshold(q: nn.Module):
-    if hasattr(q, "export_threshold"):
-        return q.export_threshold()
-    if isinstance(q, RSign):
-        return q.threshold
-    if isinstance(q, RbnnInput):
-        return SAMPLE_MEAN
-    return 0.0
-
-
 @torch.no_grad()
 def activation_sign(q: nn.Module, channels: int, spatial: bool = True) -> ActivationSign:
     """The threshold of activation quantizer ``q`` of a layer with ``channels`` inputs, checked."""
     if precision_of(q) != 1:
         raise ExportError(f"cannot export quantizer {_name(q)}: its activations are not 1-bit (precision {precision_of(q)})")
-    claimed = _claimed_threshold(q)
+    claimed = q.export_threshold() if callable(getattr(q, "export_threshold", None)) else 0.0
     if isinstance(claimed, str):
         if claimed != SAMPLE_MEAN:
             raise ExportError(f"cannot export quantizer {_name(q)}: unknown threshold kind {claimed!r}")

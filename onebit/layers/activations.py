@@ -1,8 +1,8 @@
 """Real-valued pieces of the binary architectures: learnable shifts, RPReLU, learned output
 scales, the data-driven channel gate, and the activations chosen by name.
 
-Formulas are the spec's primitives (``bireal-reactnet-r2b-mmcls-classics.md`` §1): P10
-(RSign shift), P11 (RPReLU), P12 (XNOR-Net++ scale) and P13 (Real-to-Binary gate).
+Formulas: ReActNet's RSign shift and RPReLU (Liu et al. 2020) and Real-to-Binary's gate
+(Martinez et al. 2020), as their papers and official code define them (each class says how).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _per_channel(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class LearnableBias(nn.Module):
     """``x + b`` with one learnable ``b`` per channel, initialised to 0.
 
-    Placed before a sign it is ReActNet's RSign (spec P10): ``sign(x + b) = sign(x - alpha)``
+    Placed before a sign it is ReActNet's RSign: ``sign(x + b) = sign(x - alpha)``
     with the learned threshold ``alpha = -b``.
     """
 
@@ -34,7 +34,7 @@ class LearnableBias(nn.Module):
 
 
 class RPReLU(nn.Module):
-    r"""ReActNet's RPReLU (spec P11): :math:`y = \mathrm{PReLU}_\beta(x - \gamma) + \zeta`.
+    r"""ReActNet's RPReLU: :math:`y = \mathrm{PReLU}_\beta(x - \gamma) + \zeta`.
 
     That is ``x - gamma + zeta`` where ``x > gamma`` and ``beta * (x - gamma) + zeta``
     elsewhere; per-channel ``gamma``, ``zeta`` (init 0) and slope ``beta`` (init 0.25, as
@@ -52,7 +52,7 @@ class RPReLU(nn.Module):
 
 
 class ChannelGate(nn.Module):
-    """Real-to-Binary data-driven channel re-scaling (spec P13, §4.3).
+    """Real-to-Binary data-driven channel re-scaling .
 
     ``y * sigmoid(W2 relu(W1 GAP(a)))`` per sample and output channel, where ``a`` is the
     *real-valued* input of the binary convolution (the paper and larq; mmcls computes the

@@ -53,7 +53,7 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
     natively. The exported runtime reproduces either choice exactly.
 
     ``output_scale`` (optional module or factory, e.g. XNOR-Net++'s learned scale
-    :class:`onebit.layers.scale.LearnedScale`) multiplies the layer's output.
+    :class:`onebit.quant.scale.LearnedScale`) multiplies the layer's output.
     """
 
     def __init__(

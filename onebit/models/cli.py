@@ -7,11 +7,14 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    import torch
+
     from onebit.models import create_model, list_models
 
     print(f"{'model':<37} {'params':>10}  {'method':<8} source")
     for entry in list_models():
-        model = create_model(entry.name, args.num_classes)
+        with torch.device("meta"):  # parameter counts only
+            model = create_model(entry.name, args.num_classes)
         n = sum(p.numel() for p in model.parameters())
         print(f"{entry.name:<37} {n / 1e6:>9.3f}M  {entry.default_method:<8} {entry.source}")
     return 0

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onebit.layers import BinaryConv2d, BinaryLinear
+from onebit.quant.base import get_quantizer
 from onebit.quant.methods import Method, get_method
 
 
@@ -36,6 +37,16 @@ class BinaryLayers:
 
     def linear(self, in_features, out_features, bias=False) -> BinaryLinear:
         return BinaryLinear(in_features, out_features, bias, **self._quantizers())
+
+    def input_sign(self, layer: nn.Module) -> nn.Module:
+        """The method's activation quantizer for the input of the real ``layer``, built for it, where
+        the reference puts a sign apart from the layer it feeds (e.g. sign -> dropout -> linear);
+        ``nn.Identity`` when activations stay real."""
+        quantizer = get_quantizer(self.method.input_quantizer) if self.binary_activations else None
+        if quantizer is None:
+            return nn.Identity()
+        quantizer.build(layer)
+        return quantizer
 
 
 class ShortcutA(nn.Module):

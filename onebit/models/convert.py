@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["SOURCES", "ConversionError", "Converted", "detect_source", "convert_state", "PREPROCESSING"]
+__all__ = ["SOURCES", "ConversionError", "Converted", "detect_source", "convert_state", "to_checkpoint", "PREPROCESSING"]
 
 SOURCES = ("rbnn", "irnet", "reactnet", "mmcls")
 
@@ -294,3 +294,24 @@ def convert_state(obj: Any, source: str | None = None, model: str | None = None)
     # ReActNet step 1 (real weights, binary activations) has nn.Conv2d ``weight`` where step 2 has ``weights``
     options = {"w32": True} if source == "reactnet" and any(k.endswith("binary_3x3.weight") for k in state) else {}
     return Converted(model_name, target.method, out, dataset, source, model_options=options, info=info)
+
+
+def to_checkpoint(obj: Any, path, source: str | None = None, model: str | None = None) -> dict[str, Any]:
+    """The onebit checkpoint dict (``model``, ``model_name``, ``config``, ``imported_from``,
+    ``preprocessing``) of a loaded official file; ``path`` names it in errors."""
+    from onebit.models.checkpoint import CheckpointError
+
+    try:
+        c = convert_state(obj, source, model)
+    except ConversionError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    checkpoint = {
+        "model_name": c.model_name,
+        "model": c.state_dict,
+        "config": {"model": c.model_name, "method": c.method, "dataset": c.dataset, **c.model_options},
+        "imported_from": {"format": c.source, "file": str(path), **c.info},
+        "path": str(path),
+    }
+    if c.preprocessing:
+        checkpoint["preprocessing"] = dict(c.preprocessing)
+    return checkpoint

@@ -1,4 +1,4 @@
-"""The small networks of the IR-Net community repository (seed 003; spec ``rbnn-irnet.md`` §4).
+"""The small networks of the IR-Net community repository (seed 003).
 
 * ``alexnet_1w1a``: the README's AlexNet layer order, conv -> BN -> pool -> hardtanh (x2),
   conv -> BN -> hardtanh (x2), conv -> BN -> pool -> hardtanh, FC. The repository's file
@@ -20,7 +20,6 @@ from torch import nn
 
 from onebit.models.common import BinaryLayers
 from onebit.models.registry import register_model
-from onebit.quant.base import get_quantizer
 
 __all__ = ["AlexNetSmall", "MnistNet"]
 
@@ -55,10 +54,9 @@ class MnistNet(nn.Module):
             body += [layers.conv(cin, cout, 3, 1, 1), nn.MaxPool2d(2, ceil_mode=True)]
             cin, side = cout, math.ceil(side / 2)
         self.features = nn.Sequential(*body)
-        sign = get_quantizer(layers.method.input_quantizer) if layers.binary_activations else None
-        self.sign = sign if sign is not None else nn.Identity()
-        self.dropout = nn.Dropout(0.5)
         self.fc = nn.Linear(cin * side * side, num_classes)
+        self.sign = layers.input_sign(self.fc)
+        self.dropout = nn.Dropout(0.5)
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """MobileNetV1-derived binary networks with one shortcut per binary convolution.
 
-Two definitions share the block (spec ``bireal-reactnet-r2b-mmcls-classics.md`` §3.2 and
-``rbnn-irnet.md`` §1.8, "Deleted models"):
+Two definitions share the block (ReActNet-A, and RBNN's MobileNets that its repository deleted):
 
 * ``reactnet_a``: ReActNet-A (Liu et al. 2020; official ``mobilenet/2_step2/reactnet.py``,
   mmcls ``MobileArch``). ImageNet stem conv3x3/2 -> BN (no activation); every 3x3 conv is a
@@ -83,9 +82,11 @@ class BinaryMobileNet(nn.Module):
 
 @register_model("reactnet_a", default_method="reactnet", input_size=224,
                 source="ReActNet-A (Liu et al. 2020, MobileNetV1-based; mmcls MobileArch)")
-def reactnet_a(num_classes, in_channels, image_size, layers, stem_act: str = "none"):
-    model = BinaryMobileNet(layers, MOBILENET_V1_BLOCKS, num_classes, in_channels, stem_stride=2,
-                            stem_act=stem_act, rsign=True, act="rprelu", depthwise=False)
+def reactnet_a(num_classes, in_channels, image_size, layers, stem_act: str = "none", width_multiplier: float = 1.0):
+    """``width_multiplier`` scales every channel count (MobileNet's alpha; 1 is ReActNet-A)."""
+    blocks = [(max(1, int(c * width_multiplier)), s) for c, s in MOBILENET_V1_BLOCKS]
+    model = BinaryMobileNet(layers, blocks, num_classes, in_channels, stem_stride=2, stem_act=stem_act, rsign=True,
+                            act="rprelu", depthwise=False, stem_channels=max(1, int(32 * width_multiplier)))
     return init_weights(model, "fan_out", classifier=model.fc)  # mmcls init_weights
 
 

@@ -1,14 +1,18 @@
 """Model registry (timm-style): ``create_model(name, num_classes=...)`` and ``list_models()``."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
 from onebit.utils import suggest
 
-__all__ = ["ModelEntry", "register_model", "create_model", "list_models", "get_entry"]
+__all__ = ["ModelEntry", "register_model", "create_model", "list_models", "get_entry", "model_options"]
+
+BUILDER_ARGUMENTS = ("num_classes", "in_channels", "image_size", "layers")
+"""What ``create_model`` passes to every builder; its other keyword parameters are the model's options."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,12 @@ def register_model(name: str, *, default_method: str = "bnn", source: str = "", 
     def wrap(fn):
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
+        parameters = inspect.signature(fn).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            raise TypeError(f"the builder of {name!r} takes **kwargs: name its options (or give it a __signature__)")
+        missing = [a for a in BUILDER_ARGUMENTS if a not in parameters]
+        if missing:
+            raise TypeError(f"the builder of {name!r} lacks the arguments {', '.join(missing)}")
         _MODELS[name] = ModelEntry(name, fn, default_method, source, input_size)
         return fn
 
@@ -45,6 +55,12 @@ def get_entry(name: str) -> ModelEntry:
 
 def list_models() -> list[ModelEntry]:
     return [_MODELS[k] for k in sorted(_MODELS)]
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The keyword options of a registered model with their defaults (``create_model(name, **options)``)."""
+    parameters = inspect.signature(get_entry(name).builder).parameters
+    return {k: p.default for k, p in parameters.items() if k not in BUILDER_ARGUMENTS}
 
 
 def create_model(
@@ -67,6 +83,10 @@ def create_model(
     from onebit.models.common import BinaryLayers
 
     entry = get_entry(name)
+    unknown = sorted(set(kwargs) - set(model_options(name)))
+    if unknown:
+        known = ", ".join(f"{k}={v!r}" for k, v in model_options(name).items()) or "none"
+        raise ValueError(f"model {name!r} has no option {', '.join(map(repr, unknown))} (its options: {known})")
     layers = BinaryLayers(method or entry.default_method, binary_type=binary_type, pad_value=pad_value)
     model = entry.builder(
         num_classes=num_classes,

@@ -1,7 +1,7 @@
 """Binary ResNets with one shortcut per binary convolution, configurable like mmcls ``ResArch``.
 
-One backbone covers the ResNet-family definitions of the seeds (spec
-``bireal-reactnet-r2b-mmcls-classics.md`` §2-§6, ``rbnn-irnet.md`` §1.8/§2.3); they differ
+One backbone covers the ResNet-family definitions of the seeds (RBNN, IR-Net, Bi-Real,
+ReActNet, Real-to-Binary, Training-Tricks, mmcls ResArch); they differ
 only in how each binary 3x3 convolution is wrapped (a :class:`BlockStyle`), the stem, the
 downsampling shortcut, the head and the initialisation:
 
@@ -37,18 +37,20 @@ Keyword options of every builder below (``create_model(name, stem_act=..., ...)`
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from onebit.layers.activations import ChannelGate, LearnableBias, activation
-from onebit.layers.scale import LearnedScale
+from onebit.quant.scale import LearnedScale
 from onebit.models.common import BinaryLayers, ShortcutA
-from onebit.models.registry import register_model
+from onebit.models.registry import BUILDER_ARGUMENTS, register_model
 from onebit.models.weight_init import init_weights
 
-__all__ = ["BlockStyle", "STYLES", "BinaryConvUnit", "BasicBlock", "ResArch", "DOWNSAMPLES", "rbnn_imagenet_resnet"]
+__all__ = ["BlockStyle", "STYLES", "BinaryConvUnit", "BasicBlock", "ResArch", "DOWNSAMPLES", "rbnn_imagenet_resnet",
+           "resarch_options"]
 
 
 @dataclass(frozen=True)
@@ -221,10 +223,28 @@ class ResArch(nn.Module):
         return self.fc(self.head_bn(self.pool(x).flatten(1)))
 
 
+def resarch_options(defaults: dict, *extra: inspect.Parameter, fixed: tuple[str, ...] = ()):
+    """Decorator giving a builder ``fn(num_classes, in_channels, image_size, layers, **options)`` that
+    hands ``options`` to :class:`ResArch` the explicit signature of those options (with the builder's
+    ``defaults``, without the ``fixed`` ones), so that ``create_model`` can name an unknown option."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    resarch = [p for n, p in inspect.signature(ResArch.__init__).parameters.items()
+               if n not in ("self", *BUILDER_ARGUMENTS, *fixed)]
+
+    def wrap(fn):
+        standard = [inspect.Parameter(a, inspect.Parameter.POSITIONAL_OR_KEYWORD) for a in BUILDER_ARGUMENTS]
+        options = [p.replace(kind=keyword, default=defaults.get(p.name, p.default)) for p in resarch]
+        fn.__signature__ = inspect.Signature(standard + list(extra) + options)
+        return fn
+
+    return wrap
+
+
 def _register(name: str, *, default_method: str, source: str, input_size: int = 224, **defaults):
     """Register ``name`` as a :class:`ResArch` with ``defaults``; builder kwargs override them."""
 
     @register_model(name, default_method=default_method, source=source, input_size=input_size)
+    @resarch_options(defaults)
     def build(num_classes, in_channels, image_size, layers, **options):
         return ResArch(layers, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                        **{**defaults, **options})
@@ -233,8 +253,8 @@ def _register(name: str, *, default_method: str, source: str, input_size: int = 
     return build
 
 
-# RBNN / IR-Net (rbnn-irnet.md §1.8, §2.3) ---------------------------------------------------------
-_RBNN_IMAGENET = dict(style="irnet", stem_act="hardtanh", downsample="conv", head_bn=True, init="rbnn_imagenet")
+# RBNN / IR-Net ImageNet ResNets ----------------------------------------------------------------------
+RBNN_IMAGENET = dict(style="irnet", stem_act="hardtanh", downsample="conv", head_bn=True, init="rbnn_imagenet")
 
 
 def rbnn_imagenet_resnet(depths, layers, num_classes, in_channels, image_size, **options) -> ResArch:
@@ -243,11 +263,12 @@ def rbnn_imagenet_resnet(depths, layers, num_classes, in_channels, image_size, *
     pool -> BN1d -> FC. RBNN's main.py uses it for ImageNet and TinyImageNet. Its fixed
     AvgPool2d(7) is a global pool here, so 64x64 inputs work too."""
     return ResArch(layers, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                   depths=depths, **{**_RBNN_IMAGENET, **options})
+                   depths=depths, **{**RBNN_IMAGENET, **options})
 
 
 @register_model("resnet34_1w1a", default_method="rbnn", input_size=224,
                 source="RBNN models_imagenet/resnet.py (IR-Net ImageNet ResNet-34, Bi-Real block)")
+@resarch_options(RBNN_IMAGENET, fixed=("depths",))
 def resnet34_1w1a(num_classes, in_channels, image_size, layers, **options):
     return rbnn_imagenet_resnet((3, 4, 6, 3), layers, num_classes, in_channels, image_size, **options)
 
@@ -257,7 +278,7 @@ _register("resnet20_bireal_1w1a", default_method="rbnn", input_size=32,
           style="irnet", depths=(3, 3, 3), widths=(16, 32, 64), stem="cifar", stem_act="hardtanh",
           downsample="A", head_bn=True, init="rbnn_cifar")
 
-# mmcls ResArch of lucifer443/BinaryNeuralNetwork (seed 002; spec §5.2, §5.8) ----------------------------
+# mmcls ResArch of lucifer443/BinaryNeuralNetwork (seed 002) -------------------------------------------
 _register("irnet_r18", default_method="irnet", source="mmcls ResArch IRNet-18 (configs/baseline/irnet_r18.py)",
           style="irnet", depths=(2, 2, 2, 2), stem_act="hardtanh", downsample="conv", head_bn=True)
 _register("irnet_r34", default_method="irnet", source="mmcls ResArch IRNet-34",
@@ -272,19 +293,22 @@ _register("reactnet_r34", default_method="reactnet", source="mmcls ResArch ReAct
           style="reactnet", depths=(3, 4, 6, 3), downsample="avgpool_conv")
 
 
-# Real-to-Binary strong baseline (spec §4.1, §4.3) --------------------------------------------------
+# Real-to-Binary strong baseline --------------------------------------------------------------
+_STRONG_BASELINE = dict(style="strong_baseline", depths=(2, 2, 2, 2), stem_act="prelu", downsample="avgpool_conv")
+
+
 @register_model("strong_baseline", default_method="bnn", input_size=224,
                 source="Real-to-Binary strong baseline ResNet-18 (Martinez et al. 2020; larq zoo, mmcls)")
+@resarch_options(_STRONG_BASELINE, inspect.Parameter("gate", inspect.Parameter.KEYWORD_ONLY, default=False))
 def strong_baseline(num_classes, in_channels, image_size, layers, gate: bool = False, **options):
     """``gate=True`` replaces the XNOR++ scale by the data-driven channel gate (the full
     Real-to-Binary block). The downsample is larq's AvgPool -> 1x1 -> BN; mmcls's
     configs use ``downsample="conv"``."""
-    defaults = dict(style="real2binary" if gate else "strong_baseline", depths=(2, 2, 2, 2),
-                    stem_act="prelu", downsample="avgpool_conv")
+    defaults = {**_STRONG_BASELINE, "style": "real2binary" if gate else "strong_baseline"}
     return ResArch(layers, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                    **{**defaults, **options})
 
 
-# Training-Tricks-for-BNNs (seed 004, spec §6) -----------------------------------------------------------
+# Training-Tricks-for-BNNs (seed 004) --------------------------------------------------------------------
 _register("resnet18_tricks", default_method="bnn", source="Training-Tricks-for-BNNs ResNet-18 (items 1-4)",
           style="tricks", depths=(2, 2, 2, 2), stem_act="prelu", downsample="conv_avgpool")

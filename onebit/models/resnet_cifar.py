@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from onebit.models.common import BinaryLayers, ShortcutA
-from onebit.models.resarch import rbnn_imagenet_resnet
+from onebit.models.resarch import RBNN_IMAGENET, rbnn_imagenet_resnet, resarch_options
 from onebit.models.registry import register_model
+from onebit.models.weight_init import init_weights
 
 
 class BasicBlock(nn.Module):
@@ -74,20 +75,19 @@ class CifarResNet(nn.Module):
 
 @register_model("resnet20_1w1a", default_method="rbnn", input_size=32,
                 source="RBNN models_cifar/resnet.py (He et al. ResNet-20)")
-def resnet20_1w1a(num_classes, in_channels, image_size, layers, **_):
+def resnet20_1w1a(num_classes, in_channels, image_size, layers):
     model = CifarResNet(layers, [3, 3, 3], [16, 32, 64], num_classes, in_channels, shortcut="A", stem_act=True)
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.constant_(m.weight, 1e-8)
-            nn.init.zeros_(m.bias)
-    return model
+    return init_weights(model, "rbnn_cifar", classifier=model.fc)
 
 
 @register_model("resnet18_1w1a", default_method="rbnn", input_size=32,
                 source="RBNN models_cifar/resnet2.py (CIFAR ResNet-18); image_size >= 64: models_imagenet/resnet.py")
+@resarch_options(RBNN_IMAGENET, fixed=("depths",))
 def resnet18_1w1a(num_classes, in_channels, image_size, layers, **options):
     if image_size >= 64:  # RBNN's main.py takes models_imagenet's ResNet-18 for TinyImageNet/ImageNet
         return rbnn_imagenet_resnet((2, 2, 2, 2), layers, num_classes, in_channels, image_size, **options)
-    return CifarResNet(layers, [2, 2, 2, 2], [64, 128, 256, 512], num_classes, in_channels, shortcut="B", stem_act=False)
+    widths = options.pop("widths", (64, 128, 256, 512))
+    if options:
+        raise ValueError(f"resnet18_1w1a below 64x64 is RBNN's CIFAR ResNet-18, whose only option is widths "
+                         f"(got {', '.join(sorted(options))}); the others apply to its ImageNet form")
+    return CifarResNet(layers, [2, 2, 2, 2], list(widths), num_classes, in_channels, shortcut="B", stem_act=False)

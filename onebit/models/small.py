@@ -26,5 +26,5 @@ class SmallCNN(nn.Module):
 
 
 @register_model("cnn_small_1w1a", source="onebit (default model for 8x8 digits and 28x28 data)", input_size=8)
-def cnn_small_1w1a(num_classes, in_channels, image_size, layers, width: int = 64, **_):
+def cnn_small_1w1a(num_classes, in_channels, image_size, layers, width: int = 64):
     return SmallCNN(layers, num_classes, in_channels, image_size, width)

@@ -3,17 +3,16 @@
 Full-precision conv0 (3 -> 128) -> BN -> hardtanh, then five binary 3x3 convs
 128-128(pool)-256-256(pool)-512-512(pool), each followed by BN -> hardtanh (max-pool
 *before* BN), then a full-precision Linear(512 * (s/8)^2, classes) with no BN/dropout.
-Init: convs N(0, sqrt(2 / (k^2 * out))), BN gamma 1, Linear N(0, 0.01), bias 0.
+Init: convs N(0, sqrt(2 / (k^2 * out))), BN gamma 1, Linear N(0, 0.01), bias 0 (``fan_out``).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
 from onebit.models.common import BinaryLayers
 from onebit.models.registry import register_model
+from onebit.models.weight_init import init_weights
 
 
 class VGGSmall(nn.Module):
@@ -32,13 +31,7 @@ class VGGSmall(nn.Module):
             body += [nn.BatchNorm2d(cout), nn.Hardtanh(inplace=True)]
         self.features = nn.Sequential(nn.Hardtanh(inplace=True), *body)
         self.fc = nn.Linear(512 * (image_size // 8) ** 2, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / n))
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, "fan_out", classifier=self.fc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.bn0(self.conv0(x)))
@@ -47,5 +40,5 @@ class VGGSmall(nn.Module):
 
 @register_model("vgg_small_1w1a", default_method="rbnn", input_size=32,
                 source="IR-Net / RBNN vgg.py (VGG-small of LQ-Net)")
-def vgg_small_1w1a(num_classes, in_channels, image_size, layers, **_):
+def vgg_small_1w1a(num_classes, in_channels, image_size, layers):
     return VGGSmall(layers, num_classes, in_channels, image_size)

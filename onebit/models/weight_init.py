@@ -2,7 +2,7 @@
 
 * ``"rbnn_imagenet"``: RBNN's ``models_imagenet`` ResNets: ``kaiming_normal_`` (fan-in,
   gain sqrt 2) on every convolution, binary ones included; every ``BatchNorm2d`` starts at
-  gamma = 1e-8, beta = 0, so each residual branch starts near 0 (spec rbnn-irnet §1.8).
+  gamma = 1e-8, beta = 0, so each residual branch starts near 0.
 * ``"rbnn_cifar"``: the same, and the classifier's weights drawn with ``kaiming_normal_``
   too (RBNN's ``models_cifar`` ResNets).
 * ``"fan_out"``: IR-Net's ImageNet files and mmcls ``ResArch``: convolutions

@@ -15,6 +15,10 @@ Extension points, all optional:
   ``t`` and ``k`` from it.
 * ``on_epoch_start(epoch, epochs)``: any module of a model may define it; the engine calls
   it before the first batch of every epoch (e.g. RBNN's rotation update).
+* Export to the 1-bit runtime (``onebit.deploy``): an activation quantizer states its
+  ``export_threshold()``, the ``t`` of ``q(x) = sign(x - t)`` in eval mode (default 0); a weight
+  quantizer may give ``export_weight(weight) -> (negative, scale)`` (default: read from the
+  layer's quantized weight). The exporter checks either claim against ``forward`` on probes.
 """
 from __future__ import annotations
 
@@ -33,6 +37,11 @@ class Quantizer(nn.Module):
 
     def build(self, layer: nn.Module) -> None:  # noqa: D401 - hook, default does nothing
         """Size parameters from the owning layer (default: nothing to size)."""
+
+    def export_threshold(self) -> torch.Tensor | float | str:
+        """The ``t`` of ``sign(x - t)`` this quantizer computes in eval mode: a number, one value per
+        input channel, or ``"sample_mean"`` (the mean of each sample over C, H, W). Default 0."""
+        return 0.0
 
 
 QuantizerSpec = Union[None, str, Quantizer, Callable[[], nn.Module]]

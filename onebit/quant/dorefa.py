@@ -6,7 +6,7 @@ r"""DoReFa-Net at 1 bit (Zhou et al., 2016, arXiv:1606.06160), as the paper and 
   of ``quantize_k``), backward the clip's derivative ``1[0 <= x <= 1]`` (rounding is
   straight-through). ``torch.round`` rounds half to even: 0.5 -> 0.
 
-Spec decision (open point 11): the default is the paper's unsigned ``{0, 1}`` activations and
+The default is the paper's unsigned ``{0, 1}`` activations and
 per-layer weight scale. BiBench's variant, ``+-1`` activations with the clipped STE and a
 per-output-channel scale, is ``signed=True`` / ``scale="channel"``.
 """

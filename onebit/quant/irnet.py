@@ -2,8 +2,9 @@ r"""IR-Net (Qin et al., CVPR 2020, arXiv:1909.10788) as its official code (htqin
 
 * Weights, Libra-PB (:class:`LibraPBWeight`): ``W_std = standardize(W)`` per output channel
   (zero mean -> balanced signs -> maximal information entropy; unbiased std), then
-  ``sign(W_std) * 2^round(log2 mean|W_std|)``, the power-of-two scale detached (a bit shift
-  at inference; after standardisation it is nearly always 1).
+  ``sign(W_std) * 2^round(log2 mean|W_std|)``, the power-of-two scale detached as in the
+  official code (``round`` has zero gradient anyway; a bit shift at inference; after
+  standardisation it is nearly always 1).
 * Activations (:class:`EdeSign`): ``sign(x)``, no standardisation or scale.
 * Both backward with the Error Decay Estimator ``k t (1 - tanh^2(t x))``
   (:func:`~onebit.quant.functional.ede_grad`), ``t`` from the engine's log-linear schedule

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 
 from torch import nn
 
-from onebit.layers.scale import LearnedScale
+from onebit.quant.scale import LearnedScale
 from onebit.quant.base import QuantizerSpec, get_quantizer
 from onebit.quant.bireal import MagnitudeAwareSign
 from onebit.quant.bnn import BnnWeight
@@ -33,7 +33,6 @@ from onebit.quant.ienet import DualShiftSign, IeNetWeight
 from onebit.quant.irnet import EdeSign, LibraPBWeight
 from onebit.quant.quantizers import ApproxSign, SteSign
 from onebit.quant.rbnn import RbnnInput, RbnnWeight
-from onebit.quant.reactnet import RSign
 from onebit.quant.recu import RecuInput, RecuWeight
 from onebit.quant.xnor import XnorWeight
 
@@ -164,8 +163,9 @@ for _method in [
         "Bi-Real Net (Liu et al. 2018): ApproxSign activations, magnitude-aware weights (gradient=paper|pytorch|caffe)",
     ),
     Method(
-        "reactnet", RSign, partial(MagnitudeAwareSign, gradient="pytorch"),
-        "ReActNet (Liu et al. 2020): RSign (learned per-channel threshold), magnitude-aware weights",
+        "reactnet", ApproxSign, partial(MagnitudeAwareSign, gradient="pytorch"),
+        "ReActNet (Liu et al. 2020): ApproxSign activations, magnitude-aware weights; its learned shifts "
+        "(RSign) and RPReLUs are layers of the ReActNet models, one shift per sign as in the reference",
     ),
     Method(
         "xnor", SteSign, XnorWeight,

@@ -37,7 +37,7 @@ class ApproxSign(Quantizer):
     .. math:: \partial q / \partial x = \max(0,\ 2 - 2|x|)
 
     the derivative of the piecewise quadratic ``2x + x^2`` on [-1, 0), ``2x - x^2`` on [0, 1).
-    Activations of Bi-Real Net and ReActNet (through :class:`~onebit.quant.reactnet.RSign`).
+    Activations of Bi-Real Net and ReActNet (after the ReActNet models' learned shifts).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -287,5 +287,8 @@ class RbnnInput(Quantizer):
             return standardize(x)
         return _StandardizedSign.apply(x, self.k, self.t)
 
+    def export_threshold(self) -> str:
+        return "sample_mean"  # sign(x - mean): the standardisation's division does not change the sign
+
     def extra_repr(self) -> str:
         return f"a32={self.a32}"

@@ -13,11 +13,12 @@ method (IR-Net's EDE, RBNN, IE-Net, or an ``EdeSign`` put into another method's 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 from torch import nn
 
-__all__ = ["log_linear_temperature", "set_epoch_temperature", "surrogate_scale", "recu_tau", "fda_num_terms",
-           "fda_noise_weight"]
+__all__ = ["log_linear_temperature", "set_epoch_temperature", "start_epoch", "after_step_hooks", "surrogate_scale",
+           "recu_tau", "fda_num_terms", "fda_noise_weight"]
 
 
 def _check_epoch(epoch: int, epochs: int) -> None:
@@ -50,6 +51,25 @@ def set_epoch_temperature(model: nn.Module, epoch: int, epochs: int, tmin: float
         if callable(getattr(m, "set_temperature", None)):
             m.set_temperature(t)
     return t
+
+
+def start_epoch(model: nn.Module, epoch: int, epochs: int, tmin: float, tmax: float, *, resumed: bool = False) -> float:
+    """The per-epoch protocol of every training loop, before the first batch of ``epoch``:
+    :func:`set_epoch_temperature`, then ``on_epoch_start(epoch, epochs)`` on every module that has it
+    (e.g. RBNN's rotation update), except when the epoch is ``resumed`` mid-way (they already ran,
+    their effect is in the checkpoint). Returns the temperature ``t``."""
+    t = set_epoch_temperature(model, epoch, epochs, tmin, tmax)
+    if not resumed:
+        for m in model.modules():
+            if callable(getattr(m, "on_epoch_start", None)):
+                m.on_epoch_start(epoch, epochs)
+    return t
+
+
+def after_step_hooks(model: nn.Module) -> list[Callable[[], None]]:
+    """The ``after_step()`` of every module that has it (e.g. BNN's weight clipping): a training loop
+    calls each after every optimizer step."""
+    return [m.after_step for m in model.modules() if callable(getattr(m, "after_step", None))]
 
 
 def surrogate_scale(t: float) -> float:

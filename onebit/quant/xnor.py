@@ -12,7 +12,7 @@ applied: like Bi-Real, ReActNet and the mmcls zoo, we let the following BatchNor
 it, which keeps the binary layer a pure XNOR-popcount.
 
 XNOR-Net++ (Bulat & Tzimiropoulos, BMVC 2019) needs no quantizer of its own: clipped-STE
-signs for both operands and a learned output scale (:class:`onebit.layers.scale.LearnedScale`).
+signs for both operands and a learned output scale (:class:`onebit.quant.scale.LearnedScale`).
 """
 from __future__ import annotations
 

@@ -1,13 +1,11 @@
 """Training: flags and recipes, the engine, optimizers and schedules, losses, checkpoints,
-distributed execution. ``run(argv)`` is ``onebit train`` as a function;
-``load_trained_model(path)`` rebuilds a trained network from its checkpoint."""
+distributed execution. ``run(argv)`` is ``onebit train`` as a function (a trained network comes
+back with :func:`onebit.models.load_trained_model`)."""
 from __future__ import annotations
 
 from typing import Any
 
-from onebit.train.trained import TrainedModel, load_trained_model
-
-__all__ = ["run", "load_trained_model", "TrainedModel"]
+__all__ = ["run"]
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:

@@ -16,23 +16,19 @@ over the target (atomic on POSIX): a crash mid-write leaves the previous checkpo
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+# reading (also used here, and through this module by the training code) is onebit.models.checkpoint
+from onebit.models.checkpoint import CHECKPOINT, CheckpointError, load, load_model_state  # noqa: F401
+
 FORMAT_VERSION = 1
-CHECKPOINT = "checkpoint.pth"
 BEST = "model_best.pth"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing, corrupt, or from another model."""
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -47,60 +43,6 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def read(path: str | Path) -> Any:
-    """The object a checkpoint file holds (tensors and Python primitives only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
-        # torch's weights-only refusal is a page of advice about weights_only=False: not ours to give
-        reason = "not a PyTorch file of tensors" if isinstance(e, pickle.UnpicklingError) else str(e).splitlines()[0]
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}") from None
-
-
-def load(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint (ours, or a bare state_dict, returned as ``{"model": sd}``); a checkpoint
-    of the seeds' official code is converted in memory (:mod:`onebit.train.importer`)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    obj = read(path)
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj.setdefault("path", str(path))
-        return obj
-    from onebit.models.convert import detect_source
-
-    if detect_source(obj):
-        from onebit.train.importer import to_checkpoint
-
-        return to_checkpoint(obj, path)
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return {"model": obj, "path": str(path)}
-    raise CheckpointError(f"{path} holds neither an onebit checkpoint nor a state_dict")
-
-
-def load_model_state(model: torch.nn.Module, ckpt: dict[str, Any], model_name: str | None = None) -> None:
-    """Load ``ckpt["model"]`` into ``model`` strictly, with errors that say what does not fit."""
-    source = ckpt.get("path", "checkpoint")
-    saved_name = ckpt.get("model_name")
-    if model_name and saved_name and saved_name != model_name:
-        raise CheckpointError(f"{source} is a checkpoint of model {saved_name!r}, not {model_name!r}")
-    state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                  for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
-    if missing or unexpected or mismatched:
-        parts = [f"{label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
-                 if items]
-        raise CheckpointError(f"{source} does not fit model {model_name or ''}: " + "; ".join(parts))
-    model.load_state_dict(state)
 
 
 def rng_state() -> dict[str, Any]:

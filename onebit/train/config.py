@@ -15,12 +15,15 @@ from typing import Any
 
 import yaml
 
+from onebit.models.config import MODEL_DEFAULTS, MODEL_KEYS
 from onebit.utils import ArgumentParser, suggest
 
 LR_TYPES = ("cos", "step", "linear")
 DISTILL_KINDS = ("distributional", "kd", "ce+kd")
 WD_SCOPES = ("all", "conv", "no_bn")
 OPTIMIZERS = ("sgd", "adam")
+TEMPERATURE = (1e-2, 1e1)
+"""``(Tmin, Tmax)`` of the seeds' main.py: the temperature range of a method without one of its own."""
 # Recipe keys that are not flags: they describe the recipe or feed the model builder.
 RECIPE_KEYS = {"target_top1", "description", "model_kwargs", "_base_", "paper"}
 
@@ -72,14 +75,24 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight_hist", type=int, default=0, help="every N epochs write weight histograms (0: never)")
     g.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=True,
                    help="under DDP, normalise over the global batch (default on: results independent of process count)")
+    g.add_argument("--shards", type=int, default=0,
+                   help="shards of every global batch, their sums taken in shard order: N processes take one each, "
+                        "one process takes all N in turns (bit-identical results); 0: one per process (default)")
+    g.add_argument("--exact_reduce", action=argparse.BooleanOptionalAction, default=True,
+                   help="under torchrun, sum gradients and batch statistics in shard order (default on), "
+                        "not with DDP's all-reduce")
 
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", "-a", type=_model_name, default="resnet20_1w1a", help="registered model (onebit models)")
+    g.add_argument("--model", "-a", type=_model_name, default=None,
+                   help="registered model (onebit models; default: the data set's own: cnn_small_1w1a for digits and "
+                        "(fashion-)mnist, resnet20_1w1a for CIFAR, resnet18_1w1a for (Tiny-)ImageNet)")
     g.add_argument("--method", type=_method_name, default=None, help="binarization method (default: the model's own)")
     g.add_argument("--dataset", type=_dataset_name, default="cifar10", help="dataset name (default cifar10)")
     g.add_argument("--data_path", default="./data", help="folder holding the dataset (default ./data)")
     g.add_argument("--use_dali", action="store_true", help="ImageNet loaders with NVIDIA DALI")
-    g.add_argument("--pad_value", type=float, default=0.0, choices=(0.0, 1.0),
+    g.add_argument("--drop_last", action=argparse.BooleanOptionalAction, default=False,
+                   help="drop the last incomplete training batch of each epoch (IR-Net's loader; default off)")
+    g.add_argument("--pad_value", type=float, default=MODEL_DEFAULTS["pad_value"], choices=(0.0, 1.0),
                    help="padding of binary convs: 0 as the papers, 1 for an exactly 1-bit network")
 
     g = p.add_argument_group("optimisation")
@@ -108,13 +121,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="label smoothing (bare flag: 0.1)")
 
     g = p.add_argument_group("method options")
-    g.add_argument("--Tmin", type=float, default=1e-2, help="temperature t at epoch 0 (default 1e-2)")
-    g.add_argument("--Tmax", type=float, default=1e1, help="temperature t approached at the last epoch (default 1e1)")
-    g.add_argument("--rotation_update", type=int, default=1, help="RBNN: update the rotations every N epochs (default 1)")
+    g.add_argument("--Tmin", type=float, default=None,
+                   help=f"temperature t at epoch 0 (default: the method's reference value, e.g. RBNN {TEMPERATURE[0]:g}, "
+                        "IR-Net 0.1; onebit methods lists them; the log states the values a run uses)")
+    g.add_argument("--Tmax", type=float, default=None,
+                   help=f"temperature t approached at the last epoch (default: the method's, e.g. {TEMPERATURE[1]:g})")
+    g.add_argument("--rotation_update", type=int, default=MODEL_DEFAULTS["rotation_update"],
+                   help="RBNN: update the rotations every N epochs (default 1)")
     g.add_argument("--a32", action="store_true", help="keep activations real (W1A32)")
     g.add_argument("--w32", action="store_true", help="keep weights real (W32A1: stage 1 of two-stage training)")
     g.add_argument("--use_gpu", action="store_true", help="RBNN: run the rotation SVDs on the GPU")
-    g.add_argument("--method_options", nargs="+", default=[], metavar="NAME=VALUE",
+    g.add_argument("--method_options", nargs="+", default=list(MODEL_DEFAULTS["method_options"]), metavar="NAME=VALUE",
                    help="other options of the method, e.g. gradient=caffe (onebit methods lists them)")
 
     g = p.add_argument_group("two-stage training and distillation")
@@ -185,27 +202,26 @@ def resolve(argv: list[str] | None = None, parser: argparse.ArgumentParser | Non
             if key not in explicit:
                 config[key] = _coerce(parser, key, value)
         explicit |= set(recipe)
-    config.setdefault("model_kwargs", {})
-    _method_temperature_defaults(config, explicit)
+    config.setdefault("model_kwargs", dict(MODEL_DEFAULTS["model_kwargs"]))
+    if config["model"] is None:
+        from onebit.models.inputs import DEFAULT_MODELS
+
+        config["model"] = DEFAULT_MODELS[config["dataset"]]
+    _method_temperature_defaults(config)
     _adopt_checkpoint_config(config, explicit)
     return config
 
 
-def _method_temperature_defaults(config: dict[str, Any], explicit: set[str]) -> None:
-    """``--Tmin/--Tmax`` not set anywhere take the method's reference values (IR-Net: 0.1, 10)."""
+def _method_temperature_defaults(config: dict[str, Any]) -> None:
+    """``--Tmin/--Tmax`` not set anywhere take the method's reference values (IR-Net: 0.1, 10), or the
+    seeds' 1e-2 and 10 for a method without its own range."""
     from onebit.models import get_entry
     from onebit.quant import get_method
 
     method = get_method(config["method"] or get_entry(config["model"]).default_method)
-    if method.temperature_range:
-        for key, value in zip(("Tmin", "Tmax"), method.temperature_range):
-            if key not in explicit:
-                config[key] = value
-
-
-# Keys of the config that define the network: an evaluated checkpoint brings its own.
-MODEL_KEYS = ("model", "method", "method_options", "pad_value", "a32", "w32", "rotation_update", "use_gpu",
-              "model_kwargs")
+    for key, value in zip(("Tmin", "Tmax"), method.temperature_range or TEMPERATURE):
+        if config[key] is None:
+            config[key] = value
 
 
 def _adopt_checkpoint_config(config: dict[str, Any], explicit: set[str]) -> None:

@@ -1,6 +1,6 @@
 r"""Knowledge distillation: losses, a frozen teacher, and forward hooks for intermediate features.
 
-Losses (spec ``bireal-reactnet-r2b-mmcls-classics.md`` §3.4, §4.2, §4.4, P14/P15):
+Losses (ReActNet, Real-to-Binary, Hinton et al.'s KD):
 
 * **distributional** (ReActNet): cross-entropy against the teacher's softmax,
   :math:`\frac1N\sum_n -\sum_c \mathrm{softmax}(z_T)_c \log\mathrm{softmax}(z_S)_c`, at
@@ -42,7 +42,7 @@ KINDS = ("distributional", "kd", "ce+kd")
 
 
 def distributional_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """ReActNet's distributional loss (spec P14); the teacher receives no gradient."""
+    """ReActNet's distributional loss; the teacher receives no gradient."""
     soft_targets = F.softmax(teacher_logits.detach(), dim=1)
     return -(soft_targets * F.log_softmax(student_logits, dim=1)).sum(dim=1).mean()
 
@@ -56,7 +56,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 
 def attention_map(features: torch.Tensor) -> torch.Tensor:
-    """``[N, C, H, W]`` features -> ``[N, H*W]`` L2-normalised ``mean_c(A^2)`` (spec §4.2)."""
+    """``[N, C, H, W]`` features -> ``[N, H*W]`` L2-normalised ``mean_c(A^2)`` (Real-to-Binary's attention map)."""
     return F.normalize(features.pow(2).mean(dim=1).flatten(1), dim=1)
 
 
@@ -167,7 +167,7 @@ class FeatureHooks:
 
 
 class Teacher(nn.Module):
-    """A frozen teacher: always in eval mode (BN uses its running statistics, spec §9.6), no
+    """A frozen teacher: always in eval mode (BN uses its running statistics), no
     parameter requires a gradient, and the forward runs under ``torch.no_grad()``.
 
     ``feature_layers`` names sub-modules whose outputs ``features()`` returns after a

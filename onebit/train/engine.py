@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import signal
 from contextlib import contextmanager
+from dataclasses import replace
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,14 +30,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from onebit.data import build_data
-from onebit.models import create_model, get_entry
-from onebit.quant.methods import Method, get_method, parse_method_options
-from onebit.quant.schedules import set_epoch_temperature
+from onebit.data.sharding import ShardBatches
+from onebit.models.checkpoint import load, load_model_state
+from onebit.models.config import MODEL_KEYS, build_model
+from onebit.quant.schedules import after_step_hooks, start_epoch
 from onebit.train import checkpoint as ckpt_io
+from onebit.train.config import save_config
 from onebit.train.importer import check_preprocessing
-from onebit.train.config import MODEL_KEYS, save_config
 from onebit.train.distill import DistillationLoss, FeatureHooks, Teacher, block_names
-from onebit.train.distributed import Distributed, convert_global_batchnorm
+from onebit.train.distributed import Distributed, Parallel
 from onebit.train.losses import ClassificationLoss
 from onebit.train.optim import build_optimizer, per_batch, set_lr
 from onebit.train.runlog import RunLog, count_params, describe_device, progress
@@ -62,34 +64,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 17) % 2**63
 
 
-def configured_method(config: dict[str, Any]) -> Method:
-    """The model's (or ``--method``'s) method with the flags that are its options applied:
-    ``--rotation_update/--use_gpu/--a32`` for RBNN, ``--method_options`` for any."""
-    method = get_method(config["method"] or get_entry(config["model"]).default_method)
-    options = method.options()
-    flags = {k: config[k] for k in ("rotation_update", "use_gpu", "a32") if k in options}
-    extra = config.get("method_options") or {}
-    flags.update(parse_method_options(extra) if isinstance(extra, list) else extra)
-    return method.with_options(**flags)
-
-
-def build_model(config: dict[str, Any], info) -> nn.Module:
-    """The network a config describes, sized for the dataset ``info``."""
-    method = configured_method(config)
-    # W1A32 removes the activation quantizer, unless the method keeps it in an a32 mode of its own (RBNN)
-    binary_activations = not config["a32"] or "a32" in method.options()
-    return create_model(
-        config["model"],
-        info.num_classes,
-        in_channels=info.in_channels,
-        image_size=info.image_size,
-        method=method,
-        binary_type=(binary_activations, not config.get("w32", False)),
-        pad_value=config["pad_value"],
-        **config.get("model_kwargs", {}),
-    )
-
-
 def accuracy_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     """Number of samples whose label is the top-1 / among the top-5 predictions."""
     k = min(5, logits.shape[1])
@@ -110,13 +84,18 @@ class Trainer:
             batch_size=config["batch_size"], batch_size_test=config["batch_size_test"],
             workers=config["workers"], device=self.device, seed=config["seed"],
             rank=self.dist.rank, world_size=self.dist.world_size, use_dali=config["use_dali"],
+            drop_last=config["drop_last"],
         )
-        self.model = build_model(config, self.data.info).to(self.device)
+        if not self.dist.enabled and config["shards"] > 1 and not config["evaluate"]:  # the shards of S processes
+            self.data = replace(self.data, train=ShardBatches([self._shard_data(i, config["shards"]).train
+                                                               for i in range(config["shards"])]))
+        self.model = build_model(config, *self.data.info.shape).to(self.device)
         self.stage1 = load_stage1(self.model, config["stage1"]) if config["stage1"] and not config["resume"] else None
         self.loss = ClassificationLoss(config["labelsmooth"], config["mixup"])
         self.student_features: FeatureHooks | None = None
         self.teacher, self.distill = self._build_teacher() if config["teacher"] else (None, None)
         self.stop_signal: int | None = None
+        self.parallel: Parallel | None = None
 
     def _build_teacher(self) -> tuple[Teacher, DistillationLoss]:
         """A frozen teacher from ``--teacher_ckpt`` (rebuilt from its own saved config when it
@@ -126,12 +105,12 @@ class Trainer:
             raise ValueError("--teacher needs --teacher_ckpt: the teacher's trained weights")
         if c["mixup"]:
             raise ValueError("--mixup with a teacher is not supported")
-        state = ckpt_io.load(c["teacher_ckpt"])
+        state = load(c["teacher_ckpt"])
         saved = state.get("config")
         at_layers = block_names if c["at_weight"] > 0 else (lambda m: ())
         if saved:
-            model = build_model({**c, **{k: saved[k] for k in MODEL_KEYS if k in saved}}, info)
-            ckpt_io.load_model_state(model, state, c["teacher"])
+            model = build_model({**c, **{k: saved[k] for k in MODEL_KEYS if k in saved}}, *info.shape)
+            load_model_state(model, state, c["teacher"])
             teacher = Teacher(model, at_layers(model))
         else:
             teacher = Teacher.from_checkpoint(c["teacher"], state, info.num_classes, in_channels=info.in_channels,
@@ -142,16 +121,26 @@ class Trainer:
         self.student_features = FeatureHooks(self.model, block_names(self.model)) if c["at_weight"] > 0 else None
         return teacher.to(self.device), loss
 
-    def _loss(self, images: torch.Tensor, labels: torch.Tensor):
+    def _shard_data(self, rank: int, world_size: int):
+        c = self.config
+        return build_data(c["dataset"], c["data_path"], batch_size=c["batch_size"], batch_size_test=c["batch_size_test"],
+                          workers=c["workers"], device=self.device, seed=c["seed"], rank=rank, world_size=world_size,
+                          use_dali=c["use_dali"], drop_last=c["drop_last"])
+
+    def _loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
         """Logits and loss of one batch: classification, or distillation when a teacher is set."""
         if self.teacher is None:
             images, labels_a, labels_b, lam = self.loss.mix(images, labels)
-            logits = self.model(images)
-            return logits, self.loss(logits, labels_a, labels_b, lam)
-        logits = self.model(images)
-        teacher_logits = self.teacher(images)
-        feats = (self.student_features.outputs(), self.teacher.features()) if self.student_features else (None, None)
-        return logits, self.distill(logits, labels, teacher_logits, *feats)
+            logits = model(images)
+            loss = self.loss(logits, labels_a, labels_b, lam)
+        else:
+            logits = model(images)
+            teacher_logits = self.teacher(images)
+            feats = (self.student_features.outputs(), self.teacher.features()) if self.student_features else (None, None)
+            loss = self.distill(logits, labels, teacher_logits, *feats)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {float(loss)}: lower --lr?")
+        return logits, loss
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -159,16 +148,13 @@ class Trainer:
         """The bare model (DDP unwrapped)."""
         return getattr(self.model, "module", self.model)
 
-    def _hooks(self, name: str) -> list:
-        return [getattr(m, name) for m in self.net.modules() if callable(getattr(m, name, None))]
-
     def _wrap_distributed(self) -> None:
-        if not self.dist.enabled:
-            return
-        if self.config["sync_bn"]:
-            convert_global_batchnorm(self.model)
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=True)
+        c = self.config
+        if c["shards"] > 1 and not self.dist.enabled and self.student_features is not None:
+            raise ValueError("--shards in one process does not support --at_weight (feature hooks of one model)")
+        self.parallel = Parallel(self.model, self.dist, shards=c["shards"], exact=c["exact_reduce"],
+                                 sync_bn=c["sync_bn"], device=self.device)
+        self.model = self.parallel.model
 
     def _run_dir(self) -> Path:
         c = self.config
@@ -177,10 +163,10 @@ class Trainer:
         name = c["save"] or f"{c['model']}_{c['dataset']}_{datetime.now():%Y%m%d-%H%M%S}"
         return Path(c["results_dir"]) / name
 
-    def _set_epoch_state(self, epoch: int) -> float:
-        """Learning rate and temperature of ``epoch`` (deterministic, safe to repeat on resume)."""
+    def _start_epoch(self, epoch: int, resumed: bool) -> float:
+        """Learning rate, temperature and (unless ``resumed`` mid-epoch) the epoch-start hooks of ``epoch``."""
         lr = set_lr(self.optimizer, epoch, self.config)
-        set_epoch_temperature(self.net, epoch, self.config["epochs"], self.config["Tmin"], self.config["Tmax"])
+        start_epoch(self.net, epoch, self.config["epochs"], self.config["Tmin"], self.config["Tmax"], resumed=resumed)
         return lr
 
     def _on_signal(self, signum, frame):
@@ -202,9 +188,9 @@ class Trainer:
 
     def evaluate_checkpoint(self, path: str) -> dict[str, float]:
         """``-e FILE``: the config already holds the checkpoint's model keys (see config.resolve)."""
-        checkpoint = ckpt_io.load(path)
+        checkpoint = load(path)
         check_preprocessing(checkpoint, self.data.info.mean, self.data.info.std)
-        ckpt_io.load_model_state(self.net, checkpoint, self.config["model"])
+        load_model_state(self.net, checkpoint, self.config["model"])
         result = self.evaluate()
         print(f"{path}: {self.config['model']} on {self.config['dataset']} test: "
               f"top-1 {result['test_top1']:.2f}%  top-5 {result['test_top5']:.2f}%  loss {result['test_loss']:.4f}")
@@ -215,27 +201,28 @@ class Trainer:
         """Train one epoch from batch ``start_step``; ``sums`` = [loss*n, correct, n] so far."""
         c = self.config
         self.model.train()
-        after_step = self._hooks("after_step")
+        after_step = after_step_hooks(self.net)
         loader = self.data.train
         loader.set_epoch(epoch, start_step)
         total = self.data.info.train_size
         bar = progress(total, f"epoch {epoch + 1}/{c['epochs']}", self.dist.is_main)
         bar.update(min(start_step * c["batch_size"], total))
-        for step, (images, labels) in enumerate(loader, start_step):
+        for step, batch in enumerate(loader, start_step):
             if per_batch(c):
                 set_lr(self.optimizer, epoch, c, step, len(loader))
-            logits, loss = self._loss(images, labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch}, batch {step}: lower --lr?")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                shards = self.parallel.step(self._loss, batch)
+            except FloatingPointError as e:
+                raise FloatingPointError(f"at epoch {epoch}, batch {step}: {e}") from None
             self.optimizer.step()
             for hook in after_step:
                 hook()
-            n = labels.numel()
-            correct = float((logits.argmax(1) == labels).sum())
-            sums = [sums[0] + loss.item() * n, sums[1] + correct, sums[2] + n]
-            bar.update(n * self.dist.world_size)
+            for logits, loss, labels in shards:
+                n = labels.numel()
+                correct = float((logits.argmax(1) == labels).sum())
+                sums = [sums[0] + loss.item() * n, sums[1] + correct, sums[2] + n]
+                bar.update(n * self.dist.world_size)
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", top1=f"{100 * sums[1] / sums[2]:.1f}")
             if c["print_freq"] and (step + 1) % c["print_freq"] == 0:
                 log.detail(f"epoch {epoch + 1} batch {step + 1}/{len(loader)} loss {sums[0] / sums[2]:.4f} "
@@ -277,7 +264,11 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         with self._stop_on_signals():
-            return self._fit()
+            try:
+                return self._fit()
+            finally:
+                if self.parallel is not None:
+                    self.parallel.close()
 
     def _fit(self) -> dict[str, Any]:
         c = self.config
@@ -290,8 +281,8 @@ class Trainer:
         start_epoch, start_step, sums, best = 0, 0, [0.0, 0.0, 0.0], 0.0
         resume_rng = None
         if c["resume"]:
-            state = ckpt_io.load(c["resume"])
-            ckpt_io.load_model_state(self.model, state, c["model"])
+            state = load(c["resume"])
+            load_model_state(self.model, state, c["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             start_epoch, start_step, best = state["epoch"], state["step"], state["best_top1"]
             sums = list(state["train_sums"]) if start_step else sums
@@ -308,6 +299,8 @@ class Trainer:
         if self.stage1:
             log.info(f"initialised from stage 1 {c['stage1']}: {len(self.stage1.loaded)} tensors loaded"
                      + (f", new quantizer state: {len(self.stage1.new)}" if self.stage1.new else ""))
+        if any(callable(getattr(m, "set_temperature", None)) for m in self.net.modules()):
+            log.info(f"temperature t: {c['Tmin']:g} at epoch 1, log-linear towards {c['Tmax']:g} (--Tmin/--Tmax)")
         if self.teacher is not None:
             log.info(f"distillation from teacher {c['teacher']} ({c['teacher_ckpt']}): {self.distill.extra_repr()}")
         self._log_model_summary(log)
@@ -316,14 +309,12 @@ class Trainer:
         for epoch in range(start_epoch, c["epochs"]):
             t0 = time.time()
             if resume_rng is not None:  # mid-epoch resume: the epoch's hooks already ran
-                lr = self._set_epoch_state(epoch)
+                lr = self._start_epoch(epoch, resumed=True)
                 ckpt_io.set_rng_state(resume_rng)
                 resume_rng = None
             else:
                 seed_everything(epoch_seed(c["seed"], epoch))
-                lr = self._set_epoch_state(epoch)
-                for hook in self._hooks("on_epoch_start"):
-                    hook(epoch, c["epochs"])
+                lr = self._start_epoch(epoch, resumed=False)
                 self.dist.broadcast_buffers(self.net)  # epoch-start updates run once, on rank 0
                 start_step, sums = 0, [0.0, 0.0, 0.0]
             self._stop_step = 0
@@ -364,6 +355,8 @@ class Trainer:
         if "interrupted" not in result:
             log.info(f"done: best test top-1 {best:.2f}% in {seconds:.0f}s; run folder: {run_dir}")
         log.close()
+        self.parallel.close()
+        self.model = self.net  # the DDP wrapper, if any, goes before its process group
         self.dist.close()
         return result
 

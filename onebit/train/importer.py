@@ -15,34 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onebit.models.convert import SOURCES, ConversionError, convert_state
+from onebit.models.checkpoint import read
+from onebit.models.convert import SOURCES, to_checkpoint
 from onebit.train import checkpoint as ckpt_io
 
-__all__ = ["to_checkpoint", "import_checkpoint", "check_preprocessing"]
-
-
-def to_checkpoint(obj: Any, path: str | Path, source: str | None = None, model: str | None = None) -> dict[str, Any]:
-    """The onebit checkpoint dict of a loaded official file (``path`` names it in errors)."""
-    try:
-        c = convert_state(obj, source, model)
-    except ConversionError as e:
-        raise ckpt_io.CheckpointError(f"{path}: {e}") from None
-    checkpoint = {
-        "format_version": ckpt_io.FORMAT_VERSION,
-        "model_name": c.model_name,
-        "model": c.state_dict,
-        "config": {"model": c.model_name, "method": c.method, "dataset": c.dataset, **c.model_options},
-        "imported_from": {"format": c.source, "file": str(path), **c.info},
-        "path": str(path),
-    }
-    if c.preprocessing:
-        checkpoint["preprocessing"] = dict(c.preprocessing)
-    return checkpoint
+__all__ = ["import_checkpoint", "check_preprocessing"]
 
 
 def import_checkpoint(path: str | Path, source: str | None = None, model: str | None = None) -> dict[str, Any]:
     """Read and convert the official checkpoint at ``path``."""
-    return to_checkpoint(ckpt_io.read(path), path, source, model)
+    return {"format_version": ckpt_io.FORMAT_VERSION, **to_checkpoint(read(path), path, source, model)}
 
 
 def check_preprocessing(checkpoint: dict[str, Any], mean, std) -> None:

@@ -1,4 +1,4 @@
-"""Two-stage training: stage 2 starts from the stage-1 checkpoint (spec §3.5, §4.1, §6 item 5).
+"""Two-stage training (ReActNet, Real-to-Binary, Training-Tricks): stage 2 starts from the stage-1 checkpoint.
 
 Stage 1 trains binary activations with real weights (``binary_type=(True, False)``), stage 2
 binarizes the weights too. Both stages build the *same* architecture, so every parameter and
@@ -6,7 +6,7 @@ buffer has the same name and shape; only the quantizers differ, and the state a 
 owns (buffers or parameters under ``input_quantizer.``/``weight_quantizer.``) may exist in
 one stage only. Anything else that does not match is an error listing the keys: a load that
 silently skips weights is how the official ReActNet-A step 2 started its convolutions from
-scratch (flat ``weights`` vs 4-D ``weight`` loaded with ``strict=False``, spec §3.7).
+scratch (flat ``weights`` vs 4-D ``weight`` loaded with ``strict=False``).
 """
 from __future__ import annotations
 

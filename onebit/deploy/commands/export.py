@@ -20,9 +20,8 @@ def add_arguments(parser) -> None:
 
 def model_and_shape(checkpoint: str | None, model_name: str | None, dataset: str | None, input_size: int | None):
     """``(model, info, input shape)`` from a checkpoint or a registered model name."""
-    from onebit.analysis.cli import model_shape
-    from onebit.models import create_model
-    from onebit.train import load_trained_model
+    from onebit.models import create_model, load_trained_model
+    from onebit.models.inputs import model_shape
 
     if (checkpoint is None) == (model_name is None):
         raise ValueError("give either a checkpoint or --model NAME")

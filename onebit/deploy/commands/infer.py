@@ -31,9 +31,9 @@ def main(args) -> int:
         data = build_data(args.dataset, args.data_path, batch_size=args.batch_size, batch_size_test=args.batch_size, workers=0)
         reference = None
         if args.compare:
-            from onebit.deploy.commands.export import model_and_shape
+            from onebit.models import load_trained_model
 
-            reference = model_and_shape(args.compare, None, None, None)[0]
+            reference = load_trained_model(args.compare).model
     except (ValueError, FileNotFoundError) as err:
         print(f"onebit infer: error: {err}", file=sys.stderr)
         return 2
