@@ -11,7 +11,7 @@ import pytest
 
 from onebit.cli import main as onebit_main
 from onebit.train.config import resolve
-from onebit.train.mmcls_config import load_mmcls_config, read_config
+from onebit.models.mmcls_config import load_mmcls_config, read_config
 from onebit.train.optim import set_lr
 
 ONEBIT = [sys.executable, "-m", "onebit"]

@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a registered model name (see `onebit models`)")
     source.add_argument("--checkpoint", help="a checkpoint saved by `onebit train` (dict with 'model' and 'config')")
-    source.add_argument("--config", help="a recipe of `onebit train --config` (YAML, or a seed-002 mmcls .py config)")
+    source.add_argument("--config", help="a seed-002 mmcls .py config (as `onebit train --config`)")
     parser.add_argument(
         "--dataset", choices=sorted(DATASET_SHAPES),
         help="classes, channels and image size of --model (default: the model's own input size, "
@@ -45,13 +45,17 @@ def _model_and_input(args):
 
 
 def _config_model(args):
-    """The network ``onebit train --config FILE [--dataset D]`` would train (on the meta device)."""
+    """The network an mmcls ``.py`` config of seed 002 describes (on the meta device)."""
     import torch
 
     from onebit.models.config import build_model
-    from onebit.train.config import resolve
+    from onebit.models.mmcls_config import load_mmcls_config
 
-    config = resolve(["--config", args.config] + (["--dataset", args.dataset] if args.dataset else []))
+    if not str(args.config).endswith(".py"):
+        raise ValueError(f"--config takes an mmcls .py config, not {args.config} (for a recipe: --model)")
+    config = {"method": None, "a32": False, "w32": False, "pad_value": 0.0, "method_options": [], "rotation_update": 1,
+              "use_gpu": False, "model_kwargs": {}, **load_mmcls_config(args.config)}
+    config["dataset"] = args.dataset or config["dataset"]
     num_classes, in_channels, side = DATASET_SHAPES[config["dataset"]]
     side = args.input_size or side
     with torch.device("meta"):

@@ -190,7 +190,7 @@ def resolve(argv: list[str] | None = None, parser: argparse.ArgumentParser | Non
     config = vars(args)
     if args.config:
         if str(args.config).endswith(".py"):  # seed 002's mmcls configs
-            from onebit.train.mmcls_config import load_mmcls_config
+            from onebit.models.mmcls_config import load_mmcls_config
 
             recipe = load_mmcls_config(args.config)
         else:
