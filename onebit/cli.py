@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("onebit.models.cli", "list the registered models with parameter counts"),
     "methods": ("onebit.quant.cli", "list the binarization methods with their options"),
     "recipes": ("onebit.train.recipes", "the recipes of configs/ (paper settings, target top-1), checked"),
+    "import": ("onebit.train.importer", "convert a checkpoint of the seeds' official code (RBNN, IR-Net, ReActNet, mmcls)"),
     "summary": ("onebit.analysis.cli", "parameters, memory and BOPs/FLOPs/OPs by bit-width, per layer"),
     "plot": ("onebit.analysis.plots", "PNG figures of training runs: curves, lr and t, sign flips, weight histograms"),
     "export": ("onebit.deploy.commands.export", "write a checkpoint as a bit-packed .onebit file for the 1-bit CPU runtime"),

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT", "CheckpointError", "load", "load_model_state"]
+__all__ = ["CHECKPOINT", "CheckpointError", "read", "load", "load_model_state"]
 
 CHECKPOINT = "checkpoint.pth"
 """The file a run folder's checkpoint is in (``load(run_folder)`` reads it)."""
@@ -22,22 +22,33 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, corrupt, or from another model."""
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint (ours, or a bare state_dict, returned as ``{"model": sd}``)."""
+def read(path: str | Path) -> Any:
+    """The object a checkpoint file holds (tensors and Python primitives only)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
         # torch's weights-only refusal is a page of advice about weights_only=False: not ours to give
         reason = "not a PyTorch file of tensors" if isinstance(e, pickle.UnpicklingError) else str(e).splitlines()[0]
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}") from None
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint (ours, or a bare state_dict, returned as ``{"model": sd}``); a checkpoint
+    of the seeds' official code is converted in memory (:mod:`onebit.models.convert`)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    obj = read(path)
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj.setdefault("path", str(path))
         return obj
+    from onebit.models.convert import detect_source, to_checkpoint
+
+    if detect_source(obj):
+        return to_checkpoint(obj, path)
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return {"model": obj, "path": str(path)}
     raise CheckpointError(f"{path} holds neither an onebit checkpoint nor a state_dict")

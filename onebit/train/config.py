@@ -73,7 +73,8 @@ def _dataset_name(value: str) -> str:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--config", metavar="FILE", help="YAML recipe; its keys are these flags' names (_base_ inherits)")
+    g.add_argument("--config", metavar="FILE",
+                   help="YAML recipe (its keys are these flags' names; _base_ inherits) or an mmcls .py config")
     g.add_argument("--results_dir", default="./results", help="root folder of the runs (default ./results)")
     g.add_argument("--save", default="", help="run folder name (default: <model>_<dataset>_<time>)")
     g.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
@@ -129,6 +130,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", "--half", dest="amp", action="store_true",
                    help="mixed precision: autocast to bfloat16 on CPU and CUDA "
                         "(seed 003's --half; weights stay float32)")
+    # mmcls schedules (seed 002 configs)
+    g.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
+    g.add_argument("--lr_per_iter", action="store_true",
+                   help="advance the cos/linear schedule every batch, not every epoch (mmcls by_epoch=False)")
+    g.add_argument("--warmup_iters", type=int, default=0,
+                   help="linear warm-up over N batches from --warmup_ratio x the lr (mmcls; replaces --warm_up)")
+    g.add_argument("--warmup_ratio", type=float, default=0.1, help="lr factor at the first warm-up batch (default 0.1)")
     g.add_argument("--mixup", type=float, nargs="?", const=0.1, default=0.0, metavar="ALPHA",
                    help="mixup with Beta(ALPHA, ALPHA) (bare flag: 0.1, as RBNN)")
     g.add_argument("--labelsmooth", type=float, nargs="?", const=0.1, default=0.0, metavar="EPS",
@@ -208,7 +216,12 @@ def resolve(argv: list[str] | None = None, parser: argparse.ArgumentParser | Non
     explicit = _explicit_dests(parser, argv)
     config = vars(args)
     if args.config:
-        recipe = load_recipe(args.config)
+        if str(args.config).endswith(".py"):  # seed 002's mmcls configs
+            from onebit.models.mmcls_config import load_mmcls_config
+
+            recipe = load_mmcls_config(args.config)
+        else:
+            recipe = load_recipe(args.config)
         known = set(config) | RECIPE_KEYS
         for key, value in recipe.items():
             if key not in known:

@@ -37,11 +37,12 @@ from onebit.quant.schedules import after_step_hooks, start_epoch
 from onebit.train import checkpoint as ckpt_io
 from onebit.models.frozen import frozen_for_bn_retrain
 from onebit.train.config import save_config
+from onebit.train.importer import check_preprocessing
 from onebit.train.distill import DistillationLoss, FeatureHooks, Teacher, block_names
 from onebit.train.distributed import Distributed, Parallel
 from onebit.train.flips import SignFlips
 from onebit.train.losses import ClassificationLoss
-from onebit.train.optim import build_optimizer, set_lr
+from onebit.train.optim import build_optimizer, per_batch, set_lr
 from onebit.train.precision import MixedPrecision
 from onebit.train.runlog import RunLog, count_params, describe_device, progress
 from onebit.train.stages import load_stage1
@@ -208,7 +209,9 @@ class Trainer:
 
     def evaluate_checkpoint(self, path: str) -> dict[str, float]:
         """``-e FILE``: the config already holds the checkpoint's model keys (see config.resolve)."""
-        load_model_state(self.net, load(path), self.config["model"])
+        checkpoint = load(path)
+        check_preprocessing(checkpoint, self.data.info.mean, self.data.info.std)
+        load_model_state(self.net, checkpoint, self.config["model"])
         result = self.evaluate()
         if self.dist.is_main:
             print(f"{path}: {self.config['model']} on {self.config['dataset']} test: "
@@ -228,6 +231,8 @@ class Trainer:
         bar = progress(total, f"epoch {epoch + 1}/{c['epochs']}", self.dist.is_main)
         bar.update(min(start_step * c["batch_size"], total))
         for step, batch in enumerate(loader, start_step):
+            if per_batch(c):
+                set_lr(self.optimizer, epoch, c, step, len(loader))
             self.optimizer.zero_grad(set_to_none=True)
             try:
                 shards = self.parallel.step(self._autocast_loss, batch)

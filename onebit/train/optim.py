@@ -9,6 +9,10 @@ state of its own and a resumed run continues it exactly. Semantics follow RBNN's
   stepped once per epoch, eta_min 0);
 * ``step``: ``lr * gamma ** (number of milestones <= e)`` (MultiStepLR; ``--lr_gamma``, default 0.1);
 * ``linear``: ``lr * (1 - p)`` (ReActNet's per-epoch linear decay).
+
+mmcls schedules: ``--lr_per_iter`` evaluates ``p`` at the fractional epoch ``e + b / B`` of batch
+``b`` of ``B`` (``by_epoch=False``); ``--warmup_iters N`` multiplies the first ``N`` batches by
+``1 - (1 - i / N) (1 - r)`` at global batch ``i``, ``r = --warmup_ratio`` (mmcv's linear warm-up).
 """
 from __future__ import annotations
 
@@ -21,12 +25,12 @@ from torch import nn
 WARM_UP_EPOCHS = 5
 
 
-def lr_factor(epoch: int, epochs: int, lr_type: str, warm_up: bool = False, milestones=None,
+def lr_factor(epoch: float, epochs: int, lr_type: str, warm_up: bool = False, milestones=None,
               gamma: float = 0.1) -> float:
-    """Multiplier of the base learning rate at ``epoch`` (0-based) of ``epochs``."""
+    """Multiplier of the base learning rate at ``epoch`` (0-based, fractional within an epoch) of ``epochs``."""
     w = WARM_UP_EPOCHS if warm_up else 0
     if epoch < w:
-        return (epoch + 1) / w
+        return (int(epoch) + 1) / w
     if lr_type == "step":
         return gamma ** sum(epoch >= m for m in (milestones or []))
     p = (epoch - w) / max(epochs - w, 1)
@@ -60,15 +64,27 @@ def build_optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.Opt
     """SGD (momentum; weight decay on every parameter by default, as the seeds) or Adam."""
     groups = parameter_groups(model, config["weight_decay"], config.get("weight_decay_scope", "all"))
     if config["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=config["lr"], momentum=config["momentum"])
+        return torch.optim.SGD(groups, lr=config["lr"], momentum=config["momentum"],
+                               nesterov=bool(config.get("nesterov")))
     return torch.optim.Adam(groups, lr=config["lr"])
 
 
-def set_lr(optimizer: torch.optim.Optimizer, epoch: int, config: dict[str, Any]) -> float:
+def per_batch(config: dict[str, Any]) -> bool:
+    """Whether the learning rate changes within an epoch (mmcls schedules)."""
+    return bool(config.get("lr_per_iter") or config.get("warmup_iters"))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, epoch: int, config: dict[str, Any], step: int = 0,
+           steps: int = 1) -> float:
+    """Set the learning rate of batch ``step`` of ``steps`` in ``epoch``."""
     if config["lr_type"] == "step" and not config.get("lr_decay_step"):
         raise ValueError("--lr_type step needs milestones: --lr_decay_step 30 60 90")
-    factor = lr_factor(epoch, config["epochs"], config["lr_type"], config["warm_up"], config["lr_decay_step"],
+    position = epoch + step / steps if config.get("lr_per_iter") else epoch
+    factor = lr_factor(position, config["epochs"], config["lr_type"], config["warm_up"], config["lr_decay_step"],
                        config.get("lr_gamma", 0.1))
+    iteration, warmup = epoch * steps + step, config.get("warmup_iters", 0)
+    if iteration < warmup:
+        factor *= 1 - (1 - iteration / warmup) * (1 - config["warmup_ratio"])
     lr = config["lr"] * factor
     for group in optimizer.param_groups:
         group["lr"] = lr
