@@ -33,6 +33,8 @@ REFUSED = {
 UNSUPPORTED_SHAPES = {
     "alexnet_1w1a": ("divisible by 8", ("mnist", "fashion-mnist")),
     "vgg_small_1w1a": ("divisible by 8", ("mnist", "fashion-mnist")),
+    "alexnet_fb_1w1a": ("divisible by 8", ("mnist", "fashion-mnist")),
+    "vgg_small_fb_1w1a": ("divisible by 8", ("mnist", "fashion-mnist")),
 }
 
 
