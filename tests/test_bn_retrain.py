@@ -10,7 +10,7 @@ from torch import nn
 
 from onebit.models import create_model
 from onebit.quant import FrozenBinaryWeight
-from onebit.train import checkpoint as ckpt_io
+from onebit.models import checkpoint as model_ckpt
 from onebit.models.trained import load_trained_model
 from onebit.train import run
 from onebit.models.frozen import freeze_binary_weights, frozen_for_bn_retrain, train_only_batchnorm
@@ -71,7 +71,7 @@ def test_bn_retrain_run_trains_bn_only_and_exports(tmp_path):
     result = run(["--bn_retrain", str(ckpt), "-b", "64", "--print_freq", "0", "--lr", "0.01",
                   "--results_dir", str(tmp_path), "--save", "bn"])
     assert result["top1_before"] == pytest.approx(final)  # the frozen network is the checkpoint's
-    state = ckpt_io.load(tmp_path / "bn" / "checkpoint.pth")
+    state = model_ckpt.load(tmp_path / "bn" / "checkpoint.pth")
     assert state["epoch"] == 1 and state["config"]["frozen_weights"] and state["config"]["method"] == "bireal"
     assert state["config"]["dataset"] == "digits"  # taken from the checkpoint
     # binary weights: the binarized trained ones, unchanged by the BN epoch; BN state moved
@@ -105,7 +105,7 @@ def test_bn_retrain_misuse(tmp_path):
         resolve(["--bn_retrain", str(tmp_path / "b" / "checkpoint.pth"), "--stage1", "x.pth"])
     c = resolve(["--bn_retrain", str(tmp_path / "b" / "checkpoint.pth"), "--epochs", "3", "--Tmax", "2"])
     assert c["epochs"] == 3 and c["Tmax"] == 2 and c["model"] == "cnn_small_1w1a"
-    with pytest.raises(ckpt_io.CheckpointError, match="not found"):
+    with pytest.raises(model_ckpt.CheckpointError, match="not found"):
         resolve(["--bn_retrain", str(tmp_path / "missing.pth")])
 
 

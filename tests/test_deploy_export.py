@@ -19,7 +19,6 @@ from onebit.deploy.export import compare_logits
 from onebit.layers import BinaryConv2d, BinaryLinear
 from onebit.models import create_model
 from test_deploy_kernels import kernel  # noqa: F401  (every code path x layout the CPU runs)
-from onebit.quant import Quantizer
 
 from helpers import randomize
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from onebit.train.distributed import ShardAborted, TurnShards, ordered_sum
+from onebit.train.distributed import TurnShards, ordered_sum
 
 TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}

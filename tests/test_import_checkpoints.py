@@ -11,6 +11,7 @@ import torch
 
 from onebit.cli import main as onebit_main
 from onebit.models import create_model
+from onebit.models import checkpoint as model_ckpt
 from onebit.train import checkpoint as ckpt_io
 from onebit.train.importer import import_checkpoint
 
@@ -107,7 +108,7 @@ def test_rbnn_checkpoint_converts_to_the_same_network(tmp_path):
                 "parameters": list(model.parameters())}, src)
     out = tmp_path / "converted.pth"
     assert onebit_main(["import", str(src), "-o", str(out)]) == 0
-    converted = ckpt_io.load(out)
+    converted = model_ckpt.load(out)
     assert converted["config"] == {"model": "resnet20_1w1a", "method": "rbnn", "dataset": "cifar10"}
     assert converted["imported_from"] == {"format": "rbnn", "file": str(src), "epoch": 7, "best_prec1": 81.5}
     # RBNN's CIFAR pipeline normalises with ImageNet statistics
@@ -121,7 +122,7 @@ def test_irnet_checkpoint_detected_and_converted_in_memory(tmp_path):
     model = randomised("resnet20_bireal_1w1a", "irnet")
     src = tmp_path / "checkpoint.th"
     torch.save({"epoch": 11, "state_dict": irnet_layout(model), "best_prec1": 60.0}, src)
-    checkpoint = ckpt_io.load(src)  # what -e / --stage1 read: converted in memory
+    checkpoint = model_ckpt.load(src)  # what -e / --stage1 read: converted in memory
     assert checkpoint["model_name"] == "resnet20_bireal_1w1a" and checkpoint["config"]["method"] == "irnet"
     same_logits(model, checkpoint, "irnet")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from onebit.train import checkpoint as ckpt_io
+from onebit.models import checkpoint as model_ckpt
 from onebit.train import run
 from onebit.train.config import resolve
 
@@ -50,8 +50,8 @@ def test_seed003_save_every_half_and_evaluate_model_file(tmp_path):
     assert result["run_dir"] == str(folder) and result["best_top1"] > 50  # chance is 10%
     kept = sorted(p.name for p in folder.glob("checkpoint_epoch*.pth"))
     assert kept == ["checkpoint_epoch2.pth"]
-    assert ckpt_io.load(folder / "checkpoint_epoch2.pth")["epoch"] == 2
-    assert ckpt_io.load(folder / "checkpoint.pth")["epoch"] == 3
+    assert model_ckpt.load(folder / "checkpoint_epoch2.pth")["epoch"] == 2
+    assert model_ckpt.load(folder / "checkpoint.pth")["epoch"] == 3
     assert "autocast to bfloat16" in (folder / "log.txt").read_text()
     lrs = [json.loads(l)["lr"] for l in (folder / "metrics.jsonl").read_text().splitlines()]
     assert lrs == pytest.approx([0.002, 0.004, 0.006])  # --warm_up True: lr (e+1)/5

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from onebit.models import checkpoint as model_ckpt
 from onebit.train import checkpoint as ckpt_io
 from onebit.train import run
 from onebit.train.config import build_parser, resolve
@@ -153,7 +154,7 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     assert [l["epoch"] for l in lines] == [0, 1]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["optimizer"] == "adam" and saved["epochs"] == 2
-    state = ckpt_io.load(run_dir / "checkpoint.pth")
+    state = model_ckpt.load(run_dir / "checkpoint.pth")
     assert state["epoch"] == 2 and state["model_name"] == "cnn_small_1w1a" and "optimizer" in state
     # -e evaluates the best checkpoint with the network its config describes
     evaluated = run(["--dataset", "digits", "--data_path", ".", "-e", str(run_dir / "model_best.pth")])
@@ -191,7 +192,7 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "stopped by a signal" in out
-    state = ckpt_io.load(tmp_path / "stopped" / "checkpoint.pth")
+    state = model_ckpt.load(tmp_path / "stopped" / "checkpoint.pth")
     assert state["step"] > 0, "the checkpoint should be mid-epoch"
     subprocess.run(ONEBIT + ["train", "--resume", str(tmp_path / "stopped")], check=True, capture_output=True)
     assert_same_weights(tmp_path / "full" / "checkpoint.pth", tmp_path / "stopped" / "checkpoint.pth")
@@ -209,7 +210,7 @@ def test_crash_while_writing_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="simulated"):
         ckpt_io.save_atomic({"model": {"w": torch.zeros(3)}, "epoch": 2}, path)
     monkeypatch.undo()
-    state = ckpt_io.load(path)
+    state = model_ckpt.load(path)
     assert state["epoch"] == 1 and torch.equal(state["model"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth"], "temporary file left behind"
 
@@ -220,14 +221,14 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[:1000])
     with pytest.raises(ckpt_io.CheckpointError, match="truncated or corrupt"):
-        ckpt_io.load(truncated)
+        model_ckpt.load(truncated)
     from onebit.models import create_model
 
     other = create_model("resnet20_1w1a", 10)
     with pytest.raises(ckpt_io.CheckpointError, match="checkpoint of model 'cnn_small_1w1a', not 'resnet20_1w1a'"):
-        ckpt_io.load_model_state(other, ckpt_io.load(good), "resnet20_1w1a")
+        model_ckpt.load_model_state(other, model_ckpt.load(good), "resnet20_1w1a")
     with pytest.raises(ckpt_io.CheckpointError, match="missing: .*unexpected"):
-        ckpt_io.load_model_state(other, ckpt_io.load(good))
+        model_ckpt.load_model_state(other, model_ckpt.load(good))
     with pytest.raises(ckpt_io.CheckpointError, match="no run of resnet20_1w1a on cifar10"):
         resolve(["--resume", "--results_dir", str(tmp_path)])
     result = subprocess.run(ONEBIT + ["train", "-e", str(truncated)], capture_output=True, text=True)

@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# reading (also used here, and through this module by the training code) is onebit.models.checkpoint
-from onebit.models.checkpoint import CHECKPOINT, CheckpointError, load, load_model_state  # noqa: F401
+from onebit.models.checkpoint import CHECKPOINT, CheckpointError  # reading checkpoints lives there
 
 FORMAT_VERSION = 1
 BEST = "model_best.pth"

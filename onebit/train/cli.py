@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from onebit.train.checkpoint import CheckpointError
+from onebit.models.checkpoint import CheckpointError
 from onebit.train.config import add_train_arguments, resolve
 
 

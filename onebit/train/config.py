@@ -277,6 +277,7 @@ def _method_temperature_defaults(config: dict[str, Any]) -> None:
 def _adopt_checkpoint_config(config: dict[str, Any], explicit: set[str]) -> None:
     """``--resume`` continues the saved run (its whole config, but for flags given now);
     ``-e FILE`` rebuilds the saved network (its model keys, but for flags given now)."""
+    from onebit.models.checkpoint import load
     from onebit.train import checkpoint as ckpt_io
 
     if config["resume"]:
@@ -289,7 +290,7 @@ def _adopt_checkpoint_config(config: dict[str, Any], explicit: set[str]) -> None
         path, keys = Path(config["bn_retrain"]), MODEL_KEYS + ("dataset",)
     else:
         return
-    saved = ckpt_io.load(path).get("config") or {}
+    saved = load(path).get("config") or {}
     for key, value in saved.items():
         if key in config and key not in explicit and key not in ("resume", "evaluate") and (keys is None or key in keys):
             config[key] = value

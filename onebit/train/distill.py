@@ -202,7 +202,7 @@ class Teacher(nn.Module):
         (e.g. ``torchvision:resnet34``, ReActNet's teacher). ``checkpoint`` is a path to an onebit
         checkpoint or a bare state_dict, or an already loaded dict of either kind.
         """
-        from onebit.train.checkpoint import load_model_state
+        from onebit.models.checkpoint import load_model_state
         from onebit.train.stages import read_checkpoint
 
         if name.startswith("torchvision:"):

@@ -104,7 +104,7 @@ class Trainer:
 
     def _start_bn_retrain(self) -> list[str]:
         """``--bn_retrain CKPT``: its weights, binarized and frozen (onebit.models.frozen)."""
-        ckpt_io.load_model_state(self.model, ckpt_io.load(self.config["bn_retrain"]), self.config["model"])
+        load_model_state(self.model, load(self.config["bn_retrain"]), self.config["model"])
         self.config["frozen_weights"] = True  # the run's checkpoints rebuild the frozen network
         return frozen_for_bn_retrain(self.model)
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onebit.models.checkpoint import read
+from onebit.models.checkpoint import CheckpointError, read
 from onebit.models.convert import SOURCES, to_checkpoint
 from onebit.train import checkpoint as ckpt_io
 
@@ -34,7 +34,7 @@ def check_preprocessing(checkpoint: dict[str, Any], mean, std) -> None:
         return
     same = all(abs(a - b) < 1e-6 for a, b in zip((*pre["mean"], *pre["std"]), (*mean, *std)))
     if not same or len(pre["mean"]) != len(mean):
-        raise ckpt_io.CheckpointError(
+        raise CheckpointError(
             f"{checkpoint.get('path', 'checkpoint')} was trained on inputs normalised with mean {tuple(pre['mean'])} "
             f"std {tuple(pre['std'])} ({pre.get('origin', 'official code')}); this data set uses mean {tuple(mean)} "
             f"std {tuple(std)}: its top-1 would not be the official one")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onebit.train.checkpoint import CheckpointError
+from onebit.models.checkpoint import CheckpointError
 
 __all__ = ["Recipe", "default_root", "find_recipe_files", "load_recipe_file", "list_recipes"]
 

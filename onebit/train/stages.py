@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from onebit.train.checkpoint import CheckpointError, load, load_model_state
+from onebit.models.checkpoint import CheckpointError, load, load_model_state
 
 __all__ = ["StageLoad", "load_stage1", "read_checkpoint", "QUANTIZER_MODULES"]
 
