@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Seed 002 (mmclassification): ./tools/dist_test.sh CONFIG CHECKPOINT NUM_GPU [onebit train flags...]
 # Evaluates CHECKPOINT on the test set of CONFIG's data set with NUM_GPU processes under torchrun
-# (each process evaluates its shard; the counts are summed). PYTHON and PORT as in dist_train.sh.
+# (each process evaluates its shard; the counts are summed): dist_train.sh with `-e CHECKPOINT`.
 set -euo pipefail
 if [ $# -lt 3 ]; then
     echo "usage: $0 CONFIG CHECKPOINT NUM_GPU [onebit train flags...]" >&2
@@ -11,6 +11,4 @@ CONFIG=$1
 CHECKPOINT=$2
 NUM_GPU=$3
 shift 3
-if [ -n "${PORT:-}" ]; then RDZV=(--master_port "$PORT"); else RDZV=(--standalone); fi
-exec "${PYTHON:-python3}" -m torch.distributed.run "${RDZV[@]}" --nproc_per_node "$NUM_GPU" \
-    -m onebit train --config "$CONFIG" -e "$CHECKPOINT" "$@"
+exec "$(dirname "$0")/dist_train.sh" "$CONFIG" "$NUM_GPU" -e "$CHECKPOINT" "$@"
