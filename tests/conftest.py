@@ -1,6 +1,16 @@
-"""Shared fixtures."""
-import pytest
-import torch
+"""Shared fixtures.
+
+The suite trains many small networks; compiling each would cost far more than it trains, so
+``torch.compile`` is off here (torch's own ``TORCH_COMPILE_DISABLE``, inherited by the
+subprocesses): those runs take the rest of the default path (channels-last, metrics on the
+device). tests/test_speed.py runs the compiled path itself (it clears the variable).
+"""
+import os
+
+os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
+
+import pytest  # noqa: E402  (after the variable: torch reads it at import)
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="module")

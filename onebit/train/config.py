@@ -127,9 +127,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="--lr_type step: lr factor at each milestone (default 0.1)")
     g.add_argument("--warm_up", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
                    help="5-epoch linear warm-up before the schedule (bare flag or --warm_up True)")
-    g.add_argument("--amp", "--half", dest="amp", action="store_true",
-                   help="mixed precision: autocast to bfloat16 on CPU and CUDA "
-                        "(seed 003's --half; weights stay float32)")
     # mmcls schedules (seed 002 configs)
     g.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     g.add_argument("--lr_per_iter", action="store_true",
@@ -141,6 +138,20 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="mixup with Beta(ALPHA, ALPHA) (bare flag: 0.1, as RBNN)")
     g.add_argument("--labelsmooth", type=float, nargs="?", const=0.1, default=0.0, metavar="EPS",
                    help="label smoothing (bare flag: 0.1)")
+
+    g = p.add_argument_group("speed (default: the fast path; --eager: the plain one)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="torch.compile the training forward and backward (default on; the first steps pay the "
+                        "compilation; the last, smaller batch of an epoch runs eagerly)")
+    g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
+                   help="train in channels-last memory format (default on)")
+    g.add_argument("--amp", "--half", dest="amp", action="store_true",
+                   help="mixed precision: autocast to bfloat16 on CUDA and on CPUs with native bfloat16 "
+                        "(AVX-512 BF16 or AMX; elsewhere float32, logged) (seed 003's --half; weights stay float32)")
+    g.add_argument("--eager", action="store_true",
+                   help="the plain path, as the seeds' code runs: no compile, NCHW, loss checked and metrics read "
+                        "every batch (with --amp: bfloat16 all the same). Every mode resumes bit-identically on the "
+                        "CPU; --eager results are the ones to compare with the seeds' code")
 
     g = p.add_argument_group("method options")
     g.add_argument("--Tmin", type=float, default=None,

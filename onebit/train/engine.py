@@ -15,6 +15,7 @@ was never interrupted.
 """
 from __future__ import annotations
 
+import math
 import random
 import signal
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ from onebit.train.losses import ClassificationLoss
 from onebit.train.optim import build_optimizer, per_batch, set_lr
 from onebit.train.precision import MixedPrecision
 from onebit.train.runlog import RunLog, count_params, describe_device, progress
+from onebit.train.speed import SpeedOptions
 from onebit.train.stages import load_stage1
 
 def select_device(gpus: str | None, local_rank: int, warn) -> torch.device:
@@ -92,7 +94,8 @@ class Trainer:
         if not self.dist.enabled and config["shards"] > 1 and not config["evaluate"]:  # the shards of S processes
             self.data = replace(self.data, train=ShardBatches([self._shard_data(i, config["shards"]).train
                                                                for i in range(config["shards"])]))
-        self.model = build_model(config, *self.data.info.shape).to(self.device)
+        self.speed = SpeedOptions(config, self.device)
+        self.model = self.speed.prepare(build_model(config, *self.data.info.shape).to(self.device))
         self.stage1 = load_stage1(self.model, config["stage1"]) if config["stage1"] and not config["resume"] else None
         self.frozen_layers = self._start_bn_retrain() if config["bn_retrain"] and not config["resume"] else None
         self.loss = ClassificationLoss(config["labelsmooth"], config["mixup"])
@@ -145,6 +148,7 @@ class Trainer:
 
     def _loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
         """Logits and loss of one batch: classification, or distillation when a teacher is set."""
+        images = self.speed.images(images)
         if self.teacher is None:
             images, labels_a, labels_b, lam = self.loss.mix(images, labels)
             logits = model(images)
@@ -154,7 +158,7 @@ class Trainer:
             teacher_logits = self.teacher(images)
             feats = (self.student_features.outputs(), self.teacher.features()) if self.student_features else (None, None)
             loss = self.distill(logits, labels, teacher_logits, *feats)
-        if not torch.isfinite(loss):
+        if self.speed.eager and not torch.isfinite(loss):  # otherwise checked where the metrics are read
             raise FloatingPointError(f"loss is {float(loss)}: lower --lr?")
         return logits, loss
 
@@ -170,7 +174,10 @@ class Trainer:
             raise ValueError("--shards in one process does not support --at_weight (feature hooks of one model)")
         self.parallel = Parallel(self.model, self.dist, shards=c["shards"], exact=c["exact_reduce"],
                                  sync_bn=c["sync_bn"], device=self.device)
-        self.model = self.parallel.model
+        self.model = self.parallel.model  # evaluation runs it eagerly; training steps the compiled forward
+        reason = ("shards summed in order (--shards, torchrun --exact_reduce)" if self.parallel.exact
+                  else "--at_weight's feature hooks" if self.student_features is not None else "")
+        self.parallel.model = self.speed.training_forward(self.model, c["batch_size"] // self.dist.world_size, reason)
 
     def _run_dir(self) -> Path:
         c = self.config
@@ -221,7 +228,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _train_epoch(self, epoch: int, start_step: int, sums: list[float], log: RunLog) -> list[float]:
-        """Train one epoch from batch ``start_step``; ``sums`` = [loss*n, correct, n] so far."""
+        """Train one epoch from batch ``start_step``; ``sums`` = [loss*n, correct, n] so far.
+
+        The loss and correct sums stay on the device (float64) and are read every batch with
+        ``--eager``, else every ``--print_freq`` batches and at the end (no host sync per step)."""
         c = self.config
         self.model.train()
         after_step = after_step_hooks(self.net)
@@ -230,6 +240,8 @@ class Trainer:
         total = self.data.info.train_size
         bar = progress(total, f"epoch {epoch + 1}/{c['epochs']}", self.dist.is_main)
         bar.update(min(start_step * c["batch_size"], total))
+        running = torch.tensor(sums[:2], dtype=torch.float64, device=self.device)
+        count, step = sums[2], start_step
         for step, batch in enumerate(loader, start_step):
             if per_batch(c):
                 set_lr(self.optimizer, epoch, c, step, len(loader))
@@ -243,18 +255,30 @@ class Trainer:
                 hook()
             for logits, loss, labels in shards:
                 n = labels.numel()
-                correct = float((logits.argmax(1) == labels).sum())
-                sums = [sums[0] + loss.item() * n, sums[1] + correct, sums[2] + n]
+                running[0] += loss.detach().double() * n
+                running[1] += (logits.argmax(1) == labels).sum()
+                count += n
                 bar.update(n * self.dist.world_size)
-            bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", top1=f"{100 * sums[1] / sums[2]:.1f}")
-            if c["print_freq"] and (step + 1) % c["print_freq"] == 0:
+            printing = c["print_freq"] and (step + 1) % c["print_freq"] == 0
+            if printing or self.speed.eager:
+                sums = self._read_sums(running, count, epoch, step)
+                bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", top1=f"{100 * sums[1] / sums[2]:.1f}")
+            if printing:
                 log.detail(f"epoch {epoch + 1} batch {step + 1}/{len(loader)} loss {sums[0] / sums[2]:.4f} "
                            f"top-1 {100 * sums[1] / sums[2]:.2f}")
             if self._should_stop():
                 self._stop_step = step + 1
                 break
         bar.close()
-        return sums
+        return self._read_sums(running, count, epoch, step)
+
+    @staticmethod
+    def _read_sums(running: torch.Tensor, count: int, epoch: int, step: int) -> list[float]:
+        """``[loss*n, correct, n]`` on the host; a non-finite loss sum is an error."""
+        loss_sum, correct = running.tolist()
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"by epoch {epoch}, batch {step}: the training loss is {loss_sum}: lower --lr?")
+        return [loss_sum, correct, float(count)]
 
     def _should_stop(self) -> bool:
         """A signal was received (by any process: all stop after the same batch)."""
@@ -319,7 +343,10 @@ class Trainer:
                  f"({info.train_size} train / {info.test_size} test, {info.num_classes} classes), "
                  f"{describe_device(self.device)}, {self.dist.world_size} process(es)")
         log.info(f"run folder: {run_dir}")
-        if self.precision.enabled:
+        for note in self.speed.notes:
+            log.info(note)
+        log.info(self.speed.describe())
+        if self.precision.enabled or self.precision.fallback:
             log.info(self.precision.describe())
         if self.stage1:
             log.info(f"initialised from stage 1 {c['stage1']}: {len(self.stage1.loaded)} tensors loaded"

@@ -1,0 +1,110 @@
+"""The fast training path: compiled quantizers against their formulas, exact resume with
+torch.compile on, the bfloat16 fallback and the deferred loss check.
+
+The rest of the suite runs with ``TORCH_COMPILE_DISABLE=1`` (conftest.py); these tests turn
+compilation back on, on the smallest networks that exercise it.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from onebit.quant.functional import ede_grad, sign_with_surrogate, standardize, training_aware_grad
+from onebit.train.engine import Trainer
+from onebit.train.precision import MixedPrecision, native_bfloat16
+from test_quant_rbnn import rbnn_conv, rbnn_weight_formula
+from test_train import ONEBIT, assert_same_weights, train_cmd
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+COMPILE_ENV = {k: v for k, v in os.environ.items() if k != "TORCH_COMPILE_DISABLE"}
+
+
+@pytest.fixture
+def compile_on():
+    with torch._dynamo.config.patch(disable=False):
+        torch._dynamo.reset()
+        yield
+    torch._dynamo.reset()
+
+
+def irnet_formula(conv, x):
+    """IR-Net as plain autograd: EDE sign of x; EDE sign of standardize(W) times 2^round(log2 mean|W_std|)."""
+    wq, aq = conv.weight_quantizer, conv.input_quantizer
+    w = standardize(conv.weight)
+    scale = 2.0 ** torch.round(torch.log2(w.detach().abs().mean((1, 2, 3), keepdim=True)))
+    w = sign_with_surrogate(w, ede_grad, wq.k, wq.t) * scale
+    return F.conv2d(sign_with_surrogate(x, ede_grad, aq.k, aq.t), w, padding=1)
+
+
+def rbnn_formula(conv, x):
+    """RBNN as plain autograd: the weight formula of test_quant_rbnn; per-sample standardised sign of x."""
+    aq = conv.input_quantizer
+    a = sign_with_surrogate(standardize(x), training_aware_grad, aq.k, aq.t)
+    return F.conv2d(a, rbnn_weight_formula(conv.weight, conv.weight_quantizer), padding=1)
+
+
+@pytest.mark.parametrize("method, formula", [("rbnn", rbnn_formula), ("irnet", irnet_formula)])
+def test_compiled_binary_conv_equals_the_formulas(method, formula, compile_on):
+    from onebit.layers import BinaryConv2d
+    from onebit.quant import get_method
+
+    torch.manual_seed(11)
+    if method == "rbnn":
+        conv = rbnn_conv(theta_init="uniform").double()  # uniform theta: no lock, every gradient flows
+    else:
+        m = get_method(method)
+        conv = BinaryConv2d(16, 8, 3, padding=1, input_quantizer=m.input_quantizer,
+                            weight_quantizer=m.weight_quantizer).double()
+    for q in (conv.input_quantizer, conv.weight_quantizer):
+        q.set_temperature(0.7)
+    x = torch.randn(4, 16, 6, 6, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(4, 8, 6, 6, dtype=torch.float64)
+    params = [x, *conv.parameters()]
+    compiled = torch.compile(conv, dynamic=False)
+    got, expected = compiled(x), formula(conv, x)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(got, params, g), torch.autograd.grad(expected, params, g)):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_default_path_sigkill_then_resume_is_bit_identical(tmp_path):
+    """The default path (torch.compile on): a run killed after its first epoch and resumed ends
+    with the weights of an uninterrupted one, bit for bit."""
+    run = lambda *a, **k: subprocess.run(*a, check=True, capture_output=True, text=True, env=COMPILE_ENV, **k)  # noqa: E731
+    run(train_cmd(tmp_path, "--epochs", "2", "--save", "full"))
+    assert "training path: torch.compile, channels-last" in (tmp_path / "full" / "log.txt").read_text()
+    proc = subprocess.Popen(train_cmd(tmp_path, "--epochs", "2", "--save", "killed"), env=COMPILE_ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().strip()):
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert len(metrics.read_text().splitlines()) < 2, "killed too late to test anything"
+    run(ONEBIT + ["train", "--resume", str(tmp_path / "killed")])
+    assert_same_weights(tmp_path / "full" / "checkpoint.pth", tmp_path / "killed" / "checkpoint.pth")
+
+
+def test_amp_falls_back_to_float32_without_native_bfloat16(monkeypatch):
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False)
+    cpu = torch.device("cpu")
+    assert not native_bfloat16(cpu)
+    precision = MixedPrecision(True, cpu)
+    assert not precision.enabled and "no native bfloat16" in precision.describe()
+    with precision.autocast():
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_a_non_finite_loss_is_caught_where_the_metrics_are_read():
+    assert Trainer._read_sums(torch.tensor([6.0, 2.0], dtype=torch.float64), 4, 0, 1) == [6.0, 2.0, 4.0]
+    with pytest.raises(FloatingPointError, match=r"by epoch 2, batch 7: the training loss is nan"):
+        Trainer._read_sums(torch.tensor([float("nan"), 2.0], dtype=torch.float64), 4, 2, 7)
