@@ -1,50 +1,95 @@
-"""Training-step throughput per binarization method, and the cost of RBNN's rotation update.
+"""Training-step throughput: onebit's default (fast) path against its ``--eager`` path, per method.
 
-One training step = forward + backward + SGD step (+ the method's after-step hooks) of
-``resnet20_1w1a`` (default) at batch 256 on CIFAR-sized random input. The methods take turns
-in every round, so a busy machine slows them alike; each round times ``--steps`` steps and
-records wall time and process CPU time (all threads; other processes disturb it less). The
-table gives medians over the rounds and the best round.
+One training step = forward + backward + SGD step (+ the method's after-step hooks) on random
+input, built the way ``onebit train`` builds it (onebit.train.speed): the default path
+compiles the forward and backward (torch.compile, inductor) and trains channels-last;
+``--eager`` runs the plain float32 NCHW step, as the seeds' code does. Every method and path
+takes its turn in every round, so a busy machine slows them alike; the table gives medians
+over the rounds.
+
+Also per row: the peak memory a step allocates (tensors, from the profiler's allocator
+events: activations, gradients, temporaries; not the weights), the one-time compilation
+(the first call, minus a steady step; ``--cold`` bypasses torch's on-disk compile caches,
+as a first run on a machine), and a whole epoch of ``--epoch_images`` images with that
+compilation counted (the epoch's last, smaller batch runs eagerly on the default path).
 
 RBNN's rotation update (three alternating Procrustes iterations over every binary layer) runs
 once per epoch, outside the step; it is timed separately per model on a warmed-up process.
 
-    python benchmarks/train_throughput.py                                # every method, 2 threads
-    python benchmarks/train_throughput.py --methods rbnn irnet bnn --rounds 12 --steps 1
+    python benchmarks/train_throughput.py --cold                     # the table of BENCHMARKS.md
+    python benchmarks/train_throughput.py --configs resnet20_1w1a:32:256 --methods rbnn irnet --rounds 5
 """
 from __future__ import annotations
 
 import argparse
+import math
+import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
 from onebit.models import create_model
-from onebit.quant import list_methods
 from onebit.quant.rbnn import RbnnWeight
 from onebit.quant.schedules import after_step_hooks, set_epoch_temperature
+from onebit.train.precision import native_bfloat16
+from onebit.train.speed import SpeedOptions
 
 ROTATION_MODELS = (("resnet20_1w1a", 32), ("vgg_small_1w1a", 32), ("resnet18_1w1a", 32), ("resnet18_1w1a", 224))
+PATHS = {"default": {"compile": True, "channels_last": True}, "eager": {"eager": True}}
+EPOCH_IMAGES = {32: 50_000, 224: 1_281_167}  # CIFAR-10 / ImageNet training sets
 
 
-def make_step(method: str, model_name: str, batch: int, size: int, channels: int):
+def make_step(method: str, model_name: str, batch: int, size: int, path: str, channels: int = 3):
+    """A training step of ``model_name`` with ``method`` on ``path`` ("default" or "eager")."""
     torch.manual_seed(0)
-    model = create_model(model_name, 10, in_channels=channels, image_size=size, method=method)
+    speed = SpeedOptions(PATHS[path], torch.device("cpu"))
+    model = speed.prepare(create_model(model_name, 10, in_channels=channels, image_size=size, method=method))
     set_epoch_temperature(model, 0, 1, 1.0, 1.0)  # scheduled surrogates in a mid-training state
+    forward = speed.training_forward(model, batch)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x, y = torch.randn(batch, channels, size, size), torch.randint(0, 10, (batch,))
     after_step = after_step_hooks(model)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        F.cross_entropy(forward(speed.images(x)), y).backward()
         opt.step()
         for hook in after_step:
             hook()
 
     return step
+
+
+def peak_step_memory(step) -> int:
+    """Bytes: the highest level of tensor memory allocated during one ``step`` above its start."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    level = peak = 0
+    for e in events:  # allocations are attributed to the op that made them, frees to "[memory]" events
+        level += e.self_cpu_memory_usage
+        peak = max(peak, level)
+    return peak
+
+
+def cpu_description() -> str:
+    name = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name") and name in ("", platform.machine(), platform.processor()):
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return (f"{name}; {', '.join(wanted) or 'flags unknown'}; torch {torch.__version__} CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}; native bfloat16: {native_bfloat16(torch.device('cpu'))}")
 
 
 def rotation_update_seconds(model_name: str, image_size: int, repeats: int = 3) -> tuple[int, float, float]:
@@ -61,44 +106,64 @@ def rotation_update_seconds(model_name: str, image_size: int, repeats: int = 3) 
     return len(quantizers), times[0], statistics.median(times[1:])
 
 
+def compare_paths(model_name: str, size: int, batch: int, methods: list[str], args) -> None:
+    rows = [(m, p) for m in methods for p in PATHS]
+    steps, first = {}, {}
+    for row in rows:  # build and first call (compilation on the default path), one row at a time
+        steps[row] = make_step(row[0], model_name, batch, size, row[1])
+        start = time.perf_counter()
+        steps[row]()
+        first[row] = time.perf_counter() - start
+    memory = {row: peak_step_memory(step) for row, step in steps.items()}
+    wall = {row: [] for row in rows}
+    for _ in range(args.rounds):
+        for row, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            wall[row].append((time.perf_counter() - start) / args.steps)
+
+    images = args.epoch_images or EPOCH_IMAGES.get(size, 50_000)
+    full, tail = divmod(images, batch)
+    print(f"\n{model_name}, {size}x{size}, batch {batch}, {args.threads} thread(s), {args.rounds} rounds x "
+          f"{args.steps} steps; epoch = {images} images ({full} full batches + {tail} images)")
+    print("| method | path | s/step, median | img/s | speed-up | peak step memory (MiB) | compilation (s) "
+          "| epoch (s), compilation included | epoch speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for method in methods:
+        eager = statistics.median(wall[(method, "eager")])
+        eager_epoch = (full + tail / batch) * eager
+        for path in PATHS:
+            t = statistics.median(wall[(method, path)])
+            compile_s = max(first[(method, path)] - t, 0.0) if path == "default" else 0.0
+            epoch = compile_s + full * t + tail / batch * eager if path == "default" else eager_epoch
+            print(f"| {method} | {path} | {t:.3f} | {batch / t:.0f} | {eager / t:.2f}x | "
+                  f"{memory[(method, path)] / 2**20:.0f} | {compile_s:.1f} | {epoch:.0f} | "
+                  f"{eager_epoch / epoch:.2f}x |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="resnet20_1w1a")
-    p.add_argument("--methods", nargs="+", default=[m.name for m in list_methods()])
-    p.add_argument("--baseline", default="irnet", help="the method the last column compares with")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--size", type=int, default=32)
-    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--configs", nargs="+", default=["resnet20_1w1a:32:256", "resnet18_1w1a:224:32"],
+                   metavar="MODEL:SIZE:BATCH")
+    p.add_argument("--methods", nargs="+", default=["rbnn", "irnet", "bireal", "reactnet"])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=2, help="timed steps per round")
+    p.add_argument("--steps", type=int, default=1, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--epoch_images", type=int, default=0,
+                   help="images of the whole-epoch figure (default: 50,000 at 32x32, 1,281,167 at 224x224)")
+    p.add_argument("--cold", action="store_true", help="bypass torch's on-disk compile caches (a first run)")
     p.add_argument("--no_rotation", action="store_true", help="skip the rotation-update table")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.cold:
+        import torch._inductor.config as inductor_config
 
-    steps = {m: make_step(m, args.model, args.batch, args.size, args.channels) for m in args.methods}
-    for step in steps.values():  # warm-up: allocator, first-call costs
-        step()
-    wall = {m: [] for m in steps}
-    cpu = {m: [] for m in steps}
-    for _ in range(args.rounds):
-        for m, step in steps.items():
-            c0, w0 = time.process_time(), time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            cpu[m].append((time.process_time() - c0) / args.steps)
-            wall[m].append((time.perf_counter() - w0) / args.steps)
-
-    base = statistics.median(wall.get(args.baseline) or wall[args.methods[0]])
-    base_name = args.baseline if args.baseline in wall else args.methods[0]
-    print(f"{args.model} training step, batch {args.batch}, {args.channels}x{args.size}x{args.size}, "
-          f"{args.threads} thread(s), {args.rounds} rounds x {args.steps} steps")
-    print(f"| method | wall s/step, median | best | img/s | CPU s/step, median | step time / {base_name} |")
-    print("|---|---|---|---|---|---|")
-    for m in sorted(wall, key=lambda m: statistics.median(wall[m])):
-        w = statistics.median(wall[m])
-        print(f"| {m} | {w:.3f} | {min(wall[m]):.3f} | {args.batch / w:.0f} | {statistics.median(cpu[m]):.3f} "
-              f"| {w / base:.2f} |")
+        inductor_config.force_disable_caches = True
+    print(f"CPU: {cpu_description()}")
+    for spec in args.configs:
+        model_name, size, batch = spec.split(":")
+        compare_paths(model_name, int(size), int(batch), args.methods, args)
 
     if not args.no_rotation:
         print("\nRBNN rotation update, all binary layers, once per epoch (wall seconds)")
