@@ -42,10 +42,11 @@ def irnet_formula(conv, x):
 
 
 def rbnn_formula(conv, x):
-    """RBNN as plain autograd: the weight formula of test_quant_rbnn; per-sample standardised sign of x."""
-    aq = conv.input_quantizer
+    """RBNN as plain autograd: the weight formula of test_quant_rbnn, per-sample standardised sign of x,
+    the output times alpha."""
+    aq, wq = conv.input_quantizer, conv.weight_quantizer
     a = sign_with_surrogate(standardize(x), training_aware_grad, aq.k, aq.t)
-    return F.conv2d(a, rbnn_weight_formula(conv.weight, conv.weight_quantizer), padding=1)
+    return F.conv2d(a, rbnn_weight_formula(conv.weight, wq), padding=1) * wq.alpha.view(1, -1, 1, 1)
 
 
 @pytest.mark.parametrize("method, formula", [("rbnn", rbnn_formula), ("irnet", irnet_formula)])
