@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from onebit.deploy import fileformat
 from onebit.deploy.bitconv import BinaryConvKernel, BitPlanes, unpack_signs
@@ -74,7 +75,36 @@ def _max_pool_of_batch_norm(x: torch.Tensor, affine: torch.Tensor, *args, **kwar
     return batch_norm_affine(signed_max_pool2d(x, negative if bool(negative.any()) else None, *args, **kwargs), affine)
 
 
-_FUSED = {"runtime.max_pool_of_batch_norm": _max_pool_of_batch_norm}  # built by _fuse, never read from a file
+_CHANNELS_LAST_EXACT: dict[tuple, bool] = {}  # (shapes, arguments, threads) -> same results as NCHW
+
+
+def _channels_last_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stride=1, padding=0, dilation=1,
+                          groups=1) -> torch.Tensor:
+    """``F.conv2d`` with a channels-last result (for a max pool that reads NHWC and writes NCHW), where
+    PyTorch's channels-last convolution gives the NCHW one's results bit for bit; else the NCHW one's.
+    Checked once per shape, arguments and thread count on a random input: the rounding of a convolution
+    depends on the algorithm PyTorch picks for them, not on the values (a ResNet stem's 3-channel conv:
+    2-2.5x faster channels-last on x86 oneDNN, whose NCHW path computes blocked and reorders)."""
+    if x.dim() != 4 or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    key = (tuple(x.shape), tuple(weight.shape), bias is not None, repr((stride, padding, dilation, groups)),
+           torch.get_num_threads())
+    exact = _CHANNELS_LAST_EXACT.get(key)
+    if exact is None:
+        probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+        exact = torch.equal(F.conv2d(probe, weight, bias, stride, padding, dilation, groups),
+                            F.conv2d(probe.contiguous(memory_format=torch.channels_last), weight, bias, stride, padding,
+                                     dilation, groups))
+        if len(_CHANNELS_LAST_EXACT) >= 256:
+            _CHANNELS_LAST_EXACT.clear()
+        _CHANNELS_LAST_EXACT[key] = exact
+    if exact:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+# built by _fuse, never read from a file
+_FUSED = {"runtime.max_pool_of_batch_norm": _max_pool_of_batch_norm, "runtime.channels_last_conv2d": _channels_last_conv2d}
 
 
 def _reads(node: dict) -> list[str]:
@@ -101,7 +131,7 @@ def _reads(node: dict) -> list[str]:
 _FRESH_CALLS = {
     "conv2d", "linear", "batch_norm", "onebit.batch_norm_affine", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
     "add", "sub", "mul", "truediv", "torch.add", "torch.sub", "torch.mul", "torch.cat", "onebit.add_channel",
-    "onebit.rprelu", "onebit.learned_scale", "runtime.max_pool_of_batch_norm",
+    "onebit.rprelu", "onebit.learned_scale", "runtime.max_pool_of_batch_norm", "runtime.channels_last_conv2d",
 }
 
 
@@ -116,7 +146,22 @@ def _fresh(node: dict) -> bool:
 
 def _fuse(nodes: list[dict]) -> list[dict]:
     """The graph with ``batch_norm_affine -> max_pool2d`` (the stem of a ResNet on ImageNet) as one
-    pool-first step, where nothing else reads the normalised values."""
+    pool-first step, where nothing else reads the normalised values; a ``conv2d`` read only by a max
+    pool (fused or not) computes channels-last (the pool reads NHWC and writes NCHW)."""
+    nodes = _fuse_batch_norm_pool(nodes)
+    counts: dict[str, int] = {}
+    for node in nodes:
+        for src in _reads(node):
+            counts[src] = counts.get(src, 0) + 1
+    pooled = {node["args"][0]["node"] for node in nodes
+              if node["op"] == "call" and node.get("fn") in ("max_pool2d", "runtime.max_pool_of_batch_norm")
+              and node.get("args") and isinstance(node["args"][0], dict) and "node" in node["args"][0]}
+    return [{**node, "fn": "runtime.channels_last_conv2d"}
+            if node["op"] == "call" and node.get("fn") == "conv2d" and node["name"] in pooled and counts[node["name"]] == 1
+            else node for node in nodes]
+
+
+def _fuse_batch_norm_pool(nodes: list[dict]) -> list[dict]:
     counts: dict[str, int] = {}
     for node in nodes:
         for src in _reads(node):
@@ -229,8 +274,8 @@ def _linear_output(out: torch.Tensor, per_sample: bool) -> torch.Tensor:
 _PER_SAMPLE_CALLS = {
     "conv2d", "linear", "onebit.batch_norm_affine", "onebit.add_channel", "onebit.rprelu", "onebit.learned_scale",
     "onebit.sign_threshold", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
-    "runtime.max_pool_of_batch_norm", "relu", "relu6", "hardtanh", "prelu", "leaky_relu", "gelu", "silu", "add",
-    "sub", "mul", "truediv", "neg", "torch.add", "torch.sub", "torch.mul", "torch.sigmoid", "torch.tanh",
+    "runtime.max_pool_of_batch_norm", "runtime.channels_last_conv2d", "relu", "relu6", "hardtanh", "prelu",
+    "leaky_relu", "gelu", "silu", "add", "sub", "mul", "truediv", "neg", "torch.add", "torch.sub", "torch.mul", "torch.sigmoid", "torch.tanh",
     "torch.relu", "torch.clamp", "torch.where",
 }
 
