@@ -251,6 +251,17 @@ def test_cli_export_infer_bench_from_a_checkpoint(tmp_path, capsys):
     assert code == 2 and "no exported model" in stderr
 
 
+def test_binary_conv_chains_run_image_by_image_with_the_same_values(kernel, tmp_path):
+    """Bi-Real's runs of binary convs passing bits go image by image at batch > 1 (float steps stay batched)."""
+    model = randomize(create_model("birealnet18", 10, image_size=32), seed=5)
+    x = torch.randn(3, 3, 32, 32)
+    export(model, x[:1], tmp_path / "m.onebit", check=False)
+    by_image, batched = load(tmp_path / "m.onebit"), load(tmp_path / "m.onebit")
+    assert list(by_image._chains.items()) == [(2, 6), (9, 13), (16, 20), (23, 27)]  # the 4 stages' 4 convs
+    batched._chains = {}
+    assert torch.equal(by_image(x), batched(x))
+
+
 def test_batch_chunks_give_the_logits_of_the_same_chunks(tmp_path):
     model = randomize(create_model("resnet20_1w1a", 10), seed=4)
     x = torch.randn(5, 3, 32, 32)

@@ -242,19 +242,24 @@ class _BinaryStep:
             return residual
         return self.output_buffer(planes)
 
-    def __call__(self, x: Any, residual: torch.Tensor | None, threads: int):
-        planes = self.planes(x, threads)
+    def __call__(self, x: Any, residual: torch.Tensor | None, threads: int, planes: BitPlanes | None = None,
+                 images: tuple[int, int] | None = None):
+        """The layer on input ``x`` (or its ``planes``, if already made), on the images ``[first, last)``
+        of the batch only if ``images`` is given (outputs: the whole batch's tensors)."""
+        planes = planes if planes is not None else self.planes(x, threads)
         if self.consumer is None:
             out = self.kernel.run(planes, self.mult, self.bias, residual=residual, threads=threads,
-                                  out=self.output_over(planes, residual))
+                                  out=self.output_over(planes, residual), images=images)
             return _linear_output(out, self.sample_mean) if self.linear else out
         if self.bits_float_threshold is None:  # bits only (LCE): no float output
             self.consumer.supplied = self.kernel.run(planes, None, None, float_out=False, bits_for=self.consumer.kernel,
-                                                     thresh=self.bits_threshold, flip=self.bits_flip, threads=threads)
+                                                     thresh=self.bits_threshold, flip=self.bits_flip, threads=threads,
+                                                     images=images)
             return None
         out, self.consumer.supplied = self.kernel.run(planes, self.mult, self.bias, residual=residual,
                                                       bits_for=self.consumer.kernel, float_thresh=self.bits_float_threshold,
-                                                      threads=threads, out=self.output_over(planes, residual))
+                                                      threads=threads, out=self.output_over(planes, residual),
+                                                      images=images)
         return out
 
 
@@ -324,6 +329,7 @@ class OnebitModel:
         self._arrays = tensors
         self._torch: dict[str, torch.Tensor] = {}
         self._steps: list[tuple[str, Callable[[dict, int], Any]]] = []
+        self._layers: dict[int, tuple[_BinaryStep, str, str | None]] = {}  # step index -> binary conv, input, residual
         self._input: str | None = None
         self._output: str | None = None
         binary: dict[str, _BinaryStep] = {}
@@ -341,6 +347,7 @@ class OnebitModel:
             raise ValueError("corrupt graph: no input or output node")
         self._last_use = self._lifetimes(nodes)
         self._write_over_residuals(nodes)
+        self._chains = self._image_chains()
         self._graph_nodes = graph["nodes"]
         self._nodes = nodes  # as run (after _fuse)
         mixing = next((node for node in nodes if _mixes_samples(node)), None)
@@ -402,6 +409,7 @@ class OnebitModel:
         elif op in ("binary_conv2d", "binary_linear"):
             step = binary[name] = _BinaryStep(node, self._tensor, self._words)
             src, res = node["inputs"][0], node["inputs"][1] if len(node["inputs"]) > 1 else None
+            self._layers[len(self._steps)] = (step, src, res)
             self._steps.append((name, lambda env, th: step(env[src], env[res] if res else None, th)))
         else:
             raise ValueError(f"unknown node kind {op!r} in the graph (node {name}); newer onebit file?")
@@ -440,6 +448,34 @@ class OnebitModel:
                     and all(_fresh(r) for r in readers[res["name"]])):
                 binary[node["name"]].in_place = True
 
+    def _image_chains(self) -> dict[int, int]:
+        """Runs of binary convolutions that may go image by image: step index -> end of its run. In a
+        run each conv after the first reads the bits its predecessor writes for it, so every value
+        the run makes is per image (the convolutions are integer: the same values in any order)."""
+        chains, i = {}, 0
+        while i < len(self._steps):
+            end = i + 1
+            if i in self._layers and not self._layers[i][0].linear:
+                while end in self._layers and self._layers[end - 1][0].consumer is self._layers[end][0]:
+                    end += 1
+            if end > i + 1:
+                chains[i] = end
+            i = end
+        return chains
+
+    def _run_by_image(self, start: int, end: int, env: dict, threads: int) -> None:
+        """Steps ``[start, end)`` (a chain of binary convs) on one image after the other, so that an
+        image's activations stay in the CPU caches from layer to layer."""
+        first, src, res = self._layers[start]
+        planes = first.planes(env[src], threads)  # the whole batch's input bits
+        for image in range(planes.shape.n):
+            for k in range(start, end):
+                step, src, res = self._layers[k]
+                out = step(None, env[res] if res else None, threads, planes=planes if k == start else None,
+                           images=(image, image + 1))
+                if image == 0:
+                    env[self._steps[k][0]] = out
+
     # ------------------------------------------------------------------ running
     @torch.no_grad()
     def __call__(self, x):
@@ -472,11 +508,19 @@ class OnebitModel:
         return out.numpy() if as_numpy else out
 
     def _run(self, x: torch.Tensor, threads: int):
-        env = {self._input: x}
-        for (name, step), free in zip(self._steps, self._last_use):
-            env[name] = step(env, threads)
-            for value in free:
-                env.pop(value, None)
+        env, i = {self._input: x}, 0
+        by_image = x.dim() > 0 and x.shape[0] > 1
+        while i < len(self._steps):
+            end = self._chains.get(i, i + 1) if by_image else i + 1
+            if end > i + 1:
+                self._run_by_image(i, end, env, threads)
+            else:
+                name, step = self._steps[i]
+                env[name] = step(env, threads)
+            for free in self._last_use[i:end]:
+                for value in free:
+                    env.pop(value, None)
+            i = end
         return env[self._output]
 
     def _owns(self, t: torch.Tensor) -> bool:
