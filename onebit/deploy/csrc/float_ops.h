@@ -164,12 +164,24 @@ static void OB_NAME(max_pool_plane)(const float* x, int h, int w, int kh, int kw
     }
 }
 
+/* out[ch * plane + ox] = acc[ox * c + ch] * sign[ch]: a row of channels-last maxima to NCHW */
+static void OB_NAME(nhwc_row_to_nchw)(const float* acc, int c, int wo, const float* sign, float* out, int64_t plane) {
+    for (int ch = 0; ch < c; ch++)
+        for (int ox = 0; ox < wo; ox++) out[ch * plane + ox] = acc[(int64_t)ox * c + ch] * sign[ch];
+}
+
 /* max pooling of one output row of a channels-last (NHWC) image, written to NCHW: rows[0..n) are the
  * input rows the window's rows cover (w positions x c channels each), sign[ch] = +-1.0f (-1: pool -x
  * and negate, the window minimum); out[ch * plane + ox], ox < wo. Each window in PyTorch's order (row
- * by row), vectorised over the channels. acc: wo * c floats. */
-static void OB_NAME(max_pool_row_nhwc)(const float* const* rows, int n, int w, int c, int kw, int sw, int pw, int wo,
-                                       const float* sign, float* acc, float* out, int64_t plane) {
+ * by row), vectorised over the channels. acc: wo * c floats. An instruction set may provide its own
+ * (OB_OWN_MAX_POOL_ROW_NHWC; this one is then its fallback, max_pool_row_nhwc_any). */
+#ifdef OB_OWN_MAX_POOL_ROW_NHWC
+#define OB_MAX_POOL_ROW_NHWC OB_NAME(max_pool_row_nhwc_any)
+#else
+#define OB_MAX_POOL_ROW_NHWC OB_NAME(max_pool_row_nhwc)
+#endif
+static void OB_MAX_POOL_ROW_NHWC(const float* const* rows, int n, int w, int c, int kw, int sw, int pw, int wo,
+                                 const float* sign, float* acc, float* out, int64_t plane) {
     for (int ox = 0; ox < wo; ox++) {
         const int x0 = ox * sw - pw > 0 ? ox * sw - pw : 0, x1 = ox * sw - pw + kw < w ? ox * sw - pw + kw : w;
         float* m = acc + (int64_t)ox * c;
@@ -181,8 +193,7 @@ static void OB_NAME(max_pool_row_nhwc)(const float* const* rows, int n, int w, i
                 for (int ch = 0; ch < c; ch++) m[ch] = OB_NAME(nan_max)(m[ch], r[ch] * sign[ch]);
             }
     }
-    for (int ch = 0; ch < c; ch++)
-        for (int ox = 0; ox < wo; ox++) out[ch * plane + ox] = acc[(int64_t)ox * c + ch] * sign[ch];
+    OB_NAME(nhwc_row_to_nchw)(acc, c, wo, sign, out, plane);
 }
 
 /* average pooling of one plane with PyTorch's window rules (ceil mode, padding counted or not,
