@@ -12,7 +12,8 @@
    batch run image by image); file size against float32.
 4. Exactness on real data: every test image of digits (a cnn_small trained here for a few epochs)
    and CIFAR-10 (resnet20_1w1a with random weights and BatchNorm statistics, weights +-1 and
-   +-alpha): largest relative logit difference to PyTorch eval mode and images whose top-1 class
+   +-alpha; birealnet18 with +-1 weights: its channels-last stem and binary convs run image by image
+   at batch 500): largest relative logit difference to PyTorch eval mode and images whose top-1 class
    differs. With +-alpha weights PyTorch's own float sums of +-alpha are rounded (the runtime's
    integer dot products are not), so a pre-activation within a rounding of a sign threshold may
    flip and the logits differ.
@@ -280,6 +281,9 @@ def bench_exactness(data_path: str | None, workdir: Path) -> None:
              "resnet20_1w1a, bnn (weights +-1), random weights and BN statistics"),
             ("cifar10", data_path, lambda d: randomize_bn(create_model("resnet20_1w1a", 10, method="rbnn"), 1),
              "resnet20_1w1a, rbnn (weights +-alpha, per-sample thresholds), random weights and BN statistics"),
+            ("cifar10", data_path, lambda d: randomize_bn(create_model("birealnet18", 10, image_size=32, method="bnn"), 1),
+             "birealnet18 (ImageNet stem: 7x7/2 conv, BN, 3x3/2 max pool), bnn (weights +-1), random weights and BN "
+             "statistics"),
         ]
     for name, path, make, what in cases:
         data = build_data(name, path, batch_size=128, batch_size_test=500, workers=0)

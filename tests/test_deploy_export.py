@@ -252,13 +252,15 @@ def test_cli_export_infer_bench_from_a_checkpoint(tmp_path, capsys):
 
 
 def test_binary_conv_chains_run_image_by_image_with_the_same_values(kernel, tmp_path):
-    """Bi-Real's runs of binary convs passing bits go image by image at batch > 1 (float steps stay batched)."""
-    model = randomize(create_model("birealnet18", 10, image_size=32), seed=5)
-    x = torch.randn(3, 3, 32, 32)
-    export(model, x[:1], tmp_path / "m.onebit", check=False)
+    """Bi-Real's runs of binary convs passing bits go image by image at batch > 1 (float steps stay batched);
+    with +-1 weights the logits are PyTorch's on the whole batch, the stem (7x7 conv, BN, max pool) included."""
+    model = randomize(create_model("birealnet18", 10, image_size=32, method="bnn"), seed=5)
+    got, expected = roundtrip(model, torch.randn(3, 3, 32, 32), tmp_path)
+    assert torch.equal(got, expected)
     by_image, batched = load(tmp_path / "m.onebit"), load(tmp_path / "m.onebit")
     assert list(by_image._chains.items()) == [(2, 6), (9, 13), (16, 20), (23, 27)]  # the 4 stages' 4 convs
     batched._chains = {}
+    x = torch.randn(3, 3, 32, 32)
     assert torch.equal(by_image(x), batched(x))
 
 
