@@ -280,8 +280,8 @@ _PER_SAMPLE_CALLS = {
     "conv2d", "linear", "onebit.batch_norm_affine", "onebit.add_channel", "onebit.rprelu", "onebit.learned_scale",
     "onebit.sign_threshold", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
     "runtime.max_pool_of_batch_norm", "runtime.channels_last_conv2d", "relu", "relu6", "hardtanh", "prelu",
-    "leaky_relu", "gelu", "silu", "add", "sub", "mul", "truediv", "neg", "torch.add", "torch.sub", "torch.mul", "torch.sigmoid", "torch.tanh",
-    "torch.relu", "torch.clamp", "torch.where",
+    "leaky_relu", "gelu", "silu", "add", "sub", "mul", "truediv", "neg", "torch.add", "torch.sub", "torch.mul",
+    "torch.sigmoid", "torch.tanh", "torch.relu", "torch.clamp", "torch.where",
 }
 
 
