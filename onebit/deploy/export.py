@@ -34,7 +34,7 @@ from onebit.deploy import fileformat
 from onebit.deploy.bitconv import pack_signs
 from onebit.deploy.ops import METHODS, function_name
 from onebit.deploy.quantizers import ActivationSign, ExportError, activation_sign, weight_signs
-from onebit.layers import BinaryConv2d, BinaryLinear
+from onebit.layers import BinaryConv2d, BinaryLinear, ThermometerEncoding
 from onebit.layers.activations import LearnableBias, RPReLU
 from onebit.quant.scale import LearnedScale
 from onebit.quant.base import Quantizer
@@ -54,7 +54,8 @@ IDENTITY = (nn.Identity, nn.Dropout, nn.Dropout2d)
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (*BINARY, Quantizer, LearnableBias, RPReLU, LearnedScale)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (*BINARY, Quantizer, LearnableBias, RPReLU, LearnedScale, ThermometerEncoding)) \
+            or super().is_leaf_module(m, qualname)
 
 
 @dataclass
@@ -212,6 +213,7 @@ class _Builder:
         if conv and residual is None:
             bits = self._bits_consumer(layer, chain[-1], bn)
         direct = self._direct_consumer(layer, chain[-1]) if conv and bits is None else None
+        step = self._sign_step(layer, node) if conv and bn is None and bits is None and direct is None else None
         roles = []  # tensors stored under NAME.ROLE
 
         def store(role, value):
@@ -222,7 +224,10 @@ class _Builder:
         if layer.act.threshold is not None:
             store("threshold", layer.act.threshold)
         attrs = self._binary_attrs(layer)
-        if bits is None:
+        if step is not None:  # the output is the accumulator (times +-1), the tail a sign_step node
+            store("affine", np.stack([step.sigma, np.zeros_like(step.sigma)]))
+            self.emit_sign_step(key, step)
+        elif bits is None:
             store("affine", np.stack(self._folded_affine(layer, bn)))
         if direct is not None:  # float output, and the next conv's bits from it
             consumer, threshold = direct
@@ -240,6 +245,90 @@ class _Builder:
         self.skip.update(chain[:-1])
         self.fused[chain[-1]] = lambda: {"name": key, "op": op, "inputs": [self.names[i] for i in inputs],
                                          "attrs": attrs, "tensors": roles}
+
+    # ------------------------------------------------------------------ sign steps (fully binary tails)
+    def _sign_step(self, layer: _BinaryLayer, node: torch.fx.Node) -> "_SignStep | None":
+        """The tail of a binary conv that only feeds signs, as integer thresholds on its accumulator:
+        ``[max pool] -> per-channel monotone modules [-> + residual in {-1, 0, +1} -> modules]``, every
+        reader of the result taking its sign (a 1-bit quantizer or binary layer with threshold 0)."""
+        pool, residual, pre, post, absorbed, cur = None, None, [], [], [], node
+        user = self.only_user(cur)
+        if (user is not None and type(self.module(user)) is nn.MaxPool2d and len(user.args) == 1
+                and not self.module(user).return_indices):
+            pool = cur = user
+        while (user := self.only_user(cur)) is not None:
+            um = self.module(user)
+            if isinstance(um, ELEMENTWISE) and len(user.args) == 1 and user.args[0] is cur:
+                (post if residual is not None else pre).append(um)
+            elif residual is None and self._is_residual_add(user, cur):
+                residual = next(a for a in user.args if a is not cur)
+                if not self._is_sign_tensor(residual):
+                    return None
+            else:
+                break
+            absorbed.append(user)
+            cur = user
+        if not absorbed or not self._only_signs_read(cur):
+            return None
+        found = _sign_thresholds(layer, layer.negative[0].size, pre, post, residual is not None)
+        if found is None:
+            return None
+        return _SignStep(pool or node, residual, absorbed, *found)
+
+    def emit_sign_step(self, key: str, step: "_SignStep") -> None:
+        """Skip the absorbed modules; their last one becomes an ``onebit.sign_step`` call."""
+        self.skip.update(step.absorbed[:-1])
+        self.tensor(f"{key}.step_threshold", step.thresholds)
+        self.tensor(f"{key}.step_flip", step.flip)
+        last = step.absorbed[-1]
+
+        def emit():
+            args = [{"node": self.names[step.source]}, {"tensor": f"{key}.step_threshold"}, {"tensor": f"{key}.step_flip"}]
+            if step.residual is not None:
+                args.append({"node": self.names[step.residual]})
+            return {"name": last.name, "op": "call", "fn": "onebit.sign_step", "args": args, "sign_step_of": key}
+
+        self.fused[last] = emit
+
+    def _is_sign_tensor(self, node) -> bool:
+        """Is ``node``'s value in {-1, 0, +1}: a zero-threshold 1-bit sign, maybe subsampled or zero-padded?"""
+        while isinstance(node, torch.fx.Node):
+            m = self.module(node)
+            if isinstance(m, Quantizer):
+                return self._zero_sign(m, node)
+            transparent = isinstance(m, IDENTITY) or (node.op == "call_function" and node.target is operator.getitem)
+            if node.op == "call_function" and function_name(node.target) == "pad":
+                transparent = (len(node.args) == 2 and node.kwargs.get("mode", "constant") == "constant"
+                               and node.kwargs.get("value") in (None, 0, 0.0))
+            if not transparent:
+                return False
+            node = node.args[0]
+        return False
+
+    def _zero_sign(self, q: nn.Module, source: torch.fx.Node) -> bool:
+        """Is ``q`` (applied to ``source``) a 1-bit ``sign(x)`` with threshold 0?"""
+        shape = self.shape(source)
+        if q is None or shape is None:
+            return False
+        try:
+            act = activation_sign(q, shape[1], spatial=len(shape) == 4)
+        except ExportError:
+            return False
+        return act.threshold is None and not act.sample_mean
+
+    def _only_signs_read(self, node: torch.fx.Node) -> bool:
+        """Does every reader of ``node`` (through identities and flattens) only take its sign?"""
+        readers = self._readers(node)
+        for user, source in readers:
+            m = self.module(user)
+            if (user.op == "call_method" and user.target == "flatten") or (user.op == "call_function" and user.target is torch.flatten):
+                if user.args[0] is not source or not self._only_signs_read(user):
+                    return False
+                continue
+            q = m.input_quantizer if isinstance(m, BINARY) else m if isinstance(m, Quantizer) else None
+            if len(user.args) != 1 or user.args[0] is not source or not self._zero_sign(q, source):
+                return False
+        return bool(readers)
 
     def _binary_attrs(self, layer: _BinaryLayer) -> dict:
         m = layer.module
@@ -388,6 +477,8 @@ class _Builder:
             return call("onebit.batch_norm_affine", torch.from_numpy(np.stack(_bn_affine(m))))
         if isinstance(m, BINARY):
             return self.emit_float_binary(node, m)
+        if isinstance(m, ThermometerEncoding):
+            return call("onebit.thermometer", m.thresholds)
         if isinstance(m, Quantizer):
             shape = self.shape(x)
             act = activation_sign(m, shape[1], spatial=len(shape) == 4)
@@ -489,9 +580,8 @@ class _Ref:
         self.name = name
 
 
-def _step_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module], consumer: ActivationSign):
-    """Integer thresholds ``t`` and flips so that the next layer's bit is ``(dot < t) != flip``,
-    by evaluating the float chain on every dot product in [-k, k]; None if not monotone."""
+def _conv_values(layer: _BinaryLayer, k: int) -> torch.Tensor:
+    """``[2k+1, cout, 1, 1]``: the layer's float output for every dot product in [-k, k]."""
     m = layer.module
     cout = layer.negative.shape[0]
     dots = torch.arange(-k, k + 1, dtype=torch.float32)
@@ -502,15 +592,23 @@ def _step_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module], cons
     y = y[:, :, None, None]
     if m.output_scale is not None:
         y = y * m.output_scale.channel.detach().float()
-    with torch.no_grad():
-        for mod in modules:
-            was = mod.training
-            mod.eval()
-            y = mod(y)
-            mod.train(was)
-    y = y[:, :, 0, 0]
-    t = consumer.threshold if consumer.threshold is not None else torch.zeros(cout)
-    negative = ~(y >= t[None, :])  # [2k+1, cout]
+    return y
+
+
+@torch.no_grad()
+def _through(modules: list[nn.Module], y: torch.Tensor) -> torch.Tensor:
+    for mod in modules:
+        was = mod.training
+        mod.eval()
+        y = mod(y)
+        mod.train(was)
+    return y
+
+
+def _transitions(negative: torch.Tensor, k: int):
+    """``(t, flip)`` with ``negative[dot + k] == ((dot < t) != flip)`` for every dot in [-k, k] (one
+    column per channel), or None where a column changes more than once."""
+    cout = negative.shape[1]
     changes = (negative[1:] != negative[:-1]).sum(0)
     if bool((changes > 1).any()):
         return None
@@ -526,6 +624,52 @@ def _step_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module], cons
             thresh[c] = first - k
             flip[c] = 0 if col[0] else 1  # negative below t (increasing) or at/above t (decreasing)
     return thresh, flip
+
+
+def _step_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module], consumer: ActivationSign):
+    """Integer thresholds ``t`` and flips so that the next layer's bit is ``(dot < t) != flip``,
+    by evaluating the float chain on every dot product in [-k, k]; None if not monotone."""
+    cout = layer.negative.shape[0]
+    y = _through(modules, _conv_values(layer, k))[:, :, 0, 0]
+    t = consumer.threshold if consumer.threshold is not None else torch.zeros(cout)
+    return _transitions(~(y >= t[None, :]), k)
+
+
+@dataclass
+class _SignStep:
+    """A binary conv's tail folded into integer thresholds (see ``_Builder._sign_step``)."""
+
+    source: torch.fx.Node  # the conv, or the max pool of its accumulators
+    residual: torch.fx.Node | None
+    absorbed: list[torch.fx.Node]
+    sigma: np.ndarray  # [cout] float32 +-1: the conv outputs sigma * dot (pools see the order of the float output)
+    thresholds: np.ndarray  # [1 or 3, cout] int32
+    flip: np.ndarray  # [1 or 3, cout] uint8
+
+
+def _sign_thresholds(layer: _BinaryLayer, k: int, pre: list[nn.Module], post: list[nn.Module], residual: bool):
+    """``(sigma, thresholds, flip)``: the sign of ``post(pre(y) [+ r])`` for the float output ``y`` of every
+    dot product in [-k, k], as ``(sigma * dot >= t) != flip`` (one row per residual r = -1, 0, +1);
+    ``sigma`` is the sign of the dot's scale, so that a max pool of ``sigma * dot`` picks the window's
+    largest ``y``. None if a row is not monotone."""
+    m = layer.module
+    cout = layer.negative.shape[0]
+    scale = layer.scale if layer.scale is not None else np.ones(cout)
+    if m.output_scale is not None:
+        scale = scale * _f64(m.output_scale.channel).reshape(cout)
+    sigma = np.where(scale < 0, -1.0, 1.0).astype(np.float32)
+    y = _through(pre, _conv_values(layer, k))
+    rows = []
+    for r in (-1.0, 0.0, 1.0) if residual else (None,):
+        z = _through(post, y if r is None else y + r)[:, :, 0, 0]
+        negative = ~(z >= 0)
+        down = torch.from_numpy(sigma < 0)
+        negative[:, down] = negative[:, down].flip(0)  # indexed by sigma * dot
+        found = _transitions(negative, k)
+        if found is None:
+            return None
+        rows.append(found)
+    return sigma, np.stack([t for t, _ in rows]), np.stack([f for _, f in rows])
 
 
 def build_program(model: nn.Module, example_input: torch.Tensor) -> Program:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from onebit.deploy.pooling import avg_pool2d, max_pool2d
+from onebit.layers.encoding import thermometer_bits
 
 __all__ = ["FUNCTIONS", "METHODS", "function_name"]
 
@@ -58,6 +59,22 @@ def sign_threshold(x: torch.Tensor, threshold: torch.Tensor | None, sample_mean:
     return torch.where(x >= t, 1.0, -1.0)
 
 
+def sign_step(x: torch.Tensor, thresholds: torch.Tensor, flip: torch.Tensor,
+              residual: torch.Tensor | None = None) -> torch.Tensor:
+    """The +-1 output of a binary layer whose real-valued tail (offset / BatchNorm, activation, residual
+    add) only feeds signs: ``+1`` where ``(x >= t) != flip``, ``x`` the integer accumulator (exact in
+    float32) and ``t`` an integer threshold per channel. ``thresholds``/``flip`` are ``[1, C]``, or
+    ``[3, C]`` with a ``residual`` in {-1, 0, +1} choosing row ``residual + 1``."""
+    if residual is None:
+        t, f = _per_channel(thresholds[0], x), _per_channel(flip[0], x)
+    else:
+        rows = [(_per_channel(thresholds[i], x), _per_channel(flip[i], x)) for i in range(3)]
+        low, high = residual < 0, residual > 0
+        t = torch.where(high, rows[2][0], torch.where(low, rows[0][0], rows[1][0]))
+        f = torch.where(high, rows[2][1], torch.where(low, rows[0][1], rows[1][1]))
+    return torch.where((x >= t) != f.bool(), 1.0, -1.0)
+
+
 FUNCTIONS = {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
     "neg": operator.neg, "getitem": operator.getitem,
@@ -72,6 +89,7 @@ FUNCTIONS = {
     "adaptive_max_pool2d": F.adaptive_max_pool2d,
     "onebit.add_channel": add_channel, "onebit.rprelu": rprelu, "onebit.learned_scale": learned_scale,
     "onebit.sign_threshold": sign_threshold, "onebit.batch_norm_affine": batch_norm_affine,
+    "onebit.thermometer": thermometer_bits, "onebit.sign_step": sign_step,
 }
 
 METHODS = {

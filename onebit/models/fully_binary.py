@@ -9,14 +9,15 @@ Every convolution, the first included, and the classifier take +-1 inputs and +-
   ``sign(s * alpha_o * acc + b_o)`` = ``acc >= ceil(-b_o / (s * alpha_o))`` for the integer
   accumulator ``acc``: a per-channel integer threshold (``alpha_o > 0`` is the method's weight scale);
 * the classifier is a :class:`~onebit.layers.BinaryLinear` followed by :class:`LogitScale`, one
-  learnable factor: the only real multiply left (``logits_o = g * s * alpha_o * acc_o``).
+  fixed factor: the only real multiply left (``logits_o = g * s * alpha_o * acc_o``).
 
-Max pools act on the accumulators (before the offset, as seed 003's conv - pool - bn order);
-ResNet-20's average pool before the classifier only feeds its sign (= the sign of the sum).
+Max pools act on the accumulators (before the offset, as seed 003's conv - pool - bn order).
+ResNet-20's shortcuts add the block input's bits (see :class:`_Block`), and its average pool before
+the classifier pools the last block's bits and only feeds their sign (a majority vote).
 
 * ``vgg_small_fb_1w1a``: seed 003's VGG-small order, 128-128(pool)-256-256(pool)-512-512(pool);
 * ``resnet20_fb_1w1a``: ResNet-20 (16/32/64, option-A shortcuts) with offsets for BNs, the
-  residual adds kept (they add integers and +-1 values);
+  residual adds kept on bits (they add an integer accumulator and a +-1 or 0 shortcut bit);
 * ``alexnet_fb_1w1a``: the community AlexNet's order and widths (``alexnet_1w1a``), fully binary.
 
 Seed 003 reports 68.4 (ResNet-20) and 64.8 (VGG-small, fp16) top-1 on CIFAR-10 for the first two
@@ -52,12 +53,16 @@ class Offset(LearnableBias):
 
 
 class LogitScale(nn.Module):
-    """The logits' scale: ``g * x / sqrt(fan_in)``, one learnable ``g`` (initialised to 1)."""
+    """The logits' scale: ``g * x / sqrt(fan_in)`` with a fixed ``g`` (a buffer, default 1).
 
-    def __init__(self, fan_in: int):
+    ``g`` is not learned: a learned ``g`` went to 0 within 50 SGD steps at lr 0.1 (while the binary
+    classifier's signs are still noise, shrinking the logits to uniform lowers the loss to ln 10), and
+    every gradient of the network, a multiple of ``g``, vanished with it (BENCHMARKS.md, Fully binary)."""
+
+    def __init__(self, fan_in: int, gain: float = 1.0):
         super().__init__()
         self.scale = 1.0 / math.sqrt(fan_in)
-        self.gain = nn.Parameter(torch.ones(()))
+        self.register_buffer("gain", torch.tensor(float(gain)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * (self.gain * self.scale)
@@ -88,7 +93,12 @@ class FullyBinaryPlain(nn.Module):
 
 
 class _Block(nn.Module):
-    """ResNet basic block with offsets for BNs: ``ht(off2(conv2(ht(off1(conv1(x))))) + shortcut(x))``."""
+    """ResNet basic block with offsets for BNs: ``ht(off2(conv2(ht(off1(conv1(x))))) + shortcut(sign(x)))``.
+
+    The shortcut carries the bits ``conv1`` reads (``sign(x)``, through ``conv1``'s own quantizer), not the
+    real ``x``: the sum is an integer accumulator plus a value in {-1, 0, +1} (0 on option A's padded
+    channels), so that the block's output bit is an integer threshold on the accumulator chosen by the
+    shortcut bit, and no real value crosses a block."""
 
     def __init__(self, layers: BinaryLayers, cin: int, cout: int, stride: int):
         super().__init__()
@@ -99,7 +109,7 @@ class _Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.off1(self.conv1(x)))
-        return self.act(self.off2(self.conv2(out)) + self.shortcut(x))
+        return self.act(self.off2(self.conv2(out)) + self.shortcut(self.conv1.quantized_input(x)))
 
 
 class FullyBinaryResNet(nn.Module):
@@ -121,7 +131,8 @@ class FullyBinaryResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.off1(self.conv1(self.encode(x))))
-        return self.logit_scale(self.classifier(self.pool(self.layers(x)).flatten(1)))
+        bits = self.classifier.quantized_input(self.layers(x))  # pooled bits: their sign is a majority vote
+        return self.logit_scale(self.classifier(self.pool(bits).flatten(1)))
 
 
 def _kaiming(model: nn.Module) -> nn.Module:
