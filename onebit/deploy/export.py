@@ -34,7 +34,7 @@ from onebit.deploy import fileformat
 from onebit.deploy.bitconv import pack_signs
 from onebit.deploy.ops import METHODS, function_name
 from onebit.deploy.quantizers import ActivationSign, ExportError, activation_sign, weight_signs
-from onebit.layers import BinaryConv2d, BinaryLinear, ThermometerEncoding
+from onebit.layers import BinaryConv2d, BinaryLinear, FixedPoint, ThermometerEncoding
 from onebit.layers.activations import LearnableBias, RPReLU
 from onebit.quant.scale import LearnedScale
 from onebit.quant.base import Quantizer
@@ -54,7 +54,8 @@ IDENTITY = (nn.Identity, nn.Dropout, nn.Dropout2d)
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (*BINARY, Quantizer, LearnableBias, RPReLU, LearnedScale, ThermometerEncoding)) \
+        return isinstance(m, (*BINARY, Quantizer, LearnableBias, RPReLU, LearnedScale, ThermometerEncoding,
+                                  FixedPoint)) \
             or super().is_leaf_module(m, qualname)
 
 
@@ -119,6 +120,7 @@ class _Builder:
         self.skip: set[torch.fx.Node] = set()
         self.fused: dict[torch.fx.Node, dict] = {}  # last node of a fused chain -> its IR node
         self.layers: dict[torch.fx.Node, _BinaryLayer | None] = {}
+        self.grid_values: dict[torch.fx.Node, int] = {}  # level steps' outputs -> their grid's levels
 
     # ------------------------------------------------------------------ helpers
     def module(self, node: torch.fx.Node) -> nn.Module | None:
@@ -213,7 +215,9 @@ class _Builder:
         if conv and residual is None:
             bits = self._bits_consumer(layer, chain[-1], bn)
         direct = self._direct_consumer(layer, chain[-1]) if conv and bits is None else None
-        step = self._sign_step(layer, node) if conv and bn is None and bits is None and direct is None else None
+        step = None
+        if conv and bn is None and bits is None and direct is None:
+            step = self._sign_step(layer, node) or self._level_step(layer, node)
         roles = []  # tensors stored under NAME.ROLE
 
         def store(role, value):
@@ -226,7 +230,7 @@ class _Builder:
         attrs = self._binary_attrs(layer)
         if step is not None:  # the output is the accumulator (times +-1), the tail a sign_step node
             store("affine", np.stack([step.sigma, np.zeros_like(step.sigma)]))
-            self.emit_sign_step(key, step)
+            self.emit_step(key, step)
         elif bits is None:
             store("affine", np.stack(self._folded_affine(layer, bn)))
         if direct is not None:  # float output, and the next conv's bits from it
@@ -247,63 +251,91 @@ class _Builder:
                                          "attrs": attrs, "tensors": roles}
 
     # ------------------------------------------------------------------ sign steps (fully binary tails)
-    def _sign_step(self, layer: _BinaryLayer, node: torch.fx.Node) -> "_SignStep | None":
+    def _sign_step(self, layer: _BinaryLayer, node: torch.fx.Node) -> "_Step | None":
         """The tail of a binary conv that only feeds signs, as integer thresholds on its accumulator:
-        ``[max pool] -> per-channel monotone modules [-> + residual in {-1, 0, +1} -> modules]``, every
-        reader of the result taking its sign (a 1-bit quantizer or binary layer with threshold 0)."""
-        pool, residual, pre, post, absorbed, cur = None, None, [], [], [], node
+        ``[max pool] -> per-channel monotone modules``, every reader of the result taking its sign
+        (a 1-bit quantizer or binary layer with threshold 0)."""
+        pool, modules, absorbed, cur = None, [], [], node
         user = self.only_user(cur)
         if (user is not None and type(self.module(user)) is nn.MaxPool2d and len(user.args) == 1
                 and not self.module(user).return_indices):
             pool = cur = user
         while (user := self.only_user(cur)) is not None:
             um = self.module(user)
-            if isinstance(um, ELEMENTWISE) and len(user.args) == 1 and user.args[0] is cur:
-                (post if residual is not None else pre).append(um)
-            elif residual is None and self._is_residual_add(user, cur):
-                residual = next(a for a in user.args if a is not cur)
-                if not self._is_sign_tensor(residual):
-                    return None
-            else:
+            if not (isinstance(um, ELEMENTWISE) and len(user.args) == 1 and user.args[0] is cur):
                 break
+            modules.append(um)
             absorbed.append(user)
             cur = user
         if not absorbed or not self._only_signs_read(cur):
             return None
-        found = _sign_thresholds(layer, layer.negative[0].size, pre, post, residual is not None)
+        found = _sign_thresholds(layer, layer.negative[0].size, modules)
         if found is None:
             return None
-        return _SignStep(pool or node, residual, absorbed, *found)
+        sigma, thresholds, flip = found
+        return _Step("onebit.sign_step", pool or node, absorbed, sigma, {"step_threshold": thresholds, "step_flip": flip})
 
-    def emit_sign_step(self, key: str, step: "_SignStep") -> None:
-        """Skip the absorbed modules; their last one becomes an ``onebit.sign_step`` call."""
-        self.skip.update(step.absorbed[:-1])
-        self.tensor(f"{key}.step_threshold", step.thresholds)
-        self.tensor(f"{key}.step_flip", step.flip)
-        last = step.absorbed[-1]
+    def _level_step(self, layer: _BinaryLayer, node: torch.fx.Node) -> "_Step | None":
+        """The tail of a binary conv on a fixed-point residual stream, as an integer table on its
+        accumulator: ``per-channel modules -> FixedPoint [-> + residual on the same grid] [-> Hardtanh]``
+        (a clamp to grid points)."""
+        pre, grid, residual, clamp, absorbed, cur = [], None, None, None, [], node
+        while (user := self.only_user(cur)) is not None:
+            um = self.module(user)
+            single = len(user.args) == 1 and user.args[0] is cur
+            if grid is None and single and isinstance(um, ELEMENTWISE):
+                pre.append(um)
+            elif grid is None and single and isinstance(um, FixedPoint):
+                grid = um
+            elif grid is not None and residual is None and clamp is None and self._is_residual_add(user, cur):
+                residual = next(a for a in user.args if a is not cur)
+                if not self._on_grid(residual, grid.levels):
+                    return None
+            elif grid is not None and clamp is None and single and type(um) is nn.Hardtanh:
+                clamp = [um.min_val * grid.levels, um.max_val * grid.levels]
+                if any(v != int(v) for v in clamp):
+                    return None
+            elif not (single and isinstance(um, IDENTITY)):
+                break
+            absorbed.append(user)
+            cur = user
+        if grid is None:
+            return None
+        sigma, table = _level_table(layer, layer.negative[0].size, pre, grid)
+        self.grid_values[cur] = grid.levels
+        return _Step("onebit.level_step", node, absorbed, sigma, {"step_table": table},
+                     [grid.levels, *(int(v) for v in clamp or (None, None))], residual)
 
-        def emit():
-            args = [{"node": self.names[step.source]}, {"tensor": f"{key}.step_threshold"}, {"tensor": f"{key}.step_flip"}]
-            if step.residual is not None:
-                args.append({"node": self.names[step.residual]})
-            return {"name": last.name, "op": "call", "fn": "onebit.sign_step", "args": args, "sign_step_of": key}
-
-        self.fused[last] = emit
-
-    def _is_sign_tensor(self, node) -> bool:
-        """Is ``node``'s value in {-1, 0, +1}: a zero-threshold 1-bit sign, maybe subsampled or zero-padded?"""
+    def _on_grid(self, node, levels: int) -> bool:
+        """Is ``node``'s value a level step's output on the ``1/levels`` grid (maybe subsampled or zero-padded)?"""
         while isinstance(node, torch.fx.Node):
-            m = self.module(node)
-            if isinstance(m, Quantizer):
-                return self._zero_sign(m, node)
-            transparent = isinstance(m, IDENTITY) or (node.op == "call_function" and node.target is operator.getitem)
-            if node.op == "call_function" and function_name(node.target) == "pad":
-                transparent = (len(node.args) == 2 and node.kwargs.get("mode", "constant") == "constant"
-                               and node.kwargs.get("value") in (None, 0, 0.0))
-            if not transparent:
+            if self.grid_values.get(node) == levels:
+                return True
+            if not self._passes_values(node):
                 return False
             node = node.args[0]
         return False
+
+    def _passes_values(self, node: torch.fx.Node) -> bool:
+        """Does ``node`` only move, subsample or zero-pad its first argument's values?"""
+        if isinstance(self.module(node), IDENTITY) or (node.op == "call_function" and node.target is operator.getitem):
+            return True
+        return (node.op == "call_function" and function_name(node.target) == "pad" and len(node.args) == 2
+                and node.kwargs.get("mode", "constant") == "constant" and node.kwargs.get("value") in (None, 0, 0.0))
+
+    def emit_step(self, key: str, step: "_Step") -> None:
+        """Skip the absorbed modules; their last one becomes the step's call (``step_of``: the conv)."""
+        self.skip.update(step.absorbed[:-1])
+        tensors = [{"tensor": self.tensor(f"{key}.{role}", value)} for role, value in step.tensors.items()]
+        last = step.absorbed[-1]
+
+        def emit():
+            args = [{"node": self.names[step.source]}, *tensors, *step.args]
+            if step.residual is not None:
+                args.append({"node": self.names[step.residual]})
+            return {"name": last.name, "op": "call", "fn": step.fn, "args": args, "step_of": key}
+
+        self.fused[last] = emit
 
     def _zero_sign(self, q: nn.Module, source: torch.fx.Node) -> bool:
         """Is ``q`` (applied to ``source``) a 1-bit ``sign(x)`` with threshold 0?"""
@@ -479,6 +511,8 @@ class _Builder:
             return self.emit_float_binary(node, m)
         if isinstance(m, ThermometerEncoding):
             return call("onebit.thermometer", m.thresholds)
+        if isinstance(m, FixedPoint):
+            return call("onebit.fixed_point", m.levels)
         if isinstance(m, Quantizer):
             shape = self.shape(x)
             act = activation_sign(m, shape[1], spatial=len(shape) == 4)
@@ -636,40 +670,54 @@ def _step_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module], cons
 
 
 @dataclass
-class _SignStep:
-    """A binary conv's tail folded into integer thresholds (see ``_Builder._sign_step``)."""
+class _Step:
+    """A binary conv's tail computed on its integer accumulator (``_Builder._sign_step`` / ``_level_step``)."""
 
+    fn: str  # onebit.sign_step / onebit.level_step
     source: torch.fx.Node  # the conv, or the max pool of its accumulators
-    residual: torch.fx.Node | None
     absorbed: list[torch.fx.Node]
     sigma: np.ndarray  # [cout] float32 +-1: the conv outputs sigma * dot (pools see the order of the float output)
-    thresholds: np.ndarray  # [1 or 3, cout] int32
-    flip: np.ndarray  # [1 or 3, cout] uint8
+    tensors: dict[str, np.ndarray]  # stored under CONV.ROLE, arguments after the source
+    args: list = field(default_factory=list)  # plain arguments after the tensors
+    residual: torch.fx.Node | None = None
 
 
-def _sign_thresholds(layer: _BinaryLayer, k: int, pre: list[nn.Module], post: list[nn.Module], residual: bool):
-    """``(sigma, thresholds, flip)``: the sign of ``post(pre(y) [+ r])`` for the float output ``y`` of every
-    dot product in [-k, k], as ``(sigma * dot >= t) != flip`` (one row per residual r = -1, 0, +1);
-    ``sigma`` is the sign of the dot's scale, so that a max pool of ``sigma * dot`` picks the window's
-    largest ``y``. None if a row is not monotone."""
+def _sigma(layer: _BinaryLayer) -> np.ndarray:
+    """``[cout]`` float32: the sign of each channel's dot-product scale (+1 where it is 0)."""
     m = layer.module
     cout = layer.negative.shape[0]
     scale = layer.scale if layer.scale is not None else np.ones(cout)
     if m.output_scale is not None:
         scale = scale * _f64(m.output_scale.channel).reshape(cout)
-    sigma = np.where(scale < 0, -1.0, 1.0).astype(np.float32)
-    y = _through(pre, _conv_values(layer, k))
-    rows = []
-    for r in (-1.0, 0.0, 1.0) if residual else (None,):
-        z = _through(post, y if r is None else y + r)[:, :, 0, 0]
-        negative = ~(z >= 0)
-        down = torch.from_numpy(sigma < 0)
-        negative[:, down] = negative[:, down].flip(0)  # indexed by sigma * dot
-        found = _transitions(negative, k)
-        if found is None:
-            return None
-        rows.append(found)
-    return sigma, np.stack([t for t, _ in rows]), np.stack([f for _, f in rows])
+    return np.where(scale < 0, -1.0, 1.0).astype(np.float32)
+
+
+def _by_sigma_dot(values: torch.Tensor, sigma: np.ndarray) -> torch.Tensor:
+    """``values`` ``[2k+1, cout]`` indexed by dot + k, re-indexed by sigma * dot + k."""
+    down = torch.from_numpy(sigma < 0)
+    values = values.clone()
+    values[:, down] = values[:, down].flip(0)
+    return values
+
+
+def _sign_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module]):
+    """``(sigma, thresholds [1, cout], flip [1, cout])``: the sign of ``modules(y)`` for the float output ``y``
+    of every dot product in [-k, k], as ``(sigma * dot >= t) != flip``; ``sigma`` is the sign of the dot's
+    scale, so that a max pool of ``sigma * dot`` picks the window's largest ``y``. None if not monotone."""
+    sigma = _sigma(layer)
+    negative = ~(_through(modules, _conv_values(layer, k))[:, :, 0, 0] >= 0)
+    found = _transitions(_by_sigma_dot(negative, sigma), k)
+    return None if found is None else (sigma, found[0][None], found[1][None])
+
+
+def _level_table(layer: _BinaryLayer, k: int, modules: list[nn.Module], grid: FixedPoint):
+    """``(sigma, table [cout, 2k+1] int32)``: ``grid(modules(y))`` in units of ``1/levels`` for the float output
+    ``y`` of every dot product, indexed by ``sigma * dot + k``."""
+    sigma = _sigma(layer)
+    levels = _through([grid], _through(modules, _conv_values(layer, k)))[:, :, 0, 0] * grid.levels
+    if not torch.equal(levels, levels.round()) or levels.abs().max() >= 2 ** 24:
+        raise ExportError(f"{grid} does not give integers in units of 1/{grid.levels}")
+    return sigma, _by_sigma_dot(levels, sigma).t().contiguous().to(torch.int32).numpy()
 
 
 def build_program(model: nn.Module, example_input: torch.Tensor) -> Program:

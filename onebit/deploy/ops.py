@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from onebit.deploy.pooling import avg_pool2d, max_pool2d
 from onebit.layers.encoding import thermometer_bits
+from onebit.layers.fixed_point import fixed_point
 
 __all__ = ["FUNCTIONS", "METHODS", "function_name"]
 
@@ -59,20 +60,25 @@ def sign_threshold(x: torch.Tensor, threshold: torch.Tensor | None, sample_mean:
     return torch.where(x >= t, 1.0, -1.0)
 
 
-def sign_step(x: torch.Tensor, thresholds: torch.Tensor, flip: torch.Tensor,
-              residual: torch.Tensor | None = None) -> torch.Tensor:
-    """The +-1 output of a binary layer whose real-valued tail (offset / BatchNorm, activation, residual
-    add) only feeds signs: ``+1`` where ``(x >= t) != flip``, ``x`` the integer accumulator (exact in
-    float32) and ``t`` an integer threshold per channel. ``thresholds``/``flip`` are ``[1, C]``, or
-    ``[3, C]`` with a ``residual`` in {-1, 0, +1} choosing row ``residual + 1``."""
-    if residual is None:
-        t, f = _per_channel(thresholds[0], x), _per_channel(flip[0], x)
-    else:
-        rows = [(_per_channel(thresholds[i], x), _per_channel(flip[i], x)) for i in range(3)]
-        low, high = residual < 0, residual > 0
-        t = torch.where(high, rows[2][0], torch.where(low, rows[0][0], rows[1][0]))
-        f = torch.where(high, rows[2][1], torch.where(low, rows[0][1], rows[1][1]))
-    return torch.where((x >= t) != f.bool(), 1.0, -1.0)
+def sign_step(x: torch.Tensor, thresholds: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """The +-1 output of a binary layer whose real-valued tail (offset / BatchNorm, activation) only
+    feeds signs: ``+1`` where ``(x >= t) != flip``, ``x`` the integer accumulator (exact in float32,
+    maybe max-pooled) and ``t`` ``[1, C]`` integer thresholds."""
+    return torch.where((x >= _per_channel(thresholds[0], x)) != _per_channel(flip[0], x).bool(), 1.0, -1.0)
+
+
+def level_step(x: torch.Tensor, table: torch.Tensor, levels: int, low: int | None, high: int | None,
+               residual: torch.Tensor | None = None) -> torch.Tensor:
+    """The fixed-point output of a binary layer on a residual stream (:class:`~onebit.layers.FixedPoint`),
+    in integers: ``clamp(table[c, x + k] + levels * residual, low, high) / levels`` with ``x`` the integer
+    accumulator, ``table`` ``[C, 2k+1]`` int32 the rounded branch in units of ``1/levels``, and the
+    residual a multiple of ``1/levels`` (exact in float32)."""
+    channels, width = table.shape
+    index = x.to(torch.int64) + (width // 2) + _per_channel(torch.arange(channels) * width, x)
+    value = table.flatten()[index]
+    if residual is not None:
+        value = value + (residual * levels).to(torch.int32)
+    return value.clamp(low, high).to(torch.float32) / levels
 
 
 FUNCTIONS = {
@@ -90,6 +96,7 @@ FUNCTIONS = {
     "onebit.add_channel": add_channel, "onebit.rprelu": rprelu, "onebit.learned_scale": learned_scale,
     "onebit.sign_threshold": sign_threshold, "onebit.batch_norm_affine": batch_norm_affine,
     "onebit.thermometer": thermometer_bits, "onebit.sign_step": sign_step,
+    "onebit.level_step": level_step, "onebit.fixed_point": fixed_point,
 }
 
 METHODS = {
