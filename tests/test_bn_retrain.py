@@ -46,8 +46,8 @@ def test_freezing_keeps_the_function_and_folds_the_scale(method):
     for name, layer in model.named_modules():
         if name in expected:
             assert isinstance(layer.weight_quantizer, FrozenBinaryWeight)
-            w = layer.weight.detach().flatten(1)
-            assert torch.equal(layer.weight, expected[name])  # the binarized value, scale included
+            w = layer.quantized_weight().detach().flatten(1)
+            assert torch.equal(layer.quantized_weight(), expected[name])  # the binarized value, scale included
             assert torch.equal(w.abs(), w.abs().amax(1, keepdim=True).expand_as(w))  # +-alpha per channel
     assert freeze_binary_weights(model) == []  # already frozen: nothing to do
 
@@ -113,5 +113,7 @@ def test_frozen_network_is_rebuilt_with_the_same_state_keys():
     model = create_model("cnn_small_1w1a", 10, in_channels=1, image_size=8, method="rbnn")
     frozen = create_model("cnn_small_1w1a", 10, in_channels=1, image_size=8, method="rbnn")
     frozen_for_bn_retrain(frozen)
-    # the rotation state of RBNN's weight quantizer is gone with the quantizer, the rest stays
-    assert set(frozen.state_dict()) == {k for k in model.state_dict() if ".weight_quantizer." not in k}
+    # the rotation state of RBNN's weight quantizer is gone with the quantizer; alpha stays as the output gain
+    state = model.state_dict()
+    gains = {k.replace(".alpha", ".gain") for k in state if k.endswith(".weight_quantizer.alpha")}
+    assert gains and set(frozen.state_dict()) == {k for k in state if ".weight_quantizer." not in k} | gains

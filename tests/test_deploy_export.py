@@ -177,6 +177,16 @@ def test_one_sided_binary_layers_run_in_float(tmp_path):
     assert "18 binary layers run as float" in load(tmp_path / "m.onebit").summary()
 
 
+@pytest.mark.parametrize("side,binary", [(kernels.constant("max_kernel_side"), 1), (kernels.constant("max_kernel_side") + 1, 0)])
+def test_kernels_beyond_the_c_limits_run_in_float(tmp_path, side, binary):
+    conv = BinaryConv2d(4, 8, (1, side), bias=False)
+    model = randomize(nn.Sequential(nn.BatchNorm2d(4), conv, nn.Flatten()), seed=7)
+    got, expected = roundtrip(model, torch.randn(2, 4, 1, side + 2), tmp_path)
+    assert compare_logits(got, expected)["max_rel"] <= 1e-5
+    summary = load(tmp_path / "m.onebit").summary()
+    assert ("1 binary layers run as float" in summary) == (not binary)
+
+
 def test_unexportable_models_name_the_problem(tmp_path):
     dorefa = create_model("resnet20_1w1a", 10, method="dorefa")  # {0, 1} activations
     with pytest.raises(ExportError, match="cannot export quantizer dorefa_input"):

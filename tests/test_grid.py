@@ -108,3 +108,14 @@ def test_model_takes_every_data_set_shape_or_says_why(name):
             else:
                 with pytest.raises(ValueError, match=UNSUPPORTED_SHAPES[name][0]):
                     forward()
+
+
+@pytest.mark.parametrize("name,side", [("reactnet_a", 224), ("resnet18_1w1a", 224), ("resnet20_1w1a", 32)])
+def test_learned_spatial_scales_cover_the_image_size(name, side):
+    """xnorpp's per-row and per-column scales are sized from ``image_size``: ReActNet-A's first
+    binary layer outputs 112x112 at 224, beyond the option's default of 64 entries."""
+    with torch.device("meta"):
+        model = create_model(name, 1000, image_size=side, method="xnorpp").eval()
+        assert model(torch.zeros(1, 3, side, side)).shape == (1, 1000)
+    sides = {len(m.row) for m in model.modules() if hasattr(m, "row")}
+    assert sides == {max(64, side)}

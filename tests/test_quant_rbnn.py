@@ -93,9 +93,13 @@ def test_weight_forward_formula_and_init():
     w2 = standardize(w.detach())
     wr = (q.R1.t() @ w2.reshape(8, 12, 12) @ q.R2).reshape_as(w2)
     s = torch.sin(q.theta).abs()
-    expected = sign(w2 + s * (wr - w2)) * q.alpha
-    assert torch.allclose(q(w), expected)
-    assert set(torch.unique(q(w) / q.alpha).tolist()) <= {-1.0, 1.0}
+    expected = sign(w2 + s * (wr - w2))
+    assert torch.equal(q(w), expected)
+    assert torch.allclose(conv.quantized_weight(), expected * q.alpha)
+    # alpha scales the output, after the convolution of +-1 values (as the reference does)
+    x = torch.randn(2, 16, 6, 6)
+    signs = sign(x - x.mean((1, 2, 3), keepdim=True))
+    assert torch.equal(conv(x), torch.nn.functional.conv2d(signs, expected, padding=1) * q.alpha.view(1, 8, 1, 1))
 
 
 def test_theta_lock_zero_latent_gradient_at_init():
@@ -119,7 +123,7 @@ def rbnn_weight_formula(w, q):
     w2 = standardize(w)
     wr = (q.R1.t() @ w2.reshape(w.shape[0], q.a, q.b) @ q.R2).reshape_as(w2).detach()
     w3 = w2 + torch.sin(q.theta).abs() * (wr - w2)
-    return sign_with_surrogate(w3, training_aware_grad, q.k, q.t) * q.alpha
+    return sign_with_surrogate(w3, training_aware_grad, q.k, q.t)
 
 
 @pytest.mark.parametrize("theta_init", ["half_pi", "uniform"])
@@ -127,11 +131,9 @@ def test_fused_weight_path_equals_the_formula(theta_init):
     torch.manual_seed(5)
     q = rbnn_conv(theta_init=theta_init).weight_quantizer.double()
     q.set_temperature(0.3)
-    with torch.no_grad():
-        q.alpha.uniform_(0.5, 1.5)
     w = torch.randn(8, 16, 3, 3, dtype=torch.float64, requires_grad=True)
     g = torch.randn(8, 16, 3, 3, dtype=torch.float64)
-    params = (w, q.theta, q.alpha)
+    params = (w, q.theta)
     fused, formula = q(w), rbnn_weight_formula(w, q)
     assert torch.equal(fused, formula)
     for got, expected in zip(torch.autograd.grad(fused, params, g), torch.autograd.grad(formula, params, g)):

@@ -14,12 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from onebit.deploy.kernels import ConvOutput, ConvShape, Padding, kernel_has_words, library
+from onebit.deploy.kernels import ConvOutput, ConvShape, Padding, constant, kernel_has_words, library
 
 __all__ = ["pack_signs", "unpack_signs", "kernel_weights", "tap_sums", "BinaryConvKernel", "BitPlanes"]
 
-NR = 6  # OB_NR of the C code: output channels per weight block of the nibble layout
-NR_WORDS = 8  # OB_NR_WORDS: the same for the channel-word layout
 
 
 def pack_signs(negative: np.ndarray) -> np.ndarray:
@@ -45,7 +43,7 @@ def kernel_weights(negative: np.ndarray, groups: int, words: bool = False) -> np
     shifted left by 4 (the byte offset of its lookup table). Channel words (nr = 8): uint64, 64
     input channels at one tap, channel 64q+i at bit i."""
     cout, cg, kh, kw = negative.shape
-    per, nr = (64, NR_WORDS) if words else (4, NR)
+    per, nr = (64, constant("nr_words")) if words else (4, constant("nr"))
     q = -(-cg // per)
     bits = np.zeros((cout, per * q, kh, kw), dtype=np.uint8)
     bits[:, :cg] = negative

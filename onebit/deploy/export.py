@@ -32,6 +32,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from onebit.deploy import fileformat
 from onebit.deploy.bitconv import pack_signs
+from onebit.deploy.kernels import constant
 from onebit.deploy.ops import METHODS, function_name
 from onebit.deploy.quantizers import ActivationSign, ExportError, activation_sign, weight_signs
 from onebit.layers import BinaryConv2d, BinaryLinear, FixedPoint, ThermometerEncoding
@@ -41,10 +42,6 @@ from onebit.quant.base import Quantizer
 
 __all__ = ["Program", "build_program", "export"]
 
-# What the compiled kernels accept (csrc/conv.c checks the same): kernel sides up to 63, and
-# dot products of at most 65535 signs (16-bit counts).
-MAX_KERNEL_SIDE = 63
-MAX_DOT_LENGTH = 65535
 BINARY = (BinaryConv2d, BinaryLinear)
 # real-valued per-channel modules that may sit between a binary conv and the next one's sign
 ELEMENTWISE = (nn.BatchNorm2d, nn.Hardtanh, nn.ReLU, nn.ReLU6, nn.PReLU, nn.LeakyReLU, RPReLU, LearnableBias,
@@ -185,12 +182,12 @@ class _Builder:
     def _kernel_geometry(self, node, m) -> bool:
         if isinstance(m, BinaryLinear):
             shape = self.shape(node.args[0])
-            return shape is not None and len(shape) == 2 and m.in_features <= MAX_DOT_LENGTH and self._channel_scale(m)
+            return shape is not None and len(shape) == 2 and m.in_features <= constant("max_dot_length") and self._channel_scale(m)
         k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
         return (
             m.dilation == (1, 1) and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
             and (m.pad_value in (0.0, 1.0) or not any(m.padding))
-            and max(m.kernel_size) <= MAX_KERNEL_SIDE and k <= MAX_DOT_LENGTH and self._channel_scale(m)
+            and max(m.kernel_size) <= constant("max_kernel_side") and k <= constant("max_dot_length") and self._channel_scale(m)
         )
 
     @staticmethod

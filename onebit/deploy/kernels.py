@@ -11,13 +11,14 @@ CPUID, so one build runs on any x86-64. The best path the CPU runs is used unles
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.machinery
 import os
 from pathlib import Path
 
-__all__ = ["KernelsUnavailable", "library", "available_kernels", "set_kernel", "get_kernel", "ConvShape", "Padding", "ConvOutput"]
+__all__ = ["KernelsUnavailable", "library", "constant", "available_kernels", "set_kernel", "get_kernel", "ConvShape", "Padding", "ConvOutput"]
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 KERNEL_NAMES = ("scalar", "avx2", "avx512")
 _HERE = Path(__file__).resolve().parent
 _lib: ctypes.CDLL | None = None
@@ -65,7 +66,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, i32, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
     shape = ctypes.POINTER(ConvShape)
     signatures = {
-        "ob_abi_version": (i32, []),
+        "ob_constant": (i32, [ctypes.c_char_p]),
         "ob_kernel_supported": (i32, [ctypes.c_char_p]),
         "ob_set_kernel": (i32, [ctypes.c_char_p]),
         "ob_kernel_name": (ctypes.c_char_p, []),
@@ -88,16 +89,28 @@ def library() -> ctypes.CDLL:
     global _lib
     if _lib is None:
         lib = ctypes.CDLL(str(_library_path()))
-        _declare(lib)
+        lib.ob_abi_version.restype, lib.ob_abi_version.argtypes = ctypes.c_int, []
         if lib.ob_abi_version() != ABI_VERSION:
             raise KernelsUnavailable(
                 f"the built kernels have ABI {lib.ob_abi_version()}, this onebit expects {ABI_VERSION}: "
                 "rebuild with pip install -e ."
             )
+        _declare(lib)
         _lib = lib
         forced = os.environ.get("ONEBIT_KERNEL", "").strip()
         set_kernel(forced or "auto")
     return _lib
+
+
+@functools.cache
+def constant(name: str) -> int:
+    """A layout constant or limit of the C code, named once in ``onebit_kernels.h``: ``nr`` and
+    ``nr_words`` (output channels per weight block of the nibble / word tile), ``max_kernel_side``,
+    ``max_dot_length`` (the largest ``kh * kw * cg``: counts are 16-bit)."""
+    value = library().ob_constant(name.encode())
+    if value < 0:
+        raise KeyError(f"the kernels define no constant {name!r}")
+    return value
 
 
 def available_kernels() -> list[str]:

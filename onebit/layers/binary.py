@@ -1,6 +1,7 @@
 """Binary convolution and linear layers that take quantizers as arguments (larq-style).
 
-Each layer computes ``op(input_quantizer(x), weight_quantizer(W)) + bias``; with both
+Each layer computes ``op(input_quantizer(x), weight_quantizer(W)) + bias``, times the weight
+quantizer's ``output_gain()`` and the ``output_scale`` where there are any; with both
 quantizers ``None`` it is exactly the float PyTorch layer. Latent (real) weights are kept
 for training; the deploy step reads the quantizers to export bits.
 """
@@ -37,10 +38,25 @@ class _BinaryMixin:
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.input_quantizer is None else self.input_quantizer(x)
 
-    def quantized_weight(self) -> torch.Tensor:
+    def output_gain(self) -> torch.Tensor | None:
+        """The weight quantizer's per-output-channel output factor, flat (None if it has none)."""
+        gain = getattr(self.weight_quantizer, "output_gain", None)
+        gain = gain() if callable(gain) else None
+        return None if gain is None else gain.reshape(-1)
+
+    def binary_weight(self) -> torch.Tensor:
+        """What the weight quantizer returns: the weight the layer's op runs with."""
         return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
 
+    def quantized_weight(self) -> torch.Tensor:
+        """The weight the layer's output is linear in: :meth:`binary_weight` times the output gain."""
+        w, gain = self.binary_weight(), self.output_gain()
+        return w if gain is None else w * gain.view(-1, *[1] * (w.dim() - 1))
+
     def scaled_output(self, y: torch.Tensor) -> torch.Tensor:
+        gain = self.output_gain()
+        if gain is not None:
+            y = y * gain.view(-1, *[1] * (y.dim() - 2))
         return y if self.output_scale is None else self.output_scale(y)
 
 
@@ -80,7 +96,7 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.quantized_input(x)
-        w = self.quantized_weight()
+        w = self.binary_weight()
         padding = self.padding
         if self.pad_value != 0.0 and any(padding):
             ph, pw = padding
@@ -109,4 +125,4 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
         self._init_quantizers(input_quantizer, weight_quantizer, output_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scaled_output(F.linear(self.quantized_input(x), self.quantized_weight(), self.bias))
+        return self.scaled_output(F.linear(self.quantized_input(x), self.binary_weight(), self.bias))

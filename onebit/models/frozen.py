@@ -3,7 +3,8 @@
 ``onebit train --bn_retrain CKPT`` rebuilds the checkpoint's network, then in every layer with
 1-bit weights replaces the latent weight by the value its quantizer produces in eval mode (the
 sign times the method's scale, so the scale is folded into the stored weight: Bi-Real's
-mean |W|, IR-Net's power of two, RBNN's rotation and alpha) and the quantizer by
+mean |W|, IR-Net's power of two, RBNN's rotation; RBNN's alpha stays the output gain, where its
+forward applies it) and the quantizer by
 :class:`~onebit.quant.FrozenBinaryWeight`, which uses that weight as it is. Every parameter but
 the BatchNorm affine ones is frozen; training (``--epochs``, default 1) adapts those and
 re-estimates the running statistics under the final binary weights. Before that training the
@@ -33,10 +34,10 @@ def freeze_binary_weights(model: nn.Module) -> list[str]:
             continue
         was_training = layer.training
         layer.eval()
-        binary = layer.quantized_weight().detach().clone()
+        binary, gain = layer.binary_weight().detach().clone(), layer.output_gain()
         layer.train(was_training)
         layer.weight.copy_(binary)
-        layer.weight_quantizer = FrozenBinaryWeight()
+        layer.weight_quantizer = FrozenBinaryWeight(gain)
         changed.append(name)
     return changed
 

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from onebit.quant.methods import get_method
 from onebit.utils import suggest
 
 __all__ = ["ModelEntry", "register_model", "create_model", "list_models", "get_entry", "model_options"]
@@ -87,11 +88,17 @@ def create_model(
     if unknown:
         known = ", ".join(f"{k}={v!r}" for k, v in model_options(name).items()) or "none"
         raise ValueError(f"model {name!r} has no option {', '.join(map(repr, unknown))} (its options: {known})")
-    layers = BinaryLayers(method or entry.default_method, binary_type=binary_type, pad_value=pad_value)
+    image_size = image_size or entry.input_size
+    method = get_method(method or entry.default_method)
+    if method.options().get("max_side", image_size) < image_size:
+        # learned spatial scales (xnorpp) need an entry per output row and column, and no
+        # layer's output is larger than the image
+        method = method.with_options(max_side=image_size)
+    layers = BinaryLayers(method, binary_type=binary_type, pad_value=pad_value)
     model = entry.builder(
         num_classes=num_classes,
         in_channels=in_channels,
-        image_size=image_size or entry.input_size,
+        image_size=image_size,
         layers=layers,
         **kwargs,
     )

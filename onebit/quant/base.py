@@ -15,6 +15,10 @@ Extension points, all optional:
   ``t`` and ``k`` from it.
 * ``on_epoch_start(epoch, epochs)``: any module of a model may define it; the engine calls
   it before the first batch of every epoch (e.g. RBNN's rotation update).
+* ``output_gain()``: a weight quantizer may return a per-output-channel factor that the layer
+  multiplies its *output* by, instead of scaling the +-1 weights (RBNN's alpha, where its
+  reference puts it): the products of +-1 values then sum to exact integers, and one rounding
+  follows, as in the bit-packed runtime.
 * Export to the 1-bit runtime (``onebit.deploy``): an activation quantizer states its
   ``export_threshold()``, the ``t`` of ``q(x) = sign(x - t)`` in eval mode (default 0); a weight
   quantizer may give ``export_weight(weight) -> (negative, scale)`` (default: read from the
@@ -42,6 +46,10 @@ class Quantizer(nn.Module):
         """Shape of what ``forward`` returns for an input of ``shape`` (default: the same; IE-Net's
         weights stack two branches). The summary counts MACs with it, without running ``forward``."""
         return shape
+
+    def output_gain(self) -> torch.Tensor | None:
+        """Per-output-channel factor the owning layer applies to its output (default: none)."""
+        return None
 
     def export_threshold(self) -> torch.Tensor | float | str:
         """The ``t`` of ``sign(x - t)`` this quantizer computes in eval mode: a number, one value per

@@ -46,8 +46,18 @@ class ApproxSign(Quantizer):
 
 @register_quantizer("frozen_binary")
 class FrozenBinaryWeight(Quantizer):
-    """The weight is already binary (``+-alpha`` per output channel, the scale folded in) and is
-    used as it is: what ``onebit train --bn_retrain`` leaves in every binary layer."""
+    """The weight is already binary and is used as it is: what ``onebit train --bn_retrain``
+    leaves in every binary layer. The weight is ``+-alpha`` per output channel (the scale
+    folded in), or ``+-1`` with ``gain`` (a buffer) as the layer's output gain when the method
+    applies its scale to the output (RBNN)."""
+
+    def __init__(self, gain: torch.Tensor | None = None):
+        super().__init__()
+        if gain is not None:
+            self.register_buffer("gain", gain.detach().clone())
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return w
+
+    def output_gain(self) -> torch.Tensor | None:
+        return getattr(self, "gain", None)

@@ -10,7 +10,8 @@ Weights (:class:`RbnnWeight`), per layer with ``n = C_in k_h k_w = a b`` (:func:
 3. the adjustable rotated weight ``W3 = W2 + |sin theta| (Wr - W2)``, ``theta`` learnable per
    output channel, initialised to pi/2;
 4. ``sign(W3)`` forward, training-aware surrogate backward (:func:`training_aware_grad`, with
-   ``k = max(1/t, 1)``), times the learnable per-channel scale ``alpha``.
+   ``k = max(1/t, 1)``); the layer multiplies its output by the learnable per-channel scale
+   ``alpha`` (the quantizer's ``output_gain``), as the reference does after its convolution.
 
 Activations (:class:`RbnnInput`): standardised per sample over (C, H, W) (train and eval;
 the forward is then ``sign(x - mean_sample(x))``), binarized with the same surrogate at
@@ -26,9 +27,6 @@ Procrustes iterations (:func:`bi_rotation`), vectorised over the output channels
 
 Where this implementation deliberately differs from the reference code (same maths):
 
-* ``alpha`` multiplies the +-1 weights instead of the convolution output: it is per output
-  channel and the convolution is linear, so outputs and gradients are the same up to float
-  rounding, at ``C_out n`` multiplies instead of ``N C_out H W`` per step.
 * the initial rotations are Haar-random from torch's RNG (seeded by ``--seed``), not from
   SciPy's unseeded ``ortho_group``; the update uses ``sign(0) = +1``.
 
@@ -112,11 +110,11 @@ def bi_rotation(
 class _RotatedSign(torch.autograd.Function):
     r"""RBNN's weight path in one autograd node (the formulas of the module docstring):
 
-    forward ``alpha * sign(W3)``, ``W3 = W2 + s (Wr - W2)``, ``s = |sin theta|``,
+    forward ``sign(W3)``, ``W3 = W2 + s (Wr - W2)``, ``s = |sin theta|``,
     ``Wr = R1^T X R2`` (no gradient), ``W2 = standardize(W)``; backward, with
-    ``g3 = alpha * F'(W3) * grad`` (``F'`` = :func:`training_aware_grad`):
+    ``g3 = F'(W3) * grad`` (``F'`` = :func:`training_aware_grad`; ``alpha`` is applied to the
+    layer's output, so autograd puts it into ``grad``):
 
-    * ``dL/dalpha = sum grad * sign(W3)`` per channel;
     * ``dL/dtheta = sign(sin theta) cos theta * sum g3 * (Wr - W2)`` per channel;
     * ``dL/dW2 = (1 - s) g3``, exactly 0 at ``s = 1`` (the theta lock), then through the
       standardisation's Jacobian ``(g - mean g - W2 sum(g W2) / (n - 1)) / std``.
@@ -126,7 +124,7 @@ class _RotatedSign(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, w, theta, alpha, r1, r2, k, t):
+    def forward(ctx, w, theta, r1, r2, k, t):
         co, n = w.shape[0], w[0].numel()
         a, b = r1.shape[0], r2.shape[0]
         std, mean = torch.std_mean(w.reshape(co, n), dim=1, keepdim=True)
@@ -134,22 +132,20 @@ class _RotatedSign(torch.autograd.Function):
         delta = (r1.t() @ w2.view(co, a, b) @ r2).view(co, n).sub_(w2)  # Wr - W2
         w3 = w2 + theta.view(co, 1).sin().abs_() * delta
         bits = sign_(w3.clone())
-        ctx.save_for_backward(w2, w3, delta, bits, std, theta, alpha, k, t)
-        return (bits * alpha.view(co, 1)).view_as(w)
+        ctx.save_for_backward(w2, w3, delta, std, theta, k, t)
+        return bits.view_as(w)
 
     @staticmethod
     def backward(ctx, grad_output):
-        w2, w3, delta, bits, std, theta, alpha, k, t = ctx.saved_tensors
+        w2, w3, delta, std, theta, k, t = ctx.saved_tensors
         co, n = w2.shape
-        grad = grad_output.reshape(co, n)
-        d_alpha = (grad * bits).sum(1).view_as(alpha)
-        g3 = training_aware_grad(w3, k, t).mul_(grad).mul_(alpha.view(co, 1))
+        g3 = training_aware_grad(w3, k, t).mul_(grad_output.reshape(co, n))
         sin = theta.view(co, 1).sin()
         d_theta = ((g3 * delta).sum(1, keepdim=True) * sin.sign() * theta.view(co, 1).cos()).view_as(theta)
         g2 = g3.mul_(1.0 - sin.abs())
         g_dot_w2 = (g2 * w2).sum(1, keepdim=True).div_(n - 1)
         d_w = g2.sub_(g2.mean(1, keepdim=True)).sub_(w2 * g_dot_w2).div_(std)
-        return d_w.view_as(grad_output), d_theta, d_alpha, None, None, None, None
+        return d_w.view_as(grad_output), d_theta, None, None, None, None
 
 
 @register_quantizer("rbnn_weight")
@@ -216,7 +212,10 @@ class RbnnWeight(LayerBoundQuantizer):
         self.R2.copy_(r2)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return _RotatedSign.apply(w, self.theta, self.alpha, self.R1, self.R2, self.k, self.t)
+        return _RotatedSign.apply(w, self.theta, self.R1, self.R2, self.k, self.t)
+
+    def output_gain(self) -> torch.Tensor:
+        return self.alpha
 
     def extra_repr(self) -> str:
         return f"rotation_update={self.rotation_update}, use_gpu={self.use_gpu}, theta_init={self.theta_init!r}"

@@ -11,7 +11,7 @@
 
 #include "onebit_kernels.h"
 
-#define OB_ABI_VERSION 3 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
+#define OB_ABI_VERSION 4 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
 
 #define POP4(x) (((x) & 1) + (((x) >> 1) & 1) + (((x) >> 2) & 1) + (((x) >> 3) & 1))
 #define ROW(b)                                                                               \
@@ -65,6 +65,17 @@ static const ob_kernel* best_kernel(void) {
 
 int ob_abi_version(void) { return OB_ABI_VERSION; }
 
+/* The layout constants and limits the Python side needs, by name (-1 for an unknown name). */
+int ob_constant(const char *name) {
+    static const struct { const char *name; int value; } constants[] = {
+        {"nr", OB_NR}, {"nr_words", OB_NR_WORDS},
+        {"max_kernel_side", OB_MAX_KERNEL_SIDE}, {"max_dot_length", OB_MAX_DOT_LENGTH},
+    };
+    for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++)
+        if (!strcmp(name, constants[i].name)) return constants[i].value;
+    return -1;
+}
+
 /* 1 if `name` is compiled in and this CPU runs it, 0 if not, -1 if unknown */
 int ob_kernel_supported(const char* name) {
     for (int i = 0; i < N_KERNELS; i++)
@@ -107,7 +118,7 @@ static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int ob_conv_init(ob_conv* s) {
     if (s->n < 1 || s->c < 1 || s->h < 1 || s->w < 1 || s->cout < 1 || s->groups < 1) return -1;
     if (s->c % s->groups || s->cout % s->groups) return -1;
-    if (s->kh < 1 || s->kw < 1 || s->kh > 63 || s->kw > 63) return -1;
+    if (s->kh < 1 || s->kw < 1 || s->kh > OB_MAX_KERNEL_SIDE || s->kw > OB_MAX_KERNEL_SIDE) return -1;
     if (s->sh < 1 || s->sw < 1 || s->ph < 0 || s->pw < 0) return -1;
     if (s->words != 0 && s->words != 1) return -1;
     if (s->h + 2 * s->ph < s->kh || s->w + 2 * s->pw < s->kw) return -1;
@@ -120,7 +131,7 @@ int ob_conv_init(ob_conv* s) {
     s->nr = s->words ? OB_NR_WORDS : OB_NR;
     s->g = s->kh * s->kw * s->q;
     s->k_bits = s->kh * s->kw * s->cg;
-    if (s->k_bits > 65535) return -1; /* counts are 16-bit */
+    if (s->k_bits > OB_MAX_DOT_LENGTH) return -1;
     if (s->sh == 1 && s->sw == 1) { /* rows share their padding columns unless pw >= kw */
         s->wq = s->pw < s->kw ? s->w + s->pw : s->w + 2 * s->pw;
         s->hq = s->h + 2 * s->ph + 1;

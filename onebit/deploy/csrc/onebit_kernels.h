@@ -37,6 +37,8 @@
 #define OB_SPAN 64     /* most output channels of one task (a whole word of the next layer's planes) */
 #define OB_PB 64       /* output positions per tile */
 #define OB_CHUNK 63    /* nibble rows per byte-accumulator chunk: 63 * 4 <= 255 */
+#define OB_MAX_KERNEL_SIDE 63     /* largest kernel height or width ob_conv_init accepts */
+#define OB_MAX_DOT_LENGTH 65535   /* largest dot product kh * kw * cg: counts are 16-bit */
 
 /* Shape and derived layout of one binary convolution (filled by ob_conv_init). */
 typedef struct {
