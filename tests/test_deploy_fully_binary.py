@@ -141,3 +141,31 @@ def test_onebit_export_command_writes_a_fully_binary_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "integer steps" in out and "top-1 agrees" in out and "max relative logit difference 0.00e+00" in out
     assert json.loads((tmp_path / "g" / "index.json").read_text())["layers"]
+
+
+def test_level_step_without_clamp_and_with_a_residual(tmp_path):
+    """A fixed-point stream that is not clamped, read as values by the output: still exact."""
+    from onebit.layers import FixedPoint, ThermometerEncoding
+    from onebit.models.common import BinaryLayers
+
+    class Stream(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers = BinaryLayers("irnet", pad_value=1.0)
+            self.encode, self.fix1, self.fix2 = ThermometerEncoding(), FixedPoint(8), FixedPoint(8)
+            self.conv1, self.off1 = layers.conv(9, 8, 3, 1, 1), Offset(8, 81)
+            self.conv2, self.off2 = layers.conv(8, 8, 3, 1, 1), Offset(8, 72)
+
+        def forward(self, x):
+            x = self.fix1(self.off1(self.conv1(self.encode(x))))
+            return (self.fix2(self.off2(self.conv2(x))) + x).flatten(1)
+
+    model = offsets(Stream(), spread=2.0)
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(5))
+    program = export(model, x[:1], tmp_path / "s.onebit", check=False)
+    steps = [n for n in program.nodes if "step_of" in n]
+    assert [n["fn"] for n in steps] == ["onebit.level_step"] * 2 and steps[1]["args"][2:5] == [8, None, None]
+    with torch.no_grad():
+        expected = model(x)
+    assert (expected.abs() > 1).any()  # unclamped
+    assert torch.equal(load(tmp_path / "s.onebit")(x), expected)

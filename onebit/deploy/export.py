@@ -292,6 +292,7 @@ class _Builder:
                 clamp = [um.min_val * grid.levels, um.max_val * grid.levels]
                 if any(v != int(v) for v in clamp):
                     return None
+                clamp = [int(v) for v in clamp]
             elif not (single and isinstance(um, IDENTITY)):
                 break
             absorbed.append(user)
@@ -301,7 +302,7 @@ class _Builder:
         sigma, table = _level_table(layer, layer.negative[0].size, pre, grid)
         self.grid_values[cur] = grid.levels
         return _Step("onebit.level_step", node, absorbed, sigma, {"step_table": table},
-                     [grid.levels, *(int(v) for v in clamp or (None, None))], residual)
+                     [grid.levels, *(clamp or [None, None])], residual)
 
     def _on_grid(self, node, levels: int) -> bool:
         """Is ``node``'s value a level step's output on the ``1/levels`` grid (maybe subsampled or zero-padded)?"""

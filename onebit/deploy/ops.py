@@ -78,7 +78,9 @@ def level_step(x: torch.Tensor, table: torch.Tensor, levels: int, low: int | Non
     value = table.flatten()[index]
     if residual is not None:
         value = value + (residual * levels).to(torch.int32)
-    return value.clamp(low, high).to(torch.float32) / levels
+    if low is not None or high is not None:
+        value = value.clamp(low, high)
+    return value.to(torch.float32) / levels
 
 
 FUNCTIONS = {
