@@ -93,13 +93,14 @@ def test_steps_against_their_formulas():
     t, flip = torch.tensor([[0, -1]], dtype=torch.int32), torch.tensor([[0, 1]], dtype=torch.uint8)
     got = sign_step(x, t, flip)
     assert got[0, 0, 0].tolist() == [-1, -1, 1, 1] and got[0, 1, 0].tolist() == [1, -1, -1, -1]
-    # level_step: clamp(table[c, x + k] + levels * residual, low, high) / levels, k = 2
-    table = torch.tensor([[-40, -3, 0, 5, 40], [1, 2, 3, 4, 5]], dtype=torch.int32)
-    acc = torch.tensor([-2.0, -1.0, 1.0, 2.0]).view(1, 1, 1, 4).expand(1, 2, 1, 4).contiguous()
-    residual = torch.full((1, 2, 1, 4), 0.25)
-    got = level_step(acc, table, 16, -16, 16, residual)
-    assert got[0, 0, 0].tolist() == [-1.0, (-3 + 4) / 16, (5 + 4) / 16, 1.0]
-    assert got[0, 1, 0].tolist() == [5 / 16, 6 / 16, 8 / 16, 9 / 16]
+    # level_step: clamp(base[c] + #{j: x >= t[c, j]} + levels * residual, low, high) / levels
+    base = torch.tensor([-40, 1], dtype=torch.int32)
+    t = torch.tensor([[-1] * 37 + [0] * 3 + [1] * 5 + [2] * 35, [-1, 0, 1, 2] + [3] * 76], dtype=torch.int32)
+    acc = torch.tensor([-2.0, -1.0, 1.0, 2.0]).view(1, 1, 1, 4).expand(2, 2, 1, 4).contiguous()
+    residual = torch.full((2, 2, 1, 4), 0.25)
+    got = level_step(acc, base, t, 16, -16, 16, residual)
+    assert got[1, 0, 0].tolist() == [-1.0, (-3 + 4) / 16, (5 + 4) / 16, 1.0]
+    assert got[1, 1, 0].tolist() == [5 / 16, 6 / 16, 8 / 16, 9 / 16] and torch.equal(got[0], got[1])
 
 
 def test_golden_vectors_agree_with_the_runtime(tmp_path):
@@ -164,7 +165,7 @@ def test_level_step_without_clamp_and_with_a_residual(tmp_path):
     x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(5))
     program = export(model, x[:1], tmp_path / "s.onebit", check=False)
     steps = [n for n in program.nodes if "step_of" in n]
-    assert [n["fn"] for n in steps] == ["onebit.level_step"] * 2 and steps[1]["args"][2:5] == [8, None, None]
+    assert [n["fn"] for n in steps] == ["onebit.level_step"] * 2 and steps[1]["args"][3:6] == [8, None, None]
     with torch.no_grad():
         expected = model(x)
     assert (expected.abs() > 1).any()  # unclamped

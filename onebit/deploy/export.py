@@ -299,9 +299,9 @@ class _Builder:
             cur = user
         if grid is None:
             return None
-        sigma, table = _level_table(layer, layer.negative[0].size, pre, grid)
+        sigma, base, thresholds = _level_table(layer, layer.negative[0].size, pre, grid, clamp if residual is not None else None)
         self.grid_values[cur] = grid.levels
-        return _Step("onebit.level_step", node, absorbed, sigma, {"step_table": table},
+        return _Step("onebit.level_step", node, absorbed, sigma, {"step_base": base, "step_threshold": thresholds},
                      [grid.levels, *(clamp or [None, None])], residual)
 
     def _on_grid(self, node, levels: int) -> bool:
@@ -708,14 +708,26 @@ def _sign_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module]):
     return None if found is None else (sigma, found[0][None], found[1][None])
 
 
-def _level_table(layer: _BinaryLayer, k: int, modules: list[nn.Module], grid: FixedPoint):
-    """``(sigma, table [cout, 2k+1] int32)``: ``grid(modules(y))`` in units of ``1/levels`` for the float output
-    ``y`` of every dot product, indexed by ``sigma * dot + k``."""
+def _level_table(layer: _BinaryLayer, k: int, modules: list[nn.Module], grid: FixedPoint, clamp):
+    """``(sigma, base [cout], thresholds [cout, m])`` int32: ``grid(modules(y))`` in units of ``1/levels`` for the
+    float output ``y`` of every dot product is ``base + #{j: sigma * dot >= thresholds[j]}`` (a staircase;
+    levels beyond what the ``clamp`` after a residual add can tell apart are cut off; unused thresholds
+    are ``k + 1``)."""
     sigma = _sigma(layer)
     levels = _through([grid], _through(modules, _conv_values(layer, k)))[:, :, 0, 0] * grid.levels
     if not torch.equal(levels, levels.round()) or levels.abs().max() >= 2 ** 24:
         raise ExportError(f"{grid} does not give integers in units of 1/{grid.levels}")
-    return sigma, _by_sigma_dot(levels, sigma).t().contiguous().to(torch.int32).numpy()
+    levels = _by_sigma_dot(levels, sigma).to(torch.int64)
+    if clamp is not None:  # with r in [low, high]: clamp(L + r) is the same for L = low - high and below
+        levels = levels.clamp(clamp[0] - clamp[1], clamp[1] - clamp[0])
+    rises = levels[1:] - levels[:-1]  # [2k, cout]
+    if bool((rises < 0).any()):
+        raise ExportError(f"the branch before {grid} is not non-decreasing in the accumulator: no integer staircase")
+    thresholds = np.full((levels.shape[1], max(int(rises.sum(0).max()), 1)), k + 1, dtype=np.int32)
+    for c in range(levels.shape[1]):
+        dots = np.repeat(np.arange(-k + 1, k + 1), rises[:, c].numpy())
+        thresholds[c, :len(dots)] = dots
+    return sigma, levels[0].to(torch.int32).numpy(), thresholds
 
 
 def build_program(model: nn.Module, example_input: torch.Tensor) -> Program:

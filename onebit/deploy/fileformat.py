@@ -25,7 +25,7 @@ Fully binary networks (no float layer between binary layers): ``call`` nodes ``o
 (the input encoding), ``onebit.sign_step`` (the next bits from integer thresholds on a conv's
 accumulator) and ``onebit.level_step`` (a fixed-point residual stream from an integer table on the
 accumulator), formulas in :mod:`onebit.deploy.ops`; a step names the conv it follows in ``step_of``
-and stores its tensors under that conv's name (``step_threshold``, ``step_flip``, ``step_table``).
+and stores its tensors under that conv's name (``step_threshold``, ``step_flip``, ``step_base``).
 
 Binary weights are uint64 words ``[cout, kh, kw, ceil(cin_per_group / 64)]``, channel ``c`` at
 bit ``c % 64`` of word ``c // 64``, bit 1 = -1 (the Larq Compute Engine convention).

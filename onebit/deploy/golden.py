@@ -32,9 +32,10 @@ after the residual add. Every file is checked against the training graph as it i
 implements the same): ``{"kind": "threshold", "threshold": int32 [1, Cout], "flip": uint8 [1, Cout],
 "pooled": bool}``: the next bit is ``+1`` where ``(acc >= threshold) != flip``, ``acc`` the accumulator
 (max-pooled first, as the model's next max pool, when ``pooled``); or ``{"kind": "fixed_point",
-"table": int32 [Cout, 2k+1], "levels", "low", "high", "residual": bool}``: the residual stream's next
-value is ``clamp(table[c, acc + k] + levels * residual, low, high) / levels`` (the residual being the
-block input as the model's shortcut passes it), whose sign is the next bit.
+"base": int32 [Cout], "threshold": int32 [Cout, m], "levels", "low", "high", "residual": bool}``: the
+residual stream's next value is ``clamp(base[c] + #{j: acc >= threshold[c, j]} + levels * residual, low,
+high) / levels`` (the residual being the block input as the model's shortcut passes it; ``low``/``high``
+null: no clamp), whose sign is the next bit.
 """
 from __future__ import annotations
 
@@ -179,7 +180,8 @@ def _integer_steps(model: nn.Module, example: torch.Tensor, layers: list[dict], 
                                      "threshold": save(f"{prefix}.threshold.npy", program.tensors[f"{key}.step_threshold"]),
                                      "flip": save(f"{prefix}.flip.npy", program.tensors[f"{key}.step_flip"])}
         elif step is not None and step["fn"] == "onebit.level_step":
-            levels, low, high = step["args"][2:5]
+            levels, low, high = step["args"][3:6]
             entry["integer_step"] = {"kind": "fixed_point", "levels": levels, "low": low, "high": high,
-                                     "residual": len(step["args"]) > 5,
-                                     "table": save(f"{prefix}.table.npy", program.tensors[f"{key}.step_table"])}
+                                     "residual": len(step["args"]) > 6,
+                                     "base": save(f"{prefix}.base.npy", program.tensors[f"{key}.step_base"]),
+                                     "threshold": save(f"{prefix}.threshold.npy", program.tensors[f"{key}.step_threshold"])}

@@ -67,15 +67,16 @@ def sign_step(x: torch.Tensor, thresholds: torch.Tensor, flip: torch.Tensor) -> 
     return torch.where((x >= _per_channel(thresholds[0], x)) != _per_channel(flip[0], x).bool(), 1.0, -1.0)
 
 
-def level_step(x: torch.Tensor, table: torch.Tensor, levels: int, low: int | None, high: int | None,
-               residual: torch.Tensor | None = None) -> torch.Tensor:
+def level_step(x: torch.Tensor, base: torch.Tensor, thresholds: torch.Tensor, levels: int, low: int | None,
+               high: int | None, residual: torch.Tensor | None = None) -> torch.Tensor:
     """The fixed-point output of a binary layer on a residual stream (:class:`~onebit.layers.FixedPoint`),
-    in integers: ``clamp(table[c, x + k] + levels * residual, low, high) / levels`` with ``x`` the integer
-    accumulator, ``table`` ``[C, 2k+1]`` int32 the rounded branch in units of ``1/levels``, and the
-    residual a multiple of ``1/levels`` (exact in float32)."""
-    channels, width = table.shape
-    index = x.to(torch.int64) + (width // 2) + _per_channel(torch.arange(channels) * width, x)
-    value = table.flatten()[index]
+    in integers: ``clamp(L + levels * residual, low, high) / levels`` with ``L = base[c] + #{j: x >= t[c, j]}``
+    the rounded branch in units of ``1/levels`` (a staircase in the integer accumulator ``x``;
+    ``thresholds`` ``[C, m]`` sorted) and the residual a multiple of ``1/levels`` (exact in float32)."""
+    channels = x.shape[1]
+    flat = x.transpose(0, 1).reshape(channels, -1).to(torch.int32)
+    steps = torch.searchsorted(thresholds, flat, right=True).to(torch.int32)  # thresholds <= x
+    value = (steps + base[:, None]).reshape(channels, x.shape[0], *x.shape[2:]).transpose(0, 1)
     if residual is not None:
         value = value + (residual * levels).to(torch.int32)
     if low is not None or high is not None:
