@@ -3,7 +3,9 @@
 Float layers run on PyTorch CPU ops (oneDNN). ``max_pool2d`` and ``avg_pool2d`` are PyTorch's, on the
 kernels' NCHW implementations (same results; PyTorch's are slow on NCHW). The ``onebit.*`` functions reproduce,
 with the same arithmetic, the small real-valued modules of the zoo (:mod:`onebit.layers.activations`)
-and the quantizers when they are used outside a binary layer.
+and the quantizers when they are used outside a binary layer. ``onebit.thermometer``, ``onebit.sign_step``
+and ``onebit.level_step`` are the integer steps of fully binary networks (input encoding, thresholds and
+fixed-point residuals on a binary layer's accumulator).
 """
 from __future__ import annotations
 
