@@ -61,6 +61,7 @@ def test_fully_binary_models_match_pytorch_exactly(kernel, tmp_path, name, pad_v
     assert "integer steps" in runtime.summary()
     with torch.no_grad():
         assert torch.equal(runtime(x), model(x))
+        assert torch.equal(load(tmp_path / "fb.onebit", batch_chunk=1)(x), model(x))  # the steps are per sample
 
 
 def test_trained_fully_binary_resnet_and_vgg_match_pytorch(tmp_path):

@@ -231,7 +231,8 @@ _PER_SAMPLE_CALLS = {
     "onebit.sign_threshold", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
     "runtime.max_pool_of_batch_norm", "relu", "relu6", "hardtanh", "prelu", "leaky_relu", "gelu", "silu", "add",
     "sub", "mul", "truediv", "neg", "torch.add", "torch.sub", "torch.mul", "torch.sigmoid", "torch.tanh",
-    "torch.relu", "torch.clamp", "torch.where",
+    "torch.relu", "torch.clamp", "torch.where", "onebit.thermometer", "onebit.sign_step", "onebit.level_step",
+    "onebit.fixed_point",
 }
 
 
