@@ -281,7 +281,8 @@ _PER_SAMPLE_CALLS = {
     "onebit.sign_threshold", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
     "runtime.max_pool_of_batch_norm", "runtime.channels_last_conv2d", "relu", "relu6", "hardtanh", "prelu",
     "leaky_relu", "gelu", "silu", "add", "sub", "mul", "truediv", "neg", "torch.add", "torch.sub", "torch.mul",
-    "torch.sigmoid", "torch.tanh", "torch.relu", "torch.clamp", "torch.where",
+    "torch.sigmoid", "torch.tanh", "torch.relu", "torch.clamp", "torch.where", "onebit.thermometer",
+    "onebit.sign_step", "onebit.level_step", "onebit.fixed_point",
 }
 
 
@@ -523,6 +524,23 @@ class OnebitModel:
             i = end
         return env[self._output]
 
+    @torch.no_grad()
+    def intermediates(self, x: torch.Tensor) -> dict[str, Any]:
+        """Every node's value on the float NCHW input ``x``, by node name, for checking a file layer by
+        layer (e.g. against golden vectors); None for a binary layer that only wrote the next one's bits."""
+        values = {self._input: x.detach().to("cpu", torch.float32).contiguous()}
+        env = dict(values)
+        with self._lock, _no_gc():
+            threads = self.threads or torch.get_num_threads()
+            try:
+                for name, step in self._steps:
+                    env[name] = step(env, threads)
+                    values[name] = env[name].clone() if isinstance(env[name], torch.Tensor) else env[name]
+            finally:
+                for step in self._binary:
+                    step.supplied = None
+        return values
+
     def _owns(self, t: torch.Tensor) -> bool:
         ptr = t.untyped_storage().data_ptr()
         return any(buf.untyped_storage().data_ptr() == ptr for step in self._binary for buf in step.outputs.values())
@@ -533,9 +551,12 @@ class OnebitModel:
         binary = [n for n in nodes if n["op"] in ("binary_conv2d", "binary_linear")]
         bits = sum("bits_for" in n["attrs"] for n in binary)
         fallback = sum(bool(n.get("float_binary_layer")) for n in nodes)
-        floats = sum(n["op"] in ("call", "method") for n in nodes)
+        steps = sum("step_of" in n or n.get("fn") == "onebit.thermometer" for n in nodes)
+        floats = sum(n["op"] in ("call", "method") for n in nodes) - steps
         lines = [f"{len(binary)} binary layers on the {get_kernel()} kernels ({bits} write bit-packed outputs "
                  f"for the next one), {floats} float steps on PyTorch"]
+        if steps:
+            lines.append(f"{steps} integer steps (input encoding, thresholds and fixed-point residuals on accumulators)")
         if fallback:
             lines.append(f"{fallback} binary layers run as float computations (one side real, or a geometry "
                          "the kernels do not cover)")
