@@ -12,7 +12,8 @@
    batch run image by image); file size against float32.
 4. Exactness on real data: every test image of digits (a cnn_small trained here for a few epochs)
    and CIFAR-10 (resnet20_1w1a with random weights and BatchNorm statistics, weights +-1 and
-   +-alpha): largest relative logit difference to PyTorch eval mode and images whose top-1 class
+   +-alpha; birealnet18 with +-1 weights: its channels-last stem and binary convs run image by image
+   at batch 500): largest relative logit difference to PyTorch eval mode and images whose top-1 class
    differs. With +-alpha weights PyTorch's own float sums of +-alpha are rounded (the runtime's
    integer dot products are not), so a pre-activation within a rounding of a sign threshold may
    flip and the logits differ.
@@ -22,7 +23,7 @@ process as a user runs it; ``--tuned_malloc`` re-executes the script with glibc 
 memory (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), so that neither side pays page faults
 for re-allocating its activations each run. ``ONEBIT_KERNEL=avx2|avx512|scalar`` picks the kernel path.
 
-Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--batches 1,8,32] [--data_path /work/shared/data] [--breakdown]
+Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--batches 1,8,32] [--data_path /work/shared/data] [--breakdown] [--previous]
 """
 from __future__ import annotations
 
@@ -162,8 +163,23 @@ def float_twin(name: str, num_classes: int, side: int):
     return create_model(name, num_classes, image_size=side, binary_type=(False, False)).eval()
 
 
+def load_previous(path: Path):
+    """The runtime as it ran before the channels-last stem and the image-by-image binary chains (NCHW stem
+    conv, every step on the whole batch), for before/after ratios measured in one process."""
+    from onebit.deploy import load, runtime
+
+    fused = dict(runtime._FUSED)
+    runtime._FUSED["runtime.channels_last_conv2d"] = runtime.FUNCTIONS["conv2d"]  # bound at load
+    try:
+        previous = load(path)
+    finally:
+        runtime._FUSED.update(fused)
+    previous._chains = {}
+    return previous
+
+
 def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: bool = False,
-                  batches: tuple[int, ...] = (1,), cpu_time: bool = False) -> None:
+                  batches: tuple[int, ...] = (1,), cpu_time: bool = False, previous: bool = False) -> None:
     import torch
 
     from onebit.deploy import export, load
@@ -180,10 +196,12 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
     print(f"file: {size:,} bytes = {size / 1e6:.4f} MB ({size / 2**20:.3f} MiB); float32 parameters "
           f"{4 * params / 1e6:.1f} MB -> {4 * params / size:.1f}x smaller")
     runtime, chunked = load(path), load(path, batch_chunk=1)
+    before = load_previous(path) if previous else None
     twin = float_twin("birealnet18", 1000, 224)
     twin_cl = float_twin("birealnet18", 1000, 224).to(memory_format=torch.channels_last)
     print(f"{'threads':>7} {'batch':>5} {'onebit':>8} {'float NCHW':>11} {'float CL':>9} {'x NCHW':>7} {'x CL':>6} "
-          f"{'x best':>7} {'onebit img/s':>13} {'float img/s':>12} {'chunked img/s':>14}")
+          f"{'x best':>7} {'onebit img/s':>13} {'float img/s':>12} {'chunked img/s':>14}"
+          f"{' previous ms  new/previous speed' if previous else ''}")
     for batch in batches:
         xb = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
         xb_cl = xb.contiguous(memory_format=torch.channels_last)
@@ -194,13 +212,17 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
             fns = {"onebit": lambda: runtime(xb), "nchw": lambda: twin(xb), "cl": lambda: twin_cl(xb_cl)}
             if batch > 1:
                 fns["chunked"] = lambda: chunked(xb)
+            if before is not None:
+                before.threads = th
+                fns["previous"] = lambda: before(xb)
             with torch.no_grad():
                 t = interleaved_min(fns, rounds, warmup=1, clock=clock_for(th, cpu_time))
             best = min(t["nchw"], t["cl"])
             print(f"{th:>7} {batch:>5} {1e3 * t['onebit']:8.2f} {1e3 * t['nchw']:11.2f} {1e3 * t['cl']:9.2f} "
                   f"{t['nchw'] / t['onebit']:6.1f}x {t['cl'] / t['onebit']:5.1f}x {best / t['onebit']:6.1f}x "
                   f"{batch / t['onebit']:13.1f} {batch / best:12.1f} "
-                  f"{batch / t['chunked'] if 'chunked' in t else float('nan'):14.1f}")
+                  f"{batch / t['chunked'] if 'chunked' in t else float('nan'):14.1f}"
+                  + (f" {1e3 * t['previous']:12.2f} {t['previous'] / t['onebit']:17.2f}x" if before is not None else ""))
     if breakdown:
         for th in threads:
             torch.set_num_threads(th)
@@ -280,6 +302,9 @@ def bench_exactness(data_path: str | None, workdir: Path) -> None:
              "resnet20_1w1a, bnn (weights +-1), random weights and BN statistics"),
             ("cifar10", data_path, lambda d: randomize_bn(create_model("resnet20_1w1a", 10, method="rbnn"), 1),
              "resnet20_1w1a, rbnn (weights +-alpha, per-sample thresholds), random weights and BN statistics"),
+            ("cifar10", data_path, lambda d: randomize_bn(create_model("birealnet18", 10, image_size=32, method="bnn"), 1),
+             "birealnet18 (ImageNet stem: 7x7/2 conv, BN, 3x3/2 max pool), bnn (weights +-1), random weights and BN "
+             "statistics"),
         ]
     for name, path, make, what in cases:
         data = build_data(name, path, batch_size=128, batch_size_test=500, workers=0)
@@ -311,6 +336,8 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,32", help="network batch sizes (default 1,8,32)")
     parser.add_argument("--tuned_malloc", action="store_true", help="tell glibc to keep freed memory (see above)")
     parser.add_argument("--breakdown", action="store_true", help="also time each step of the 1-bit network")
+    parser.add_argument("--previous", action="store_true",
+                        help="also time the network as the runtime ran it before (NCHW stem, every step batched)")
     parser.add_argument("--cpu_time", action="store_true",
                         help="time 1-thread runs in process CPU time (for a shared machine; 2+ threads stay wall time)")
     args = parser.parse_args()
@@ -332,7 +359,7 @@ def main() -> None:
             bench_layers(threads, args.repeat, ghz, args.cpu_time)
         if args.only in (None, "network"):
             bench_network(threads, max(5, args.repeat // 3), Path(tmp), args.breakdown,
-                          tuple(int(b) for b in args.batches.split(",")), args.cpu_time)
+                          tuple(int(b) for b in args.batches.split(",")), args.cpu_time, args.previous)
         if args.only in (None, "exactness"):
             bench_exactness(args.data_path or None, Path(tmp))
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")

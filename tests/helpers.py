@@ -1,11 +1,18 @@
 """Helpers shared by the test modules (imported as ``helpers``: pytest puts tests/ on the path)."""
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
 from onebit.layers import BinaryConv2d, BinaryLinear
 from onebit.quant import Quantizer
+
+# Environment for onebit subprocesses in tests: one OpenMP thread. Their networks are tiny, and on
+# two cores shared with other work a two-thread process stalls at every barrier whose other thread
+# waits for a core (measured: a 15 s test took 100-180 s on a loaded machine).
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:

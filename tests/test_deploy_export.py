@@ -82,8 +82,10 @@ def test_stem_max_pool_runs_before_its_batch_norm():
     x[0, 0, 0, 0], x[1, 1, 4, 4], x[1, 3, 2, 2] = float("nan"), float("inf"), float("-inf")
     affine = torch.tensor([[1.5, -0.7, 0.0, 2.0, -3.0], [0.1, -0.2, 0.3, 0.0, 1.0]])
     expected = torch.nn.functional.max_pool2d(batch_norm_affine(x, affine), 3, 2, 1)
-    got = _max_pool_of_batch_norm(x, affine, 3, 2, 1)
-    assert torch.equal(got.isnan(), expected.isnan()) and torch.equal(got.nan_to_num(), expected.nan_to_num())
+    for layout in (torch.contiguous_format, torch.channels_last):  # the stem conv's output may be NHWC
+        got = _max_pool_of_batch_norm(x.contiguous(memory_format=layout), affine, 3, 2, 1)
+        assert got.is_contiguous()
+        assert torch.equal(got.isnan(), expected.isnan()) and torch.equal(got.nan_to_num(), expected.nan_to_num())
     # the graph rewrite (end to end: test_zoo_models_match_pytorch[birealnet18], whose stem BN has both signs)
     nodes = [{"name": "x", "op": "input"},
              {"name": "bn", "op": "call", "fn": "onebit.batch_norm_affine", "args": [{"node": "x"}, {"tensor": "a"}]},
@@ -93,6 +95,22 @@ def test_stem_max_pool_runs_before_its_batch_norm():
                                                                 ("out", None)]
     nodes.insert(3, {"name": "other", "op": "call", "fn": "relu", "args": [{"node": "bn"}]})  # bn read twice
     assert _fuse(nodes) == nodes
+    # a conv read only by the pool computes channels-last
+    conv = {"name": "conv", "op": "call", "fn": "conv2d", "args": [{"node": "x"}, {"tensor": "w"}, None, 2, 3, 1, 1]}
+    nodes = [nodes[0], conv, {**nodes[1], "args": [{"node": "conv"}, {"tensor": "a"}]}, nodes[2], nodes[4]]
+    assert [n.get("fn") for n in _fuse(nodes)] == [None, "runtime.channels_last_conv2d", "runtime.max_pool_of_batch_norm",
+                                                   None]
+
+
+def test_channels_last_stem_conv_equals_nchw_or_is_not_used():
+    """The stem conv runs channels-last only where that gives PyTorch's NCHW results bit for bit."""
+    from onebit.deploy.runtime import _CHANNELS_LAST_EXACT, _channels_last_conv2d
+
+    x, w = torch.randn(2, 3, 40, 40), torch.randn(16, 3, 7, 7)
+    got = _channels_last_conv2d(x, w, None, 2, 3, 1, 1)
+    assert torch.equal(got, torch.nn.functional.conv2d(x, w, None, 2, 3))
+    exact = [v for k, v in _CHANNELS_LAST_EXACT.items() if k[0] == (2, 3, 40, 40)]
+    assert exact == [got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()]
 
 
 class ResidualIsInput(nn.Module):
@@ -241,6 +259,19 @@ def test_cli_export_infer_bench_from_a_checkpoint(tmp_path, capsys):
     assert code == 0 and "speedup" in stdout, stderr
     code, stdout, stderr = onebit("infer", tmp_path / "none.onebit", "--dataset", "digits")
     assert code == 2 and "no exported model" in stderr
+
+
+def test_binary_conv_chains_run_image_by_image_with_the_same_values(kernel, tmp_path):
+    """Bi-Real's runs of binary convs passing bits go image by image at batch > 1 (float steps stay batched);
+    with +-1 weights the logits are PyTorch's on the whole batch, the stem (7x7 conv, BN, max pool) included."""
+    model = randomize(create_model("birealnet18", 10, image_size=32, method="bnn"), seed=5)
+    got, expected = roundtrip(model, torch.randn(3, 3, 32, 32), tmp_path)
+    assert torch.equal(got, expected)
+    by_image, batched = load(tmp_path / "m.onebit"), load(tmp_path / "m.onebit")
+    assert list(by_image._chains.items()) == [(2, 6), (9, 13), (16, 20), (23, 27)]  # the 4 stages' 4 convs
+    batched._chains = {}
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.equal(by_image(x), batched(x))
 
 
 def test_batch_chunks_give_the_logits_of_the_same_chunks(tmp_path):

@@ -259,5 +259,9 @@ def test_pooling_matches_pytorch_bit_for_bit(kernel, args):
                        F.avg_pool2d(x, k, s, p, ceil_mode, count_pad, divisor))
     if not ceil_mode:
         assert torch.equal(max_pool2d(x, k, s, p), F.max_pool2d(x, k, s, p))
+        nhwc = max_pool2d(x.contiguous(memory_format=torch.channels_last), k, s, p)  # NHWC in, NCHW out
+        assert nhwc.is_contiguous() and torch.equal(nhwc, F.max_pool2d(x, k, s, p))
     x[0, 1, 2, 2] = float("nan")  # NaN propagates as in PyTorch
     assert torch.equal(max_pool2d(x, 3, 2, 1).isnan(), F.max_pool2d(x, 3, 2, 1).isnan())
+    nhwc = max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, 2, 1)
+    assert torch.equal(nhwc.isnan(), F.max_pool2d(x, 3, 2, 1).isnan())

@@ -12,13 +12,14 @@ import torch
 
 from onebit.train.distributed import TurnShards, ordered_sum
 
+from helpers import ONE_THREAD_ENV
+
 TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", *args],
-                          capture_output=True, text=True, env=ONE_THREAD, timeout=300)
+                          capture_output=True, text=True, env=ONE_THREAD_ENV, timeout=300)
 
 
 def failure(result: subprocess.CompletedProcess) -> str:
@@ -106,7 +107,7 @@ def _step(tmp_path, name, mode, processes):
     script.write_text(STEP)
     out = str(tmp_path / f"{name}.pt")
     if processes == 1:
-        subprocess.run([sys.executable, str(script), out, mode], check=True, capture_output=True, env=ONE_THREAD)
+        subprocess.run([sys.executable, str(script), out, mode], check=True, capture_output=True, env=ONE_THREAD_ENV)
     else:
         result = torchrun(str(script), out, mode)
         assert result.returncode == 0, failure(result)

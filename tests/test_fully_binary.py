@@ -12,6 +12,7 @@ from torch import nn
 
 from onebit.analysis import summary
 from onebit.deploy.golden import write_golden
+from onebit.deploy.ops import sign_step
 from onebit.layers import BinaryConv2d, BinaryLinear, ThermometerEncoding
 from onebit.layers.activations import LearnableBias
 from onebit.models import create_model
@@ -98,6 +99,13 @@ def test_golden_vectors_match_the_training_graph(tmp_path, pad_value):
             nxt = np.where(y * np.float32(scale) + bias.reshape(shape) >= 0, 1, -1)
             assert np.array_equal(nxt.reshape(1, -1) if k == len(offsets) - 1 else nxt,
                                   load(layer["output_bits"])), layer["name"]
+            # the same bits from the integer step the runtime runs (thresholds on the [pooled] accumulator)
+            step = layer["integer_step"]
+            assert step["kind"] == "threshold" and step["pooled"] == pools[k]
+            pooled = torch.from_numpy(acc).float()
+            pooled = nn.functional.max_pool2d(pooled, 2) if pools[k] else pooled
+            bits = sign_step(pooled, torch.from_numpy(load(step["threshold"])), torch.from_numpy(load(step["flip"])))
+            assert np.array_equal(bits.numpy().reshape(nxt.shape), nxt), layer["name"]
         else:
             assert np.array_equal(acc, (bits.astype(np.int64) @ w.T.astype(np.int64)))
             gain = model.logit_scale.gain.item() * model.logit_scale.scale

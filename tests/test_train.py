@@ -20,6 +20,10 @@ from onebit.train import run
 from onebit.train.config import build_parser, resolve
 from onebit.train.optim import lr_factor
 
+from helpers import ONE_THREAD_ENV
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FAST = ["--dataset", "digits", "--model", "cnn_small_1w1a", "-b", "64", "--print_freq", "0", "--seed", "7"]
 ONEBIT = [sys.executable, "-m", "onebit"]
 
@@ -162,9 +166,9 @@ def test_train_writes_a_complete_run_folder(tmp_path):
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
-    subprocess.run(train_cmd(tmp_path, "--epochs", "3", "--save", "full"), check=True, capture_output=True)
+    subprocess.run(train_cmd(tmp_path, "--epochs", "3", "--save", "full"), check=True, capture_output=True, env=ONE_THREAD_ENV)
     proc = subprocess.Popen(train_cmd(tmp_path, "--epochs", "3", "--save", "killed"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD_ENV)
     metrics = tmp_path / "killed" / "metrics.jsonl"
     deadline = time.time() + 120
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 1):
@@ -173,17 +177,17 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     proc.kill()
     proc.wait()
     assert len(metrics.read_text().splitlines()) < 3, "killed too late to test anything"
-    subprocess.run(ONEBIT + ["train", "--resume", str(tmp_path / "killed")], check=True, capture_output=True)
+    subprocess.run(ONEBIT + ["train", "--resume", str(tmp_path / "killed")], check=True, capture_output=True, env=ONE_THREAD_ENV)
     assert_same_weights(tmp_path / "full" / "checkpoint.pth", tmp_path / "killed" / "checkpoint.pth")
 
 
 def test_sigterm_mid_epoch_saves_and_resumes_exactly(tmp_path):
     # batch 16: 90 batches per epoch, so the signal lands inside an epoch
     args = ("--epochs", "1", "-b", "16", "--labelsmooth", "--mixup", "0.2")
-    subprocess.run(train_cmd(tmp_path, *args, "--save", "full"), check=True, capture_output=True)
+    subprocess.run(train_cmd(tmp_path, *args, "--save", "full"), check=True, capture_output=True, env=ONE_THREAD_ENV)
     # --print_freq 1 logs every batch: the signal is sent once the second batch is done
     proc = subprocess.Popen(train_cmd(tmp_path, *args, "--save", "stopped", "--print_freq", "1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ONE_THREAD_ENV)
     log = tmp_path / "stopped" / "log.txt"
     deadline = time.time() + 120
     while not (log.exists() and "epoch 1 batch 2/" in log.read_text()):
@@ -194,7 +198,7 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(tmp_path):
     assert proc.returncode == 0 and "stopped by a signal" in out
     state = model_ckpt.load(tmp_path / "stopped" / "checkpoint.pth")
     assert state["step"] > 0, "the checkpoint should be mid-epoch"
-    subprocess.run(ONEBIT + ["train", "--resume", str(tmp_path / "stopped")], check=True, capture_output=True)
+    subprocess.run(ONEBIT + ["train", "--resume", str(tmp_path / "stopped")], check=True, capture_output=True, env=ONE_THREAD_ENV)
     assert_same_weights(tmp_path / "full" / "checkpoint.pth", tmp_path / "stopped" / "checkpoint.pth")
 
 
@@ -248,11 +252,10 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     # add the same floats in the same order: same weights, bit for bit, whatever the CPU's kernels
     # (both run here, with the same intra-op thread count per shard, which the sums depend on).
     common = ("--epochs", "2", "-b", "64", "--shards", "2", "--mixup", "0.2", "--save")  # mixup: per-shard draws
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(train_cmd(tmp_path, *common, "one"), check=True, capture_output=True, env=env)
+    subprocess.run(train_cmd(tmp_path, *common, "one"), check=True, capture_output=True, env=ONE_THREAD_ENV)
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "onebit", "train", *FAST,
-                             "--results_dir", str(tmp_path), *common, "two"], capture_output=True, text=True, env=env)
+                             "--results_dir", str(tmp_path), *common, "two"], capture_output=True, text=True, env=ONE_THREAD_ENV)
     printed = "\n".join(line for line in result.stderr.splitlines() if "img/s" not in line)  # no progress bars
     assert result.returncode == 0, f"{printed[:4000]}\n...\n{printed[-1500:]}"  # the ranks' messages, torchrun's
     assert "2 process(es)" in (tmp_path / "two" / "log.txt").read_text()

@@ -120,14 +120,14 @@ EXPECTED = {
     "vgg_small_1w1a": conv(3, 128, 3) + bn(128) + sum(
         conv(i, o, 3) + bn(o) for i, o in [(128, 128), (128, 256), (256, 256), (256, 512), (512, 512)]) + fc(8192, 10),
     # seed 003's fully binary networks: thermometer input (3 -> 9 channels), an offset (C) per BatchNorm,
-    # a bias-free binary classifier and one logit gain
+    # a bias-free binary classifier and a fixed logit gain (not a parameter)
     "vgg_small_fb_1w1a": sum(conv(i, o, 3) + o for i, o in [(9, 128), (128, 128), (128, 256), (256, 256), (256, 512),
-                                                           (512, 512)]) + 512 * 16 * 10 + 1,
+                                                           (512, 512)]) + 512 * 16 * 10,
     "alexnet_fb_1w1a": sum(conv(i, o, 3) + o for i, o in [(9, 64), (64, 192), (192, 384), (384, 256), (256, 256)])
-    + 256 * 16 * 10 + 1,
+    + 256 * 16 * 10,
     "resnet20_fb_1w1a": conv(9, 16, 3) + 16 + sum(
         conv(i, o, 3) + o + conv(o, o, 3) + o for i, o in [(16, 16)] * 3 + [(16, 32)] + [(32, 32)] * 2 + [(32, 64)]
-        + [(64, 64)] * 2) + 64 * 10 + 1,
+        + [(64, 64)] * 2) + 64 * 10,
     # the digits CNN: real stem 3 -> 64, binary 64 -> 128 -> 128, BatchNorm1d(128 x 2 x 2), Linear(512, 10)
     "cnn_small_1w1a": conv(3, 64, 3) + bn(64) + conv(64, 128, 3) + bn(128) + conv(128, 128, 3) + bn(128)
     + bn(512) + fc(512, 10),

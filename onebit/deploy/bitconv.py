@@ -101,6 +101,8 @@ def _check(code: int, what: str) -> None:
         raise ValueError(f"{what}: bit-packed output in channel words needs whole words per task (64 | channels per group)")
     if code == -2:
         raise ValueError(f"{what}: planes in channel words, but the code path in use has none (kernel changed?)")
+    if code == -4:
+        raise ValueError(f"{what}: image range outside the batch")
     if code:
         raise MemoryError(f"{what}: out of memory")
 
@@ -199,8 +201,10 @@ class BinaryConvKernel:
     def run(self, planes: BitPlanes, mult: torch.Tensor | None, bias: torch.Tensor | None, *,
             residual: torch.Tensor | None = None, float_out: bool = True, bits_for: "BinaryConvKernel | None" = None,
             thresh: torch.Tensor | None = None, flip: torch.Tensor | None = None,
-            float_thresh: torch.Tensor | None = None, threads: int = 1, out: torch.Tensor | None = None):
-        """Convolve.
+            float_thresh: torch.Tensor | None = None, threads: int = 1, out: torch.Tensor | None = None,
+            images: tuple[int, int] | None = None):
+        """Convolve (only the images ``[first, last)`` of the batch if ``images`` is given: the outputs
+        are the batch's tensors, of which the other images are left as they are).
 
         Float output (NCHW, into ``out`` if given, which may be ``residual`` itself):
         ``fma(dot, mult, bias) (+ residual)``.
@@ -234,8 +238,10 @@ class BinaryConvKernel:
         else:
             spec, nxt, _ = cached
         fix = planes.layout.padding
+        first, last = images if images is not None else (0, s.n)
         code = library().ob_conv_run(ctypes.byref(s), planes.data.data_ptr(), self._weight_ptr[bool(s.words)],
-                                     ctypes.byref(fix) if fix is not None else None, ctypes.byref(spec), threads)
+                                     ctypes.byref(fix) if fix is not None else None, ctypes.byref(spec), first, last,
+                                     threads)
         _check(code, "binary conv")
         if out is not None and nxt is not None:
             return out, nxt

@@ -35,7 +35,7 @@ from onebit.deploy.bitconv import pack_signs
 from onebit.deploy.kernels import constant
 from onebit.deploy.ops import METHODS, function_name
 from onebit.deploy.quantizers import ActivationSign, ExportError, activation_sign, weight_signs
-from onebit.layers import BinaryConv2d, BinaryLinear
+from onebit.layers import BinaryConv2d, BinaryLinear, FixedPoint, ThermometerEncoding
 from onebit.layers.activations import LearnableBias, RPReLU
 from onebit.quant.scale import LearnedScale
 from onebit.quant.base import Quantizer
@@ -51,7 +51,9 @@ IDENTITY = (nn.Identity, nn.Dropout, nn.Dropout2d)
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (*BINARY, Quantizer, LearnableBias, RPReLU, LearnedScale)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (*BINARY, Quantizer, LearnableBias, RPReLU, LearnedScale, ThermometerEncoding,
+                                  FixedPoint)) \
+            or super().is_leaf_module(m, qualname)
 
 
 @dataclass
@@ -115,6 +117,7 @@ class _Builder:
         self.skip: set[torch.fx.Node] = set()
         self.fused: dict[torch.fx.Node, dict] = {}  # last node of a fused chain -> its IR node
         self.layers: dict[torch.fx.Node, _BinaryLayer | None] = {}
+        self.grid_values: dict[torch.fx.Node, int] = {}  # level steps' outputs -> their grid's levels
 
     # ------------------------------------------------------------------ helpers
     def module(self, node: torch.fx.Node) -> nn.Module | None:
@@ -209,6 +212,9 @@ class _Builder:
         if conv and residual is None:
             bits = self._bits_consumer(layer, chain[-1], bn)
         direct = self._direct_consumer(layer, chain[-1]) if conv and bits is None else None
+        step = None
+        if conv and bn is None and bits is None and direct is None:
+            step = self._sign_step(layer, node) or self._level_step(layer, node)
         roles = []  # tensors stored under NAME.ROLE
 
         def store(role, value):
@@ -219,7 +225,10 @@ class _Builder:
         if layer.act.threshold is not None:
             store("threshold", layer.act.threshold)
         attrs = self._binary_attrs(layer)
-        if bits is None:
+        if step is not None:  # the output is the accumulator (times +-1), the tail a sign_step node
+            store("affine", np.stack([step.sigma, np.zeros_like(step.sigma)]))
+            self.emit_step(key, step)
+        elif bits is None:
             store("affine", np.stack(self._folded_affine(layer, bn)))
         if direct is not None:  # float output, and the next conv's bits from it
             consumer, threshold = direct
@@ -237,6 +246,119 @@ class _Builder:
         self.skip.update(chain[:-1])
         self.fused[chain[-1]] = lambda: {"name": key, "op": op, "inputs": [self.names[i] for i in inputs],
                                          "attrs": attrs, "tensors": roles}
+
+    # ------------------------------------------------------------------ sign steps (fully binary tails)
+    def _sign_step(self, layer: _BinaryLayer, node: torch.fx.Node) -> "_Step | None":
+        """The tail of a binary conv that only feeds signs, as integer thresholds on its accumulator:
+        ``[max pool] -> per-channel monotone modules``, every reader of the result taking its sign
+        (a 1-bit quantizer or binary layer with threshold 0)."""
+        pool, modules, absorbed, cur = None, [], [], node
+        user = self.only_user(cur)
+        if (user is not None and type(self.module(user)) is nn.MaxPool2d and len(user.args) == 1
+                and not self.module(user).return_indices):
+            pool = cur = user
+        while (user := self.only_user(cur)) is not None:
+            um = self.module(user)
+            if not (isinstance(um, ELEMENTWISE) and len(user.args) == 1 and user.args[0] is cur):
+                break
+            modules.append(um)
+            absorbed.append(user)
+            cur = user
+        if not absorbed or not self._only_signs_read(cur):
+            return None
+        found = _sign_thresholds(layer, layer.negative[0].size, modules)
+        if found is None:
+            return None
+        sigma, thresholds, flip = found
+        return _Step("onebit.sign_step", pool or node, absorbed, sigma, {"step_threshold": thresholds, "step_flip": flip})
+
+    def _level_step(self, layer: _BinaryLayer, node: torch.fx.Node) -> "_Step | None":
+        """The tail of a binary conv on a fixed-point residual stream, as an integer table on its
+        accumulator: ``per-channel modules -> FixedPoint [-> + residual on the same grid] [-> Hardtanh]``
+        (a clamp to grid points)."""
+        pre, grid, residual, clamp, absorbed, cur = [], None, None, None, [], node
+        while (user := self.only_user(cur)) is not None:
+            um = self.module(user)
+            single = len(user.args) == 1 and user.args[0] is cur
+            if grid is None and single and isinstance(um, ELEMENTWISE):
+                pre.append(um)
+            elif grid is None and single and isinstance(um, FixedPoint):
+                grid = um
+            elif grid is not None and residual is None and clamp is None and self._is_residual_add(user, cur):
+                residual = next(a for a in user.args if a is not cur)
+                if not self._on_grid(residual, grid.levels):
+                    return None
+            elif grid is not None and clamp is None and single and type(um) is nn.Hardtanh:
+                clamp = [um.min_val * grid.levels, um.max_val * grid.levels]
+                if any(v != int(v) for v in clamp):
+                    return None
+                clamp = [int(v) for v in clamp]
+            elif not (single and isinstance(um, IDENTITY)):
+                break
+            absorbed.append(user)
+            cur = user
+        if grid is None:
+            return None
+        sigma, base, thresholds = _level_table(layer, layer.negative[0].size, pre, grid, clamp if residual is not None else None)
+        self.grid_values[cur] = grid.levels
+        return _Step("onebit.level_step", node, absorbed, sigma, {"step_base": base, "step_threshold": thresholds},
+                     [grid.levels, *(clamp or [None, None])], residual)
+
+    def _on_grid(self, node, levels: int) -> bool:
+        """Is ``node``'s value a level step's output on the ``1/levels`` grid (maybe subsampled or zero-padded)?"""
+        while isinstance(node, torch.fx.Node):
+            if self.grid_values.get(node) == levels:
+                return True
+            if not self._passes_values(node):
+                return False
+            node = node.args[0]
+        return False
+
+    def _passes_values(self, node: torch.fx.Node) -> bool:
+        """Does ``node`` only move, subsample or zero-pad its first argument's values?"""
+        if isinstance(self.module(node), IDENTITY) or (node.op == "call_function" and node.target is operator.getitem):
+            return True
+        return (node.op == "call_function" and function_name(node.target) == "pad" and len(node.args) == 2
+                and node.kwargs.get("mode", "constant") == "constant" and node.kwargs.get("value") in (None, 0, 0.0))
+
+    def emit_step(self, key: str, step: "_Step") -> None:
+        """Skip the absorbed modules; their last one becomes the step's call (``step_of``: the conv)."""
+        self.skip.update(step.absorbed[:-1])
+        tensors = [{"tensor": self.tensor(f"{key}.{role}", value)} for role, value in step.tensors.items()]
+        last = step.absorbed[-1]
+
+        def emit():
+            args = [{"node": self.names[step.source]}, *tensors, *step.args]
+            if step.residual is not None:
+                args.append({"node": self.names[step.residual]})
+            return {"name": last.name, "op": "call", "fn": step.fn, "args": args, "step_of": key}
+
+        self.fused[last] = emit
+
+    def _zero_sign(self, q: nn.Module, source: torch.fx.Node) -> bool:
+        """Is ``q`` (applied to ``source``) a 1-bit ``sign(x)`` with threshold 0?"""
+        shape = self.shape(source)
+        if q is None or shape is None:
+            return False
+        try:
+            act = activation_sign(q, shape[1], spatial=len(shape) == 4)
+        except ExportError:
+            return False
+        return act.threshold is None and not act.sample_mean
+
+    def _only_signs_read(self, node: torch.fx.Node) -> bool:
+        """Does every reader of ``node`` (through identities and flattens) only take its sign?"""
+        readers = self._readers(node)
+        for user, source in readers:
+            m = self.module(user)
+            if (user.op == "call_method" and user.target == "flatten") or (user.op == "call_function" and user.target is torch.flatten):
+                if user.args[0] is not source or not self._only_signs_read(user):
+                    return False
+                continue
+            q = m.input_quantizer if isinstance(m, BINARY) else m if isinstance(m, Quantizer) else None
+            if len(user.args) != 1 or user.args[0] is not source or not self._zero_sign(q, source):
+                return False
+        return bool(readers)
 
     def _binary_attrs(self, layer: _BinaryLayer) -> dict:
         m = layer.module
@@ -385,6 +507,10 @@ class _Builder:
             return call("onebit.batch_norm_affine", torch.from_numpy(np.stack(_bn_affine(m))))
         if isinstance(m, BINARY):
             return self.emit_float_binary(node, m)
+        if isinstance(m, ThermometerEncoding):
+            return call("onebit.thermometer", m.thresholds)
+        if isinstance(m, FixedPoint):
+            return call("onebit.fixed_point", m.levels)
         if isinstance(m, Quantizer):
             shape = self.shape(x)
             act = activation_sign(m, shape[1], spatial=len(shape) == 4)
@@ -486,9 +612,8 @@ class _Ref:
         self.name = name
 
 
-def _step_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module], consumer: ActivationSign):
-    """Integer thresholds ``t`` and flips so that the next layer's bit is ``(dot < t) != flip``,
-    by evaluating the float chain on every dot product in [-k, k]; None if not monotone."""
+def _conv_values(layer: _BinaryLayer, k: int) -> torch.Tensor:
+    """``[2k+1, cout, 1, 1]``: the layer's float output for every dot product in [-k, k]."""
     m = layer.module
     cout = layer.negative.shape[0]
     dots = torch.arange(-k, k + 1, dtype=torch.float32)
@@ -499,15 +624,23 @@ def _step_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module], cons
     y = y[:, :, None, None]
     if m.output_scale is not None:
         y = y * m.output_scale.channel.detach().float()
-    with torch.no_grad():
-        for mod in modules:
-            was = mod.training
-            mod.eval()
-            y = mod(y)
-            mod.train(was)
-    y = y[:, :, 0, 0]
-    t = consumer.threshold if consumer.threshold is not None else torch.zeros(cout)
-    negative = ~(y >= t[None, :])  # [2k+1, cout]
+    return y
+
+
+@torch.no_grad()
+def _through(modules: list[nn.Module], y: torch.Tensor) -> torch.Tensor:
+    for mod in modules:
+        was = mod.training
+        mod.eval()
+        y = mod(y)
+        mod.train(was)
+    return y
+
+
+def _transitions(negative: torch.Tensor, k: int):
+    """``(t, flip)`` with ``negative[dot + k] == ((dot < t) != flip)`` for every dot in [-k, k] (one
+    column per channel), or None where a column changes more than once."""
+    cout = negative.shape[1]
     changes = (negative[1:] != negative[:-1]).sum(0)
     if bool((changes > 1).any()):
         return None
@@ -523,6 +656,78 @@ def _step_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module], cons
             thresh[c] = first - k
             flip[c] = 0 if col[0] else 1  # negative below t (increasing) or at/above t (decreasing)
     return thresh, flip
+
+
+def _step_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module], consumer: ActivationSign):
+    """Integer thresholds ``t`` and flips so that the next layer's bit is ``(dot < t) != flip``,
+    by evaluating the float chain on every dot product in [-k, k]; None if not monotone."""
+    cout = layer.negative.shape[0]
+    y = _through(modules, _conv_values(layer, k))[:, :, 0, 0]
+    t = consumer.threshold if consumer.threshold is not None else torch.zeros(cout)
+    return _transitions(~(y >= t[None, :]), k)
+
+
+@dataclass
+class _Step:
+    """A binary conv's tail computed on its integer accumulator (``_Builder._sign_step`` / ``_level_step``)."""
+
+    fn: str  # onebit.sign_step / onebit.level_step
+    source: torch.fx.Node  # the conv, or the max pool of its accumulators
+    absorbed: list[torch.fx.Node]
+    sigma: np.ndarray  # [cout] float32 +-1: the conv outputs sigma * dot (pools see the order of the float output)
+    tensors: dict[str, np.ndarray]  # stored under CONV.ROLE, arguments after the source
+    args: list = field(default_factory=list)  # plain arguments after the tensors
+    residual: torch.fx.Node | None = None
+
+
+def _sigma(layer: _BinaryLayer) -> np.ndarray:
+    """``[cout]`` float32: the sign of each channel's dot-product scale (+1 where it is 0)."""
+    m = layer.module
+    cout = layer.negative.shape[0]
+    scale = layer.scale if layer.scale is not None else np.ones(cout)
+    if m.output_scale is not None:
+        scale = scale * _f64(m.output_scale.channel).reshape(cout)
+    return np.where(scale < 0, -1.0, 1.0).astype(np.float32)
+
+
+def _by_sigma_dot(values: torch.Tensor, sigma: np.ndarray) -> torch.Tensor:
+    """``values`` ``[2k+1, cout]`` indexed by dot + k, re-indexed by sigma * dot + k."""
+    down = torch.from_numpy(sigma < 0)
+    values = values.clone()
+    values[:, down] = values[:, down].flip(0)
+    return values
+
+
+def _sign_thresholds(layer: _BinaryLayer, k: int, modules: list[nn.Module]):
+    """``(sigma, thresholds [1, cout], flip [1, cout])``: the sign of ``modules(y)`` for the float output ``y``
+    of every dot product in [-k, k], as ``(sigma * dot >= t) != flip``; ``sigma`` is the sign of the dot's
+    scale, so that a max pool of ``sigma * dot`` picks the window's largest ``y``. None if not monotone."""
+    sigma = _sigma(layer)
+    negative = ~(_through(modules, _conv_values(layer, k))[:, :, 0, 0] >= 0)
+    found = _transitions(_by_sigma_dot(negative, sigma), k)
+    return None if found is None else (sigma, found[0][None], found[1][None])
+
+
+def _level_table(layer: _BinaryLayer, k: int, modules: list[nn.Module], grid: FixedPoint, clamp):
+    """``(sigma, base [cout], thresholds [cout, m])`` int32: ``grid(modules(y))`` in units of ``1/levels`` for the
+    float output ``y`` of every dot product is ``base + #{j: sigma * dot >= thresholds[j]}`` (a staircase;
+    levels beyond what the ``clamp`` after a residual add can tell apart are cut off; unused thresholds
+    are ``k + 1``)."""
+    sigma = _sigma(layer)
+    levels = _through([grid], _through(modules, _conv_values(layer, k)))[:, :, 0, 0] * grid.levels
+    if not torch.equal(levels, levels.round()) or levels.abs().max() >= 2 ** 24:
+        raise ExportError(f"{grid} does not give integers in units of 1/{grid.levels}")
+    levels = _by_sigma_dot(levels, sigma).to(torch.int64)
+    if clamp is not None:  # with r in [low, high]: clamp(L + r) is the same for L = low - high and below
+        levels = levels.clamp(clamp[0] - clamp[1], clamp[1] - clamp[0])
+    rises = levels[1:] - levels[:-1]  # [2k, cout]
+    if bool((rises < 0).any()):
+        raise ExportError(f"the branch before {grid} is not non-decreasing in the accumulator: no integer staircase")
+    thresholds = np.full((levels.shape[1], max(int(rises.sum(0).max()), 1)), k + 1, dtype=np.int32)
+    for c in range(levels.shape[1]):
+        dots = np.repeat(np.arange(-k + 1, k + 1), rises[:, c].numpy())
+        thresholds[c, :len(dots)] = dots
+    return sigma, levels[0].to(torch.int32).numpy(), thresholds
 
 
 def build_program(model: nn.Module, example_input: torch.Tensor) -> Program:

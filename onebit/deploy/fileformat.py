@@ -21,6 +21,12 @@ sign), ``bits_threshold`` / ``bits_flip`` (int32 / uint8: the next conv's input 
 node's value, ``{"tensor": key}`` for a stored tensor, ``{"slice": [start, stop, step]}``,
 ``{"ellipsis": true}`` and ``{"tuple": [...]}``.
 
+Fully binary networks (no float layer between binary layers): ``call`` nodes ``onebit.thermometer``
+(the input encoding), ``onebit.sign_step`` (the next bits from integer thresholds on a conv's
+accumulator) and ``onebit.level_step`` (a fixed-point residual stream from an integer table on the
+accumulator), formulas in :mod:`onebit.deploy.ops`; a step names the conv it follows in ``step_of``
+and stores its tensors under that conv's name (``step_threshold``, ``step_flip``, ``step_base``).
+
 Binary weights are uint64 words ``[cout, kh, kw, ceil(cin_per_group / 64)]``, channel ``c`` at
 bit ``c % 64`` of word ``c // 64``, bit 1 = -1 (the Larq Compute Engine convention).
 """

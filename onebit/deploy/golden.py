@@ -15,7 +15,8 @@ numpy/`np.load` or any NPY reader) with ``DIR/index.json`` describing them::
                  "weight_scale": "NN_name.weight_scale.npy" | null,  # float32 [Cout], alpha of +-alpha weights
                  "accumulator": "NN_name.accumulator.npy",   # int32: sum of input_bits * weight_bits
                  "output": "NN_name.output.npy",             # float32: the layer's output = alpha * accumulator
-                 "output_bits": "MM_next.input_bits.npy" | null}, ...],
+                 "output_bits": "MM_next.input_bits.npy" | null,
+                 "integer_step": {...} | absent}, ...],
      "logits": "logits.npy"}
 
 Layers are in execution order. ``accumulator`` is the integer dot product of the ±1 inputs and
@@ -25,6 +26,16 @@ execution order receives (its ``input_bits``): in a chain network (VGG, AlexNet)
 layer's output after the per-channel offset, pooling and sign; in a residual network it is taken
 after the residual add. Every file is checked against the training graph as it is written:
 ``alpha * accumulator`` must give the layer's output.
+
+``integer_step`` is how the 1-bit runtime computes what follows the layer from its accumulator
+(from :func:`onebit.deploy.build_program`, the ``.onebit`` file's own tensors; a hardware design
+implements the same): ``{"kind": "threshold", "threshold": int32 [1, Cout], "flip": uint8 [1, Cout],
+"pooled": bool}``: the next bit is ``+1`` where ``(acc >= threshold) != flip``, ``acc`` the accumulator
+(max-pooled first, as the model's next max pool, when ``pooled``); or ``{"kind": "fixed_point",
+"base": int32 [Cout], "threshold": int32 [Cout, m], "levels", "low", "high", "residual": bool}``: the
+residual stream's next value is ``clamp(base[c] + #{j: acc >= threshold[c, j]} + levels * residual, low,
+high) / levels`` (the residual being the block input as the model's shortcut passes it; ``low``/``high``
+null: no clamp), whose sign is the next bit.
 """
 from __future__ import annotations
 
@@ -139,7 +150,38 @@ def write_golden(model: nn.Module, example: torch.Tensor, folder: str | Path, na
         if layers:
             layers[-1]["output_bits"] = entry["input_bits"]
         layers.append(entry)
+    _integer_steps(model, example, layers, save)
     index["layers"] = layers
     index["logits"] = save("logits.npy", logits.float().numpy())
     (folder / "index.json").write_text(json.dumps(index, indent=1))
     return index
+
+
+def _integer_steps(model: nn.Module, example: torch.Tensor, layers: list[dict], save) -> None:
+    """Add each layer's ``integer_step`` from the exported program (where the exporter made one)."""
+    from onebit.deploy.export import build_program
+
+    program = build_program(model, example)
+    nodes = {n["name"]: n for n in program.nodes}
+    steps = {n["step_of"]: n for n in program.nodes if "step_of" in n}
+    for k, entry in enumerate(layers):
+        key = entry["name"].replace(".", "_")
+        prefix = f"{k:02d}_{key}"
+        node, step = nodes.get(key), steps.get(key)
+        if (node is not None and step is not None and f"{key}.affine" in program.tensors
+                and (program.tensors[f"{key}.affine"][0] < 0).any()):
+            raise ValueError(f"layer {entry['name']}: a negative accumulator scale is not described by the golden format")
+        if node is not None and "bits_threshold" in node.get("tensors", []):
+            entry["integer_step"] = {"kind": "threshold", "pooled": False,
+                                     "threshold": save(f"{prefix}.threshold.npy", program.tensors[f"{key}.bits_threshold"][None]),
+                                     "flip": save(f"{prefix}.flip.npy", program.tensors[f"{key}.bits_flip"][None])}
+        elif step is not None and step["fn"] == "onebit.sign_step":
+            entry["integer_step"] = {"kind": "threshold", "pooled": step["args"][0]["node"] != key,
+                                     "threshold": save(f"{prefix}.threshold.npy", program.tensors[f"{key}.step_threshold"]),
+                                     "flip": save(f"{prefix}.flip.npy", program.tensors[f"{key}.step_flip"])}
+        elif step is not None and step["fn"] == "onebit.level_step":
+            levels, low, high = step["args"][3:6]
+            entry["integer_step"] = {"kind": "fixed_point", "levels": levels, "low": low, "high": high,
+                                     "residual": len(step["args"]) > 6,
+                                     "base": save(f"{prefix}.base.npy", program.tensors[f"{key}.step_base"]),
+                                     "threshold": save(f"{prefix}.threshold.npy", program.tensors[f"{key}.step_threshold"])}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 __all__ = ["KernelsUnavailable", "library", "constant", "available_kernels", "set_kernel", "get_kernel", "ConvShape", "Padding", "ConvOutput"]
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 KERNEL_NAMES = ("scalar", "avx2", "avx512")
 _HERE = Path(__file__).resolve().parent
 _lib: ctypes.CDLL | None = None
@@ -73,8 +73,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ob_kernel_words": (i32, []),
         "ob_conv_init": (i32, [shape]),
         "ob_binarize": (i32, [shape, p, p, i64, p, i32]),
-        "ob_conv_run": (i32, [shape, p, p, ctypes.POINTER(Padding), ctypes.POINTER(ConvOutput), i32]),
+        "ob_conv_run": (i32, [shape, p, p, ctypes.POINTER(Padding), ctypes.POINTER(ConvOutput), i64, i64, i32]),
         "ob_max_pool2d": (i32, [p, i64] + [i32] * 10 + [p, i32, p, i32]),
+        "ob_max_pool2d_nhwc": (i32, [p] + [i32] * 12 + [p, p, i32]),
         "ob_avg_pool2d": (i32, [p, i64] + [i32] * 12 + [p, i32]),
         "ob_dependent_adds": (i64, [i64]),
         "ob_popcount_loop": (i64, [i64]),

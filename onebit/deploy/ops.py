@@ -3,7 +3,9 @@
 Float layers run on PyTorch CPU ops (oneDNN). ``max_pool2d`` and ``avg_pool2d`` are PyTorch's, on the
 kernels' NCHW implementations (same results; PyTorch's are slow on NCHW). The ``onebit.*`` functions reproduce,
 with the same arithmetic, the small real-valued modules of the zoo (:mod:`onebit.layers.activations`)
-and the quantizers when they are used outside a binary layer.
+and the quantizers when they are used outside a binary layer. ``onebit.thermometer``, ``onebit.sign_step``
+and ``onebit.level_step`` are the integer steps of fully binary networks (input encoding, thresholds and
+fixed-point residuals on a binary layer's accumulator).
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from onebit.deploy.pooling import avg_pool2d, max_pool2d
+from onebit.layers.encoding import thermometer_bits
+from onebit.layers.fixed_point import fixed_point
 
 __all__ = ["FUNCTIONS", "METHODS", "function_name"]
 
@@ -58,6 +62,30 @@ def sign_threshold(x: torch.Tensor, threshold: torch.Tensor | None, sample_mean:
     return torch.where(x >= t, 1.0, -1.0)
 
 
+def sign_step(x: torch.Tensor, thresholds: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """The +-1 output of a binary layer whose real-valued tail (offset / BatchNorm, activation) only
+    feeds signs: ``+1`` where ``(x >= t) != flip``, ``x`` the integer accumulator (exact in float32,
+    maybe max-pooled) and ``t`` ``[1, C]`` integer thresholds."""
+    return torch.where((x >= _per_channel(thresholds[0], x)) != _per_channel(flip[0], x).bool(), 1.0, -1.0)
+
+
+def level_step(x: torch.Tensor, base: torch.Tensor, thresholds: torch.Tensor, levels: int, low: int | None,
+               high: int | None, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """The fixed-point output of a binary layer on a residual stream (:class:`~onebit.layers.FixedPoint`),
+    in integers: ``clamp(L + levels * residual, low, high) / levels`` with ``L = base[c] + #{j: x >= t[c, j]}``
+    the rounded branch in units of ``1/levels`` (a staircase in the integer accumulator ``x``;
+    ``thresholds`` ``[C, m]`` sorted) and the residual a multiple of ``1/levels`` (exact in float32)."""
+    channels = x.shape[1]
+    flat = x.transpose(0, 1).reshape(channels, -1).to(torch.int32)
+    steps = torch.searchsorted(thresholds, flat, right=True).to(torch.int32)  # thresholds <= x
+    value = (steps + base[:, None]).reshape(channels, x.shape[0], *x.shape[2:]).transpose(0, 1)
+    if residual is not None:
+        value = value + (residual * levels).to(torch.int32)
+    if low is not None or high is not None:
+        value = value.clamp(low, high)
+    return value.to(torch.float32) / levels
+
+
 FUNCTIONS = {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
     "neg": operator.neg, "getitem": operator.getitem,
@@ -72,6 +100,8 @@ FUNCTIONS = {
     "adaptive_max_pool2d": F.adaptive_max_pool2d,
     "onebit.add_channel": add_channel, "onebit.rprelu": rprelu, "onebit.learned_scale": learned_scale,
     "onebit.sign_threshold": sign_threshold, "onebit.batch_norm_affine": batch_norm_affine,
+    "onebit.thermometer": thermometer_bits, "onebit.sign_step": sign_step,
+    "onebit.level_step": level_step, "onebit.fixed_point": fixed_point,
 }
 
 METHODS = {

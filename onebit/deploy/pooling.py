@@ -29,6 +29,12 @@ def _poolable(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.dtype == torch.float32 and x.is_contiguous() and not x.requires_grad
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """Is ``x`` a float32 NHWC tensor (and not also NCHW-contiguous)?"""
+    return (x.dim() == 4 and x.dtype == torch.float32 and not x.is_contiguous() and not x.requires_grad
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
 def max_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False) -> torch.Tensor:
     """``F.max_pool2d`` (same results), on the kernels' NCHW implementation where it applies."""
@@ -38,14 +44,18 @@ def max_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1,
 def signed_max_pool2d(x: torch.Tensor, negate: torch.Tensor | None, kernel_size, stride=None, padding=0, dilation=1,
                       ceil_mode=False, return_indices=False) -> torch.Tensor:
     """``max_pool2d`` of ``x``, but ``-max_pool2d(-x)`` on the channels where the boolean ``[C]`` ``negate`` is
-    True (the window minimum: the pool of ``x * alpha`` with ``alpha < 0``, taken before the scale)."""
+    True (the window minimum: the pool of ``x * alpha`` with ``alpha < 0``, taken before the scale).
+    A channels-last ``x`` is pooled straight into a contiguous (NCHW) result."""
     k, d, p = _pair(kernel_size), _pair(dilation), _pair(padding)
     st = _pair(stride) if stride not in (None, (), []) else k
     n, c = x.shape[:2] if x.dim() == 4 else (0, 0)
     ho = wo = 0
-    if _poolable(x) and d == (1, 1) and not ceil_mode and not return_indices and p[0] * 2 <= k[0] and p[1] * 2 <= k[1]:
+    nhwc = _channels_last(x)
+    if ((_poolable(x) or nhwc) and d == (1, 1) and not ceil_mode and not return_indices and p[0] * 2 <= k[0]
+            and p[1] * 2 <= k[1]):
         ho, wo = _pooled_side(x.shape[2], k[0], st[0], p[0], False), _pooled_side(x.shape[3], k[1], st[1], p[1], False)
     if ho < 1 or wo < 1:  # PyTorch's (and its errors)
+        x = x.contiguous() if nhwc else x
         if negate is None or return_indices:
             return torch.nn.functional.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
         flip = negate.view(1, -1, *([1] * (x.dim() - 2)))
@@ -53,6 +63,12 @@ def signed_max_pool2d(x: torch.Tensor, negate: torch.Tensor | None, kernel_size,
         return torch.where(flip, -pooled, pooled)
     out = torch.empty(n, c, ho, wo)
     flags = negate.to(torch.uint8).contiguous() if negate is not None else None
+    if nhwc:
+        if library().ob_max_pool2d_nhwc(x.data_ptr(), n, c, x.shape[2], x.shape[3], k[0], k[1], st[0], st[1], p[0],
+                                        p[1], ho, wo, flags.data_ptr() if flags is not None else None, out.data_ptr(),
+                                        torch.get_num_threads()):
+            raise MemoryError("max_pool2d: out of memory")
+        return out
     if library().ob_max_pool2d(x.data_ptr(), n * c, x.shape[2], x.shape[3], k[0], k[1], st[0], st[1], p[0], p[1], ho,
                                wo, flags.data_ptr() if flags is not None else None, c, out.data_ptr(),
                                torch.get_num_threads()):

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from onebit.deploy import fileformat
 from onebit.deploy.bitconv import BinaryConvKernel, BitPlanes, unpack_signs
@@ -74,7 +75,36 @@ def _max_pool_of_batch_norm(x: torch.Tensor, affine: torch.Tensor, *args, **kwar
     return batch_norm_affine(signed_max_pool2d(x, negative if bool(negative.any()) else None, *args, **kwargs), affine)
 
 
-_FUSED = {"runtime.max_pool_of_batch_norm": _max_pool_of_batch_norm}  # built by _fuse, never read from a file
+_CHANNELS_LAST_EXACT: dict[tuple, bool] = {}  # (shapes, arguments, threads) -> same results as NCHW
+
+
+def _channels_last_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stride=1, padding=0, dilation=1,
+                          groups=1) -> torch.Tensor:
+    """``F.conv2d`` with a channels-last result (for a max pool that reads NHWC and writes NCHW), where
+    PyTorch's channels-last convolution gives the NCHW one's results bit for bit; else the NCHW one's.
+    Checked once per shape, arguments and thread count on a random input: the rounding of a convolution
+    depends on the algorithm PyTorch picks for them, not on the values (a ResNet stem's 3-channel conv:
+    2-2.5x faster channels-last on x86 oneDNN, whose NCHW path computes blocked and reorders)."""
+    if x.dim() != 4 or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    key = (tuple(x.shape), tuple(weight.shape), bias is not None, repr((stride, padding, dilation, groups)),
+           torch.get_num_threads())
+    exact = _CHANNELS_LAST_EXACT.get(key)
+    if exact is None:
+        probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+        exact = torch.equal(F.conv2d(probe, weight, bias, stride, padding, dilation, groups),
+                            F.conv2d(probe.contiguous(memory_format=torch.channels_last), weight, bias, stride, padding,
+                                     dilation, groups))
+        if len(_CHANNELS_LAST_EXACT) >= 256:
+            _CHANNELS_LAST_EXACT.clear()
+        _CHANNELS_LAST_EXACT[key] = exact
+    if exact:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+# built by _fuse, never read from a file
+_FUSED = {"runtime.max_pool_of_batch_norm": _max_pool_of_batch_norm, "runtime.channels_last_conv2d": _channels_last_conv2d}
 
 
 def _reads(node: dict) -> list[str]:
@@ -101,7 +131,7 @@ def _reads(node: dict) -> list[str]:
 _FRESH_CALLS = {
     "conv2d", "linear", "batch_norm", "onebit.batch_norm_affine", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
     "add", "sub", "mul", "truediv", "torch.add", "torch.sub", "torch.mul", "torch.cat", "onebit.add_channel",
-    "onebit.rprelu", "onebit.learned_scale", "runtime.max_pool_of_batch_norm",
+    "onebit.rprelu", "onebit.learned_scale", "runtime.max_pool_of_batch_norm", "runtime.channels_last_conv2d",
 }
 
 
@@ -116,7 +146,22 @@ def _fresh(node: dict) -> bool:
 
 def _fuse(nodes: list[dict]) -> list[dict]:
     """The graph with ``batch_norm_affine -> max_pool2d`` (the stem of a ResNet on ImageNet) as one
-    pool-first step, where nothing else reads the normalised values."""
+    pool-first step, where nothing else reads the normalised values; a ``conv2d`` read only by a max
+    pool (fused or not) computes channels-last (the pool reads NHWC and writes NCHW)."""
+    nodes = _fuse_batch_norm_pool(nodes)
+    counts: dict[str, int] = {}
+    for node in nodes:
+        for src in _reads(node):
+            counts[src] = counts.get(src, 0) + 1
+    pooled = {node["args"][0]["node"] for node in nodes
+              if node["op"] == "call" and node.get("fn") in ("max_pool2d", "runtime.max_pool_of_batch_norm")
+              and node.get("args") and isinstance(node["args"][0], dict) and "node" in node["args"][0]}
+    return [{**node, "fn": "runtime.channels_last_conv2d"}
+            if node["op"] == "call" and node.get("fn") == "conv2d" and node["name"] in pooled and counts[node["name"]] == 1
+            else node for node in nodes]
+
+
+def _fuse_batch_norm_pool(nodes: list[dict]) -> list[dict]:
     counts: dict[str, int] = {}
     for node in nodes:
         for src in _reads(node):
@@ -197,19 +242,24 @@ class _BinaryStep:
             return residual
         return self.output_buffer(planes)
 
-    def __call__(self, x: Any, residual: torch.Tensor | None, threads: int):
-        planes = self.planes(x, threads)
+    def __call__(self, x: Any, residual: torch.Tensor | None, threads: int, planes: BitPlanes | None = None,
+                 images: tuple[int, int] | None = None):
+        """The layer on input ``x`` (or its ``planes``, if already made), on the images ``[first, last)``
+        of the batch only if ``images`` is given (outputs: the whole batch's tensors)."""
+        planes = planes if planes is not None else self.planes(x, threads)
         if self.consumer is None:
             out = self.kernel.run(planes, self.mult, self.bias, residual=residual, threads=threads,
-                                  out=self.output_over(planes, residual))
+                                  out=self.output_over(planes, residual), images=images)
             return _linear_output(out, self.sample_mean) if self.linear else out
         if self.bits_float_threshold is None:  # bits only (LCE): no float output
             self.consumer.supplied = self.kernel.run(planes, None, None, float_out=False, bits_for=self.consumer.kernel,
-                                                     thresh=self.bits_threshold, flip=self.bits_flip, threads=threads)
+                                                     thresh=self.bits_threshold, flip=self.bits_flip, threads=threads,
+                                                     images=images)
             return None
         out, self.consumer.supplied = self.kernel.run(planes, self.mult, self.bias, residual=residual,
                                                       bits_for=self.consumer.kernel, float_thresh=self.bits_float_threshold,
-                                                      threads=threads, out=self.output_over(planes, residual))
+                                                      threads=threads, out=self.output_over(planes, residual),
+                                                      images=images)
         return out
 
 
@@ -229,9 +279,10 @@ def _linear_output(out: torch.Tensor, per_sample: bool) -> torch.Tensor:
 _PER_SAMPLE_CALLS = {
     "conv2d", "linear", "onebit.batch_norm_affine", "onebit.add_channel", "onebit.rprelu", "onebit.learned_scale",
     "onebit.sign_threshold", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
-    "runtime.max_pool_of_batch_norm", "relu", "relu6", "hardtanh", "prelu", "leaky_relu", "gelu", "silu", "add",
-    "sub", "mul", "truediv", "neg", "torch.add", "torch.sub", "torch.mul", "torch.sigmoid", "torch.tanh",
-    "torch.relu", "torch.clamp", "torch.where",
+    "runtime.max_pool_of_batch_norm", "runtime.channels_last_conv2d", "relu", "relu6", "hardtanh", "prelu",
+    "leaky_relu", "gelu", "silu", "add", "sub", "mul", "truediv", "neg", "torch.add", "torch.sub", "torch.mul",
+    "torch.sigmoid", "torch.tanh", "torch.relu", "torch.clamp", "torch.where", "onebit.thermometer",
+    "onebit.sign_step", "onebit.level_step", "onebit.fixed_point",
 }
 
 
@@ -279,6 +330,7 @@ class OnebitModel:
         self._arrays = tensors
         self._torch: dict[str, torch.Tensor] = {}
         self._steps: list[tuple[str, Callable[[dict, int], Any]]] = []
+        self._layers: dict[int, tuple[_BinaryStep, str, str | None]] = {}  # step index -> binary conv, input, residual
         self._input: str | None = None
         self._output: str | None = None
         binary: dict[str, _BinaryStep] = {}
@@ -296,6 +348,7 @@ class OnebitModel:
             raise ValueError("corrupt graph: no input or output node")
         self._last_use = self._lifetimes(nodes)
         self._write_over_residuals(nodes)
+        self._chains = self._image_chains()
         self._graph_nodes = graph["nodes"]
         self._nodes = nodes  # as run (after _fuse)
         mixing = next((node for node in nodes if _mixes_samples(node)), None)
@@ -357,6 +410,7 @@ class OnebitModel:
         elif op in ("binary_conv2d", "binary_linear"):
             step = binary[name] = _BinaryStep(node, self._tensor, self._words)
             src, res = node["inputs"][0], node["inputs"][1] if len(node["inputs"]) > 1 else None
+            self._layers[len(self._steps)] = (step, src, res)
             self._steps.append((name, lambda env, th: step(env[src], env[res] if res else None, th)))
         else:
             raise ValueError(f"unknown node kind {op!r} in the graph (node {name}); newer onebit file?")
@@ -395,6 +449,34 @@ class OnebitModel:
                     and all(_fresh(r) for r in readers[res["name"]])):
                 binary[node["name"]].in_place = True
 
+    def _image_chains(self) -> dict[int, int]:
+        """Runs of binary convolutions that may go image by image: step index -> end of its run. In a
+        run each conv after the first reads the bits its predecessor writes for it, so every value
+        the run makes is per image (the convolutions are integer: the same values in any order)."""
+        chains, i = {}, 0
+        while i < len(self._steps):
+            end = i + 1
+            if i in self._layers and not self._layers[i][0].linear:
+                while end in self._layers and self._layers[end - 1][0].consumer is self._layers[end][0]:
+                    end += 1
+            if end > i + 1:
+                chains[i] = end
+            i = end
+        return chains
+
+    def _run_by_image(self, start: int, end: int, env: dict, threads: int) -> None:
+        """Steps ``[start, end)`` (a chain of binary convs) on one image after the other, so that an
+        image's activations stay in the CPU caches from layer to layer."""
+        first, src, res = self._layers[start]
+        planes = first.planes(env[src], threads)  # the whole batch's input bits
+        for image in range(planes.shape.n):
+            for k in range(start, end):
+                step, src, res = self._layers[k]
+                out = step(None, env[res] if res else None, threads, planes=planes if k == start else None,
+                           images=(image, image + 1))
+                if image == 0:
+                    env[self._steps[k][0]] = out
+
     # ------------------------------------------------------------------ running
     @torch.no_grad()
     def __call__(self, x):
@@ -427,12 +509,37 @@ class OnebitModel:
         return out.numpy() if as_numpy else out
 
     def _run(self, x: torch.Tensor, threads: int):
-        env = {self._input: x}
-        for (name, step), free in zip(self._steps, self._last_use):
-            env[name] = step(env, threads)
-            for value in free:
-                env.pop(value, None)
+        env, i = {self._input: x}, 0
+        by_image = x.dim() > 0 and x.shape[0] > 1
+        while i < len(self._steps):
+            end = self._chains.get(i, i + 1) if by_image else i + 1
+            if end > i + 1:
+                self._run_by_image(i, end, env, threads)
+            else:
+                name, step = self._steps[i]
+                env[name] = step(env, threads)
+            for free in self._last_use[i:end]:
+                for value in free:
+                    env.pop(value, None)
+            i = end
         return env[self._output]
+
+    @torch.no_grad()
+    def intermediates(self, x: torch.Tensor) -> dict[str, Any]:
+        """Every node's value on the float NCHW input ``x``, by node name, for checking a file layer by
+        layer (e.g. against golden vectors); None for a binary layer that only wrote the next one's bits."""
+        values = {self._input: x.detach().to("cpu", torch.float32).contiguous()}
+        env = dict(values)
+        with self._lock, _no_gc():
+            threads = self.threads or torch.get_num_threads()
+            try:
+                for name, step in self._steps:
+                    env[name] = step(env, threads)
+                    values[name] = env[name].clone() if isinstance(env[name], torch.Tensor) else env[name]
+            finally:
+                for step in self._binary:
+                    step.supplied = None
+        return values
 
     def _owns(self, t: torch.Tensor) -> bool:
         ptr = t.untyped_storage().data_ptr()
@@ -444,9 +551,12 @@ class OnebitModel:
         binary = [n for n in nodes if n["op"] in ("binary_conv2d", "binary_linear")]
         bits = sum("bits_for" in n["attrs"] for n in binary)
         fallback = sum(bool(n.get("float_binary_layer")) for n in nodes)
-        floats = sum(n["op"] in ("call", "method") for n in nodes)
+        steps = sum("step_of" in n or n.get("fn") == "onebit.thermometer" for n in nodes)
+        floats = sum(n["op"] in ("call", "method") for n in nodes) - steps
         lines = [f"{len(binary)} binary layers on the {get_kernel()} kernels ({bits} write bit-packed outputs "
                  f"for the next one), {floats} float steps on PyTorch"]
+        if steps:
+            lines.append(f"{steps} integer steps (input encoding, thresholds and fixed-point residuals on accumulators)")
         if fallback:
             lines.append(f"{fallback} binary layers run as float computations (one side real, or a geometry "
                          "the kernels do not cover)")

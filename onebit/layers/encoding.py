@@ -16,7 +16,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ThermometerEncoding"]
+__all__ = ["ThermometerEncoding", "thermometer_bits"]
+
+
+def thermometer_bits(x: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """``[N, C, H, W]`` -> ``[N, C*K, H, W]`` +-1: channel ``c*K + k`` is ``+1`` where ``x_c >= t_k``
+    (the definition the training graph, the 1-bit runtime and the golden vectors share)."""
+    bits = torch.where(x.unsqueeze(2) >= thresholds.view(1, 1, -1, 1, 1), 1.0, -1.0)
+    return bits.flatten(1, 2)
 
 
 class ThermometerEncoding(nn.Module):
@@ -31,9 +38,7 @@ class ThermometerEncoding(nn.Module):
         return len(self.thresholds)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.thresholds.view(1, 1, -1, 1, 1)
-        bits = torch.where(x.unsqueeze(2) >= t, 1.0, -1.0)
-        return bits.flatten(1, 2)
+        return thermometer_bits(x, self.thresholds)
 
     def extra_repr(self) -> str:
         return f"thresholds={self.thresholds.tolist()}"

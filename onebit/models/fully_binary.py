@@ -9,14 +9,15 @@ Every convolution, the first included, and the classifier take +-1 inputs and +-
   ``sign(s * alpha_o * acc + b_o)`` = ``acc >= ceil(-b_o / (s * alpha_o))`` for the integer
   accumulator ``acc``: a per-channel integer threshold (``alpha_o > 0`` is the method's weight scale);
 * the classifier is a :class:`~onebit.layers.BinaryLinear` followed by :class:`LogitScale`, one
-  learnable factor: the only real multiply left (``logits_o = g * s * alpha_o * acc_o``).
+  fixed factor: the only real multiply left (``logits_o = g * s * alpha_o * acc_o``).
 
-Max pools act on the accumulators (before the offset, as seed 003's conv - pool - bn order);
-ResNet-20's average pool before the classifier only feeds its sign (= the sign of the sum).
+Max pools act on the accumulators (before the offset, as seed 003's conv - pool - bn order).
+ResNet-20's residual stream holds fixed-point values (multiples of 1/16 in [-1, 1], see
+:class:`_Block`); its average pool before the classifier only feeds its sign (= the sign of the sum).
 
 * ``vgg_small_fb_1w1a``: seed 003's VGG-small order, 128-128(pool)-256-256(pool)-512-512(pool);
 * ``resnet20_fb_1w1a``: ResNet-20 (16/32/64, option-A shortcuts) with offsets for BNs, the
-  residual adds kept (they add integers and +-1 values);
+  residual adds kept on a fixed-point stream (``levels`` option: its steps per unit, default 16);
 * ``alexnet_fb_1w1a``: the community AlexNet's order and widths (``alexnet_1w1a``), fully binary.
 
 Seed 003 reports 68.4 (ResNet-20) and 64.8 (VGG-small, fp16) top-1 on CIFAR-10 for the first two
@@ -29,7 +30,7 @@ import math
 import torch
 from torch import nn
 
-from onebit.layers import ThermometerEncoding
+from onebit.layers import FixedPoint, ThermometerEncoding
 from onebit.layers.activations import LearnableBias
 from onebit.models.common import BinaryLayers, ShortcutA
 from onebit.models.registry import register_model
@@ -52,12 +53,16 @@ class Offset(LearnableBias):
 
 
 class LogitScale(nn.Module):
-    """The logits' scale: ``g * x / sqrt(fan_in)``, one learnable ``g`` (initialised to 1)."""
+    """The logits' scale: ``g * x / sqrt(fan_in)`` with a fixed ``g`` (a buffer, default 1).
 
-    def __init__(self, fan_in: int):
+    ``g`` is not learned: a learned ``g`` went to 0 within 50 SGD steps at lr 0.1 (while the binary
+    classifier's signs are still noise, shrinking the logits to uniform lowers the loss to ln 10), and
+    every gradient of the network, a multiple of ``g``, vanished with it (BENCHMARKS.md, Fully binary)."""
+
+    def __init__(self, fan_in: int, gain: float = 1.0):
         super().__init__()
         self.scale = 1.0 / math.sqrt(fan_in)
-        self.gain = nn.Parameter(torch.ones(()))
+        self.register_buffer("gain", torch.tensor(float(gain)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * (self.gain * self.scale)
@@ -88,31 +93,37 @@ class FullyBinaryPlain(nn.Module):
 
 
 class _Block(nn.Module):
-    """ResNet basic block with offsets for BNs: ``ht(off2(conv2(ht(off1(conv1(x))))) + shortcut(x))``."""
+    """ResNet basic block with offsets for BNs: ``ht(fix(off2(conv2(ht(off1(conv1(x)))))) + shortcut(x))``.
 
-    def __init__(self, layers: BinaryLayers, cin: int, cout: int, stride: int):
+    ``fix`` (:class:`~onebit.layers.FixedPoint`) rounds the residual branch to multiples of
+    ``1/levels``: the residual stream ``x`` then holds fixed-point numbers in [-1, 1] (``2*levels + 1``
+    values), added and clamped exactly, i.e. an integer implementation in units of ``1/levels``."""
+
+    def __init__(self, layers: BinaryLayers, cin: int, cout: int, stride: int, levels: int):
         super().__init__()
         self.conv1, self.off1 = layers.conv(cin, cout, 3, stride, 1), Offset(cout, 9 * cin)
         self.conv2, self.off2 = layers.conv(cout, cout, 3, 1, 1), Offset(cout, 9 * cout)
+        self.fix = FixedPoint(levels)
         self.act = nn.Hardtanh()
         self.shortcut = ShortcutA((cout - cin) // 2) if stride != 1 or cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.off1(self.conv1(x)))
-        return self.act(self.off2(self.conv2(out)) + self.shortcut(x))
+        return self.act(self.fix(self.off2(self.conv2(out))) + self.shortcut(x))
 
 
 class FullyBinaryResNet(nn.Module):
     def __init__(self, layers: BinaryLayers, depths, widths, num_classes: int, in_channels: int,
-                 thresholds=(-1.0, 0.0, 1.0)):
+                 thresholds=(-1.0, 0.0, 1.0), levels: int = 16):
         super().__init__()
         self.encode = ThermometerEncoding(thresholds)
         self.conv1 = layers.conv(in_channels * self.encode.levels, widths[0], 3, 1, 1)
         self.off1, self.act = Offset(widths[0], 9 * in_channels * self.encode.levels), nn.Hardtanh()
+        self.fix = FixedPoint(levels)
         blocks, cin = [], widths[0]
         for stage, (depth, cout) in enumerate(zip(depths, widths)):
             for i in range(depth):
-                blocks.append(_Block(layers, cin, cout, 2 if stage > 0 and i == 0 else 1))
+                blocks.append(_Block(layers, cin, cout, 2 if stage > 0 and i == 0 else 1, levels))
                 cin = cout
         self.layers = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -120,7 +131,7 @@ class FullyBinaryResNet(nn.Module):
         self.logit_scale = LogitScale(cin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.off1(self.conv1(self.encode(x))))
+        x = self.act(self.fix(self.off1(self.conv1(self.encode(x)))))
         return self.logit_scale(self.classifier(self.pool(self.layers(x)).flatten(1)))
 
 
@@ -149,5 +160,6 @@ def alexnet_fb_1w1a(num_classes, in_channels, image_size, layers, thresholds=(-1
 
 @register_model("resnet20_fb_1w1a", default_method="irnet", input_size=32,
                 source="seed 003: ResNet-20, first layer binary, BN => offset, binary classifier")
-def resnet20_fb_1w1a(num_classes, in_channels, image_size, layers, thresholds=(-1.0, 0.0, 1.0)):
-    return _kaiming(FullyBinaryResNet(layers, [3, 3, 3], [16, 32, 64], num_classes, in_channels, tuple(thresholds)))
+def resnet20_fb_1w1a(num_classes, in_channels, image_size, layers, thresholds=(-1.0, 0.0, 1.0), levels=16):
+    return _kaiming(FullyBinaryResNet(layers, [3, 3, 3], [16, 32, 64], num_classes, in_channels, tuple(thresholds),
+                                      levels))

@@ -11,7 +11,7 @@
 
 #include "onebit_kernels.h"
 
-#define OB_ABI_VERSION 4 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
+#define OB_ABI_VERSION 5 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
 
 #define POP4(x) (((x) & 1) + (((x) >> 1) & 1) + (((x) >> 2) & 1) + (((x) >> 3) & 1))
 #define ROW(b)                                                                               \
@@ -361,9 +361,12 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
  * when they are channel words) on one tile of OB_PB positions. Bits output requires whole output
  * nibbles per task: groups == 1 or cog % 4 == 0, and the next layer's groups == 1 or cg % 4 == 0
  * (checked by the caller); whole words: s in words, and 64 | cog and 64 | the next layer's cg unless
- * their groups are 1 (checked here: -1). */
+ * their groups are 1 (checked here: -1). Only the images [n0, n1) of the batch are computed (the
+ * pointers stay those of the whole batch): a caller may run a chain of layers image by image, so
+ * that one image's activations stay in the caches. */
 int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* w, const ob_padding* fix,
-                const ob_output* out, int threads) {
+                const ob_output* out, int64_t n0, int64_t n1, int threads) {
+    if (n0 < 0 || n1 > s->n || n0 >= n1) return -4;
     const ob_kernel* kern = kernel();
     const int next_words = out->next_planes && out->next->words;
     if ((s->words || next_words) && !kern->words) return -2;
@@ -381,14 +384,14 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* w, const
     const int writes = out->out || out->next_planes;
     const int span = next_words ? OB_SPAN : 2 * s->nr;
     const int64_t spans = ceil_div(s->cog, span);
-    const int64_t tasks = (int64_t)s->n * s->groups * s->pblocks * spans;
+    const int64_t tasks = (n1 - n0) * s->groups * s->pblocks * spans;
     /* one thread: a plain loop (no scheduling calls per task); several: dynamic, for a shared CPU, in
      * runs of 4 tiles of one channel span unless that leaves too few runs to balance */
     const int chunk = tasks >= 32 * threads ? 4 : 1;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, chunk) if (threads > 1 && tasks > 1)
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t pb = t % s->pblocks, sp = (t / s->pblocks) % spans;
-        const int64_t grp = (t / s->pblocks / spans) % s->groups, n = t / s->pblocks / spans / s->groups;
+        const int64_t grp = (t / s->pblocks / spans) % s->groups, n = n0 + t / s->pblocks / spans / s->groups;
         const int64_t pos0 = pb * OB_PB;
         const int width = s->positions - pos0 > OB_PB / 2 ? OB_PB : OB_PB / 2;
         const uint8_t* a = planes + n * s->image_bytes + grp * s->q * s->plane_bytes + pos0 * s->unit;

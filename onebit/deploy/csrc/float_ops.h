@@ -164,6 +164,38 @@ static void OB_NAME(max_pool_plane)(const float* x, int h, int w, int kh, int kw
     }
 }
 
+/* out[ch * plane + ox] = acc[ox * c + ch] * sign[ch]: a row of channels-last maxima to NCHW */
+static void OB_NAME(nhwc_row_to_nchw)(const float* acc, int c, int wo, const float* sign, float* out, int64_t plane) {
+    for (int ch = 0; ch < c; ch++)
+        for (int ox = 0; ox < wo; ox++) out[ch * plane + ox] = acc[(int64_t)ox * c + ch] * sign[ch];
+}
+
+/* max pooling of one output row of a channels-last (NHWC) image, written to NCHW: rows[0..n) are the
+ * input rows the window's rows cover (w positions x c channels each), sign[ch] = +-1.0f (-1: pool -x
+ * and negate, the window minimum); out[ch * plane + ox], ox < wo. Each window in PyTorch's order (row
+ * by row), vectorised over the channels. acc: wo * c floats. An instruction set may provide its own
+ * (OB_OWN_MAX_POOL_ROW_NHWC; this one is then its fallback, max_pool_row_nhwc_any). */
+#ifdef OB_OWN_MAX_POOL_ROW_NHWC
+#define OB_MAX_POOL_ROW_NHWC OB_NAME(max_pool_row_nhwc_any)
+#else
+#define OB_MAX_POOL_ROW_NHWC OB_NAME(max_pool_row_nhwc)
+#endif
+static void OB_MAX_POOL_ROW_NHWC(const float* const* rows, int n, int w, int c, int kw, int sw, int pw, int wo,
+                                 const float* sign, float* acc, float* out, int64_t plane) {
+    for (int ox = 0; ox < wo; ox++) {
+        const int x0 = ox * sw - pw > 0 ? ox * sw - pw : 0, x1 = ox * sw - pw + kw < w ? ox * sw - pw + kw : w;
+        float* m = acc + (int64_t)ox * c;
+        const float* first = rows[0] + (int64_t)x0 * c;
+        for (int ch = 0; ch < c; ch++) m[ch] = first[ch] * sign[ch];
+        for (int k = 0; k < n; k++)
+            for (int ix = k ? x0 : x0 + 1; ix < x1; ix++) {
+                const float* r = rows[k] + (int64_t)ix * c;
+                for (int ch = 0; ch < c; ch++) m[ch] = OB_NAME(nan_max)(m[ch], r[ch] * sign[ch]);
+            }
+    }
+    OB_NAME(nhwc_row_to_nchw)(acc, c, wo, sign, out, plane);
+}
+
 /* average pooling of one plane with PyTorch's window rules (ceil mode, padding counted or not,
  * divisor override): each window's elements summed in float from 0, row by row, then divided.
  * Rows are split into column phases as in max_pool_plane, so that the interior (windows inside
@@ -233,4 +265,4 @@ static void OB_NAME(avg_pool_plane)(const float* x, int h, int w, int kh, int kw
 
 const ob_float_ops OB_NAME(ob_float_ops) = {OB_NAME(channel_float), OB_NAME(channel_flags), OB_NAME(nibbles),
                                              OB_NAME(binarize_row4), OB_NAME(max_pool_plane),
-                                             OB_NAME(avg_pool_plane)};
+                                             OB_NAME(max_pool_row_nhwc), OB_NAME(avg_pool_plane)};

@@ -17,6 +17,9 @@ static void max_rows_avx2(const float* const* src, int n, int len, float* out);
 #define OB_OWN_BINARIZE_ROW4
 static void binarize_row4_avx2(const float* x0, const float* x1, const float* x2, const float* x3, float t0,
                                float t1, float t2, float t3, int n, uint8_t* dst);
+#define OB_OWN_MAX_POOL_ROW_NHWC
+static void max_pool_row_nhwc_avx2(const float* const* rows, int n, int w, int c, int kw, int sw, int pw, int wo,
+                                   const float* sign, float* acc, float* out, int64_t plane);
 #define OB_SPLIT2 split2_avx2
 /* even and odd columns of row[0, w), 16 columns at a time; returns how many columns it split */
 static inline int split2_avx2(const float* row, int w, float* even, float* odd) {
@@ -118,5 +121,37 @@ static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float mu
         outputs8(count + i, kv, m, b, has_res, has_res ? _mm256_loadu_ps(res + i) : zero, out + i, t, neg + i, all, 8);
     if (i < n) /* the last 8, overlapping: the same values are written twice */
         outputs8(count + n - 8, kv, m, b, has_res, last, out + n - 8, t, neg + n - 8, all, 8);
+}
+/* the window maxima of NV vectors of 8 channels from channel ch, in registers (max_pool_row_nhwc's order) */
+#define OB_WINDOW_MAX(NV)                                                                          \
+    do {                                                                                           \
+        __m256 m[NV], sg[NV];                                                                      \
+        for (int v = 0; v < NV; v++) {                                                             \
+            sg[v] = _mm256_loadu_ps(sign + ch + 8 * v);                                            \
+            m[v] = _mm256_mul_ps(_mm256_loadu_ps(rows[0] + (int64_t)x0 * c + ch + 8 * v), sg[v]); \
+        }                                                                                          \
+        for (int k = 0; k < n; k++)                                                                \
+            for (int ix = k ? x0 : x0 + 1; ix < x1; ix++) {                                        \
+                const float* r = rows[k] + (int64_t)ix * c + ch;                                   \
+                for (int v = 0; v < NV; v++)                                                       \
+                    m[v] = nan_max8(m[v], _mm256_mul_ps(_mm256_loadu_ps(r + 8 * v), sg[v]));       \
+            }                                                                                      \
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(mo + ch + 8 * v, m[v]);                      \
+    } while (0)
+
+static void max_pool_row_nhwc_avx2(const float* const* rows, int n, int w, int c, int kw, int sw, int pw, int wo,
+                                   const float* sign, float* acc, float* out, int64_t plane) {
+    if (c % 8) {
+        max_pool_row_nhwc_any_avx2(rows, n, w, c, kw, sw, pw, wo, sign, acc, out, plane);
+        return;
+    }
+    for (int ox = 0; ox < wo; ox++) {
+        const int x0 = ox * sw - pw > 0 ? ox * sw - pw : 0, x1 = ox * sw - pw + kw < w ? ox * sw - pw + kw : w;
+        float* mo = acc + (int64_t)ox * c;
+        int ch = 0;
+        for (; ch + 64 <= c; ch += 64) OB_WINDOW_MAX(8);
+        for (; ch < c; ch += 8) OB_WINDOW_MAX(1);
+    }
+    nhwc_row_to_nchw_avx2(acc, c, wo, sign, out, plane);
 }
 #endif

@@ -130,6 +130,8 @@ typedef struct {
                           float t1, float t2, float t3, int n, uint8_t* dst);
     void (*max_pool_plane)(const float* x, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
                            int ho, int wo, float* buf, float* out);
+    void (*max_pool_row_nhwc)(const float* const* rows, int n, int w, int c, int kw, int sw, int pw, int wo,
+                              const float* sign, float* acc, float* out, int64_t plane);
     void (*avg_pool_plane)(const float* x, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
                            int ho, int wo, int count_include_pad, int divisor_override, float* buf, float* out);
 } ob_float_ops;

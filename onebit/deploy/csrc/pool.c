@@ -38,6 +38,40 @@ int ob_max_pool2d(const float* x, int64_t planes, int h, int w, int kh, int kw, 
     return failed ? -3 : 0;
 }
 
+/* max_pool2d of a channels-last (NHWC) input into a contiguous NCHW output, with the rules and negate of
+ * ob_max_pool2d (negate per channel). One job per output row of an image. */
+int ob_max_pool2d_nhwc(const float* x, int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
+                       int ho, int wo, const uint8_t* negate, float* out, int threads) {
+    const ob_float_ops* ops = ob_current_float_ops();
+    const int64_t jobs = (int64_t)n * ho, plane = (int64_t)ho * wo;
+    float* sign = (float*)malloc(sizeof(float) * c);
+    if (!sign) return -3;
+    for (int ch = 0; ch < c; ch++) sign[ch] = negate && negate[ch] ? -1.0f : 1.0f;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) if (threads > 1 && jobs > 1)
+    {
+        float* acc = (float*)malloc(sizeof(float) * wo * c); /* one per thread */
+        if (!acc) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t job = 0; job < jobs; job++) {
+            if (!acc) continue;
+            const int64_t b = job / ho;
+            const int oy = (int)(job % ho);
+            const float* rows[kh];
+            int nr = 0;
+            for (int ky = 0; ky < kh; ky++) {
+                const int iy = oy * sh - ph + ky;
+                if (iy >= 0 && iy < h) rows[nr++] = x + ((b * h + iy) * w) * (int64_t)c;
+            }
+            ops->max_pool_row_nhwc(rows, nr, w, c, kw, sw, pw, wo, sign, acc, out + b * c * plane + (int64_t)oy * wo,
+                                   plane);
+        }
+        free(acc);
+    }
+    free(sign);
+    return failed ? -3 : 0;
+}
+
 /* avg_pool2d with PyTorch's window rules (ceil mode, padding counted or not, divisor override) */
 int ob_avg_pool2d(const float* x, int64_t planes, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw,
                   int ho, int wo, int count_include_pad, int divisor_override, float* out, int threads) {
