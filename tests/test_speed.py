@@ -107,5 +107,6 @@ def test_amp_falls_back_to_float32_without_native_bfloat16(monkeypatch):
 
 def test_a_non_finite_loss_is_caught_where_the_metrics_are_read():
     assert Trainer._read_sums(torch.tensor([6.0, 2.0], dtype=torch.float64), 4, 0, 1) == [6.0, 2.0, 4.0]
-    with pytest.raises(FloatingPointError, match=r"by epoch 2, batch 7: the training loss is nan"):
+    # indices from 0 (epoch 2, step 7), named from 1 as the log counts them
+    with pytest.raises(FloatingPointError, match=r"by epoch 3, batch 8: the training loss is nan"):
         Trainer._read_sums(torch.tensor([float("nan"), 2.0], dtype=torch.float64), 4, 2, 7)

@@ -277,7 +277,7 @@ class Trainer:
         """``[loss*n, correct, n]`` on the host; a non-finite loss sum is an error."""
         loss_sum, correct = running.tolist()
         if not math.isfinite(loss_sum):
-            raise FloatingPointError(f"by epoch {epoch}, batch {step}: the training loss is {loss_sum}: lower --lr?")
+            raise FloatingPointError(f"by epoch {epoch + 1}, batch {step + 1}: the training loss is {loss_sum}: lower --lr?")
         return [loss_sum, correct, float(count)]
 
     def _should_stop(self) -> bool:
