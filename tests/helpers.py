@@ -36,3 +36,14 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
             elif name == "alpha" and isinstance(m, Quantizer):  # a learned weight scale (RBNN)
                 p.data = 2.0 ** torch.randint(-2, 2, p.shape, generator=g).float()
     return model.eval()
+
+
+def fit_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> nn.Module:
+    """``steps`` Adam steps of cross-entropy on one batch (a small model must be able to fit it)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model

@@ -20,6 +20,8 @@ from onebit.models import create_model
 from onebit.models.fully_binary import Offset
 from test_deploy_kernels import kernel  # noqa: F401  (every code path x layout the CPU runs)
 
+from helpers import fit_batch
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # what a fully binary graph may compute besides binary layers: integer steps, moves of their values,
@@ -74,13 +76,8 @@ def test_trained_fully_binary_resnet_and_vgg_match_pytorch(tmp_path):
     data.train.set_epoch(0, 0)
     x, y = next(iter(data.train))
     for name in ("resnet20_fb_1w1a", "vgg_small_fb_1w1a"):
-        model = create_model(name, 10, in_channels=1, image_size=8, method="irnet", pad_value=1)
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-        for _ in range(15):
-            loss = nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        model = fit_batch(create_model(name, 10, in_channels=1, image_size=8, method="irnet", pad_value=1), x, y,
+                          steps=15, lr=0.01)
         model.eval()
         assert any(m.bias.abs().max() > 0.05 for m in model.modules() if isinstance(m, Offset))
         export(model, x[:1], tmp_path / f"{name}.onebit", check=False)

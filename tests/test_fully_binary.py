@@ -19,6 +19,8 @@ from onebit.models import create_model
 from onebit.models.fully_binary import Offset
 from onebit.quant import precision_of
 
+from helpers import fit_batch
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FULLY_BINARY = ["vgg_small_fb_1w1a", "resnet20_fb_1w1a", "alexnet_fb_1w1a"]
@@ -133,12 +135,7 @@ def test_fully_binary_resnet_learns_a_batch():
     data = build_data("digits", batch_size=64)
     data.train.set_epoch(0, 0)
     x, y = next(iter(data.train))
-    model = create_model("resnet20_fb_1w1a", 10, in_channels=1, image_size=8, method="bireal", pad_value=1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
-    for _ in range(80):
-        loss = nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    model = fit_batch(create_model("resnet20_fb_1w1a", 10, in_channels=1, image_size=8, method="bireal", pad_value=1),
+                      x, y, steps=80, lr=0.005)
     with torch.no_grad():
         assert (model(x).argmax(1) == y).float().mean() > 0.5
