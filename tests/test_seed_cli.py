@@ -16,6 +16,8 @@ from onebit.train import run
 from onebit.train.config import resolve
 from onebit.train.precision import native_bfloat16
 
+from helpers import ONE_THREAD_ENV
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,8 +92,6 @@ def _readme_seed_examples() -> list[str]:
 
 @pytest.mark.slow
 def test_readme_seed_examples_run_as_written(tmp_path, monkeypatch):
-    # Note: DDP teardown on this machine has been seen to SIGABRT after the work is done
-    # (being fixed in onebit/train/distributed.py); a failure here with signal 6 is that.
     train003, eval003, dist_train, dist_test = _readme_seed_examples()
     for name in ("tools", "configs"):
         (tmp_path / name).symlink_to(ROOT / name)
@@ -104,7 +104,7 @@ def test_readme_seed_examples_run_as_written(tmp_path, monkeypatch):
     c = resolve(eval003.split()[2:])
     assert c["evaluate"] == "cifar10_train_model/model_best.pth" and c["model"] == "cnn_small_1w1a"
     # seed 002: both scripts for real, 2 CPU processes (training shortened to 2 epochs)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable,
+    env = {**ONE_THREAD_ENV, "PYTHON": sys.executable,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     train = subprocess.run(["bash", "-c", dist_train + " -p 0 --epochs 2"], capture_output=True, text=True,
                            env=env, cwd=tmp_path)
