@@ -9,6 +9,10 @@ few epochs only ranks the methods early in training.
     python benchmarks/methods_cifar10.py                                   # full train set, 10 epochs
     python benchmarks/methods_cifar10.py --train_size 10000 --epochs 3     # reduced budget
 
+``--seeds 1 2 3 4`` trains every method once per seed (mean and spread in the table: a few
+epochs on a subset differ by 1-3 points between seeds). Comparing onebit's paths on a short
+run: ``--extra=--compile`` (short runs train eagerly by default) against ``--extra=--eager``.
+
 ``--train_size`` < 50000 trains on the first images of the real batches (written to a
 temporary folder in CIFAR's pickle format); the test set is always the full 10,000 images
 unless ``--test_size`` is given.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -53,6 +58,7 @@ def main() -> int:
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--extra", default="", help="more `onebit train` flags for every run, one string")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,22 +69,27 @@ def main() -> int:
         data_path = str(write_subset(Path(tmp), args.train_size, args.test_size)) if subset else str(DATA)
         for spec in args.methods:  # NAME or NAME:OPTION=VALUE,OPTION=VALUE (method options)
             method, _, options = spec.partition(":")
-            t0 = time.time()
-            result = run([
-                *(["--method_options", *options.split(",")] if options else []),
-                "--dataset", "cifar10", "--data_path", data_path, "--model", args.model, "--method", method,
-                "--epochs", str(args.epochs), "-b", str(args.batch_size), "--lr", str(args.lr),
-                "--results_dir", str(Path(tmp) / "runs"), "--save", spec.replace(":", "_"), "--print_freq", "0",
-                "--time_estimate", "0", "--seed", "1", *shlex.split(args.extra),
-            ])
-            rows.append((spec, result["final_top1"], result["best_top1"], time.time() - t0))
-            print(f"  {spec}: top-1 {result['final_top1']:.2f} ({time.time() - t0:.0f} s)", flush=True)
+            finals, bests, t0 = [], [], time.time()
+            for seed in args.seeds:
+                result = run([
+                    *(["--method_options", *options.split(",")] if options else []),
+                    "--dataset", "cifar10", "--data_path", data_path, "--model", args.model, "--method", method,
+                    "--epochs", str(args.epochs), "-b", str(args.batch_size), "--lr", str(args.lr),
+                    "--results_dir", str(Path(tmp) / "runs"), "--save", f"{spec.replace(':', '_')}_seed{seed}",
+                    "--print_freq", "0", "--time_estimate", "0", "--seed", str(seed), *shlex.split(args.extra),
+                ])
+                finals.append(result["final_top1"])
+                bests.append(result["best_top1"])
+                print(f"  {spec} seed {seed}: top-1 {result['final_top1']:.2f} ({time.time() - t0:.0f} s)", flush=True)
+            rows.append((spec, finals, bests, (time.time() - t0) / len(args.seeds)))
 
     print(f"\n{args.model} on CIFAR-10 ({args.train_size} train / {args.test_size} test images, {args.epochs} epochs, "
-          f"batch {args.batch_size}, SGD lr {args.lr} cosine {args.extra}, {args.threads} threads)")
-    print("| method | final top-1 (%) | best top-1 (%) | seconds |\n|---|---|---|---|")
-    for method, top1, best, seconds in rows:
-        print(f"| {method} | {top1:.2f} | {best:.2f} | {seconds:.0f} |")
+          f"batch {args.batch_size}, SGD lr {args.lr} cosine {args.extra}, {args.threads} threads, seeds {args.seeds})")
+    print("| method | final top-1 (%) per seed | mean (sd) | best top-1 (%) mean | seconds per run |\n|---|---|---|---|---|")
+    for method, finals, bests, seconds in rows:
+        sd = statistics.stdev(finals) if len(finals) > 1 else 0.0
+        print(f"| {method} | {' '.join(f'{v:.2f}' for v in finals)} | {statistics.mean(finals):.2f} ({sd:.2f}) | "
+              f"{statistics.mean(bests):.2f} | {seconds:.0f} |")
     return 0
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from onebit.quant.functional import ede_grad, sign_with_surrogate, standardize, training_aware_grad
 from onebit.train.engine import Trainer
 from onebit.train.precision import MixedPrecision, native_bfloat16
+from onebit.train.speed import COMPILE_MIN_MACS, SpeedOptions
 from test_quant_rbnn import rbnn_conv, rbnn_weight_formula
 from test_train import ONEBIT, assert_same_weights, train_cmd
 
@@ -61,16 +62,17 @@ def test_compiled_binary_conv_equals_the_formulas(method, formula, compile_on):
         m = get_method(method)
         conv = BinaryConv2d(16, 8, 3, padding=1, input_quantizer=m.input_quantizer,
                             weight_quantizer=m.weight_quantizer).double()
-    for q in (conv.input_quantizer, conv.weight_quantizer):
-        q.set_temperature(0.7)
     x = torch.randn(4, 16, 6, 6, dtype=torch.float64, requires_grad=True)
     g = torch.randn(4, 8, 6, 6, dtype=torch.float64)
     params = [x, *conv.parameters()]
     compiled = torch.compile(conv, dynamic=False)
-    got, expected = compiled(x), formula(conv, x)
-    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
-    for a, b in zip(torch.autograd.grad(got, params, g), torch.autograd.grad(expected, params, g)):
-        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+    for t in (0.7, 3.0):  # the engine sets t every epoch, after the compilation: no stale constant
+        for q in (conv.input_quantizer, conv.weight_quantizer):
+            q.set_temperature(t)
+        got, expected = compiled(x), formula(conv, x)
+        assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
+        for a, b in zip(torch.autograd.grad(got, params, g), torch.autograd.grad(expected, params, g)):
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.slow
@@ -78,9 +80,9 @@ def test_default_path_sigkill_then_resume_is_bit_identical(tmp_path):
     """The default path (torch.compile on): a run killed after its first epoch and resumed ends
     with the weights of an uninterrupted one, bit for bit."""
     run = lambda *a, **k: subprocess.run(*a, check=True, capture_output=True, text=True, env=COMPILE_ENV, **k)  # noqa: E731
-    run(train_cmd(tmp_path, "--epochs", "2", "--save", "full"))
-    assert "training path: torch.compile, channels-last" in (tmp_path / "full" / "log.txt").read_text()
-    proc = subprocess.Popen(train_cmd(tmp_path, "--epochs", "2", "--save", "killed"), env=COMPILE_ENV,
+    run(train_cmd(tmp_path, "--epochs", "2", "--compile", "--save", "full"))
+    assert "training path: torch.compile (--compile), channels-last" in (tmp_path / "full" / "log.txt").read_text()
+    proc = subprocess.Popen(train_cmd(tmp_path, "--epochs", "2", "--compile", "--save", "killed"), env=COMPILE_ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "killed" / "metrics.jsonl"
     deadline = time.time() + 300
@@ -92,6 +94,20 @@ def test_default_path_sigkill_then_resume_is_bit_identical(tmp_path):
     assert len(metrics.read_text().splitlines()) < 2, "killed too late to test anything"
     run(ONEBIT + ["train", "--resume", str(tmp_path / "killed")])
     assert_same_weights(tmp_path / "full" / "checkpoint.pth", tmp_path / "killed" / "checkpoint.pth")
+
+
+@pytest.mark.parametrize("flag, macs, compiles, why", [
+    (None, COMPILE_MIN_MACS / 10, False, "would cost more than it saves"),
+    (None, COMPILE_MIN_MACS, True, "compiling pays"),
+    (True, 1.0, True, "(--compile)"),
+    (False, 1e20, False, "(--no-compile)"),
+])
+def test_compilation_is_chosen_from_the_run_length_unless_forced(flag, macs, compiles, why, compile_on):
+    speed = SpeedOptions({"compile": flag, "channels_last": True}, torch.device("cpu"))
+    model = torch.nn.Linear(2, 2)
+    forward = speed.training_forward(model, 4, training_macs=macs)
+    assert speed.compile is compiles and (forward is not model) is compiles
+    assert why in speed.describe() and speed.describe().startswith("training path: " + ("torch.compile" if compiles else "no"))
 
 
 def test_amp_falls_back_to_float32_without_native_bfloat16(monkeypatch):

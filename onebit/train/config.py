@@ -17,6 +17,7 @@ import yaml
 
 from onebit.models.config import MODEL_DEFAULTS, MODEL_KEYS
 from onebit.utils import ArgumentParser, suggest
+from onebit.train.speed import COMPILE_MIN_MACS
 
 LR_TYPES = ("cos", "step", "linear")
 DISTILL_KINDS = ("distributional", "kd", "ce+kd")
@@ -140,9 +141,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="label smoothing (bare flag: 0.1)")
 
     g = p.add_argument_group("speed (default: the fast path; --eager: the plain one)")
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="torch.compile the training forward and backward (default on; the first steps pay the "
-                        "compilation; the last, smaller batch of an epoch runs eagerly)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the training forward and backward (default: when the run trains at least "
+                        f"{COMPILE_MIN_MACS:.0e} multiply-accumulates, e.g. half a CIFAR-10 epoch of resnet20, where it pays back its "
+                        "compilation; the log says which path runs and why; the last, smaller batch of an epoch runs "
+                        "eagerly)")
     g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
                    help="train in channels-last memory format (default on)")
     g.add_argument("--amp", "--half", dest="amp", action="store_true",

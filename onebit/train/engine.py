@@ -177,7 +177,10 @@ class Trainer:
         self.model = self.parallel.model  # evaluation runs it eagerly; training steps the compiled forward
         reason = ("shards summed in order (--shards, torchrun --exact_reduce)" if self.parallel.exact
                   else "--at_weight's feature hooks" if self.student_features is not None else "")
-        self.parallel.model = self.speed.training_forward(self.model, c["batch_size"] // self.dist.world_size, reason)
+        totals = self.model_summary.totals
+        training_macs = (totals["bops"] + totals["flops"]) * self.data.info.train_size * c["epochs"]
+        self.parallel.model = self.speed.training_forward(self.model, c["batch_size"] // self.dist.world_size, reason,
+                                                          training_macs)
 
     def _run_dir(self) -> Path:
         c = self.config
@@ -335,6 +338,7 @@ class Trainer:
             sums = list(state["train_sums"]) if start_step else sums
             resume_rng = state["rng"] if start_step else None
             log.info(f"resumed from {state['path']} at epoch {start_epoch}" + (f", batch {start_step}" if start_step else ""))
+        self.model_summary = self._summary()
         self._wrap_distributed()
         if main:
             save_config(c, run_dir / "config.yaml")
@@ -360,7 +364,7 @@ class Trainer:
             log.info(f"temperature t: {c['Tmin']:g} at epoch 1, log-linear towards {c['Tmax']:g} (--Tmin/--Tmax)")
         if self.teacher is not None:
             log.info(f"distillation from teacher {c['teacher']} ({c['teacher_ckpt']}): {self.distill.extra_repr()}")
-        self._log_model_summary(log)
+        log.info(self.model_summary.totals_text())
 
         t_start, result = time.time(), self._bn_retrain_baseline(log)
         flips = SignFlips(self.net)
@@ -433,10 +437,10 @@ class Trainer:
         log.info(f"before BN retraining: test top-1 {before['test_top1']:.2f} top-5 {before['test_top5']:.2f}")
         return {"top1_before": before["test_top1"]}
 
-    def _log_model_summary(self, log: RunLog) -> None:
+    def _summary(self):
+        """The model's parameter and MAC counts (logged; the MACs decide whether compiling pays)."""
         from onebit.analysis import summary
 
         info = self.data.info
-        s = summary(self.net, (1, info.in_channels, info.image_size, info.image_size))
-        log.info(s.totals_text())
+        return summary(self.net, (1, info.in_channels, info.image_size, info.image_size))
 

@@ -4,8 +4,12 @@ A binary network's training step is mostly small elementwise quantizer kernels (
 rotate, sign, surrogate gradients) that eager PyTorch runs one at a time. The default path:
 
 * ``torch.compile`` (inductor) of the training forward, and through AOTAutograd of its
-  backward, fusing those kernels (``--no-compile``). The last, smaller batch of an epoch runs
-  eagerly rather than paying a second compilation. Evaluation stays eager.
+  backward, fusing those kernels. The last, smaller batch of an epoch runs eagerly rather
+  than paying a second compilation. Evaluation stays eager. Compilation costs from ~10 s
+  (warm on-disk cache) to minutes (a first run on a busy machine), so by default a run
+  compiles only when it trains at least ``COMPILE_MIN_MACS`` multiply-accumulates
+  (forward, over all epochs); ``--compile``/``--no-compile`` force the choice. The rule
+  depends on the config alone, so a resumed run takes the same path.
 * channels-last memory format of the model and its input images (``--no-channels_last``).
 * metrics summed on the device and read every ``--print_freq`` batches and at the end of the
   epoch: no host synchronisation per step (the engine's loop).
@@ -20,7 +24,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-__all__ = ["SpeedOptions"]
+__all__ = ["COMPILE_MIN_MACS", "SpeedOptions"]
+
+COMPILE_MIN_MACS = 1e12
+"""Training MACs from which compiling pays by default: ~25,000 CIFAR images through
+resnet20_1w1a (40M MACs each), where the compiled steps (1.3-1.9x faster, BENCHMARKS.md)
+win back a compilation of tens of seconds."""
 
 
 class SpeedOptions:
@@ -29,12 +38,15 @@ class SpeedOptions:
     def __init__(self, config: dict[str, Any], device: torch.device):
         eager = bool(config.get("eager", False))
         self.eager = eager
-        self.compile = bool(config.get("compile", False)) and not eager
+        requested = config.get("compile")
+        self.compile: bool | None = None if requested is None and not eager else bool(requested) and not eager
+        self.why = "" if eager else "(--compile)" if requested else "(--no-compile)"
         self.channels_last = bool(config.get("channels_last", False)) and not eager
         self.device = device
         self.notes: list[str] = []
         if self.compile and torch._dynamo.config.disable:
             self.compile = False
+            self.why = "(TORCH_COMPILE_DISABLE=1)"
             self.notes.append("torch.compile is disabled in this process (TORCH_COMPILE_DISABLE=1): training eagerly")
 
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -47,12 +59,22 @@ class SpeedOptions:
             return images.contiguous(memory_format=torch.channels_last)
         return images
 
-    def training_forward(self, model: nn.Module, batch_size: int, eager_reason: str = "") -> Callable:
+    def training_forward(self, model: nn.Module, batch_size: int, eager_reason: str = "",
+                         training_macs: float | None = None) -> Callable:
         """What the training step calls in place of ``model``: compiled for full batches of
         ``batch_size`` (smaller ones run ``model`` eagerly), or ``model`` itself (no
-        ``--compile``, or an ``eager_reason`` why this run cannot compile)."""
+        ``--compile``, an ``eager_reason`` why this run cannot compile, or, without either
+        flag, fewer ``training_macs`` than :data:`COMPILE_MIN_MACS`; unknown: compile)."""
+        if self.compile is None:
+            self.compile = training_macs is None or training_macs >= COMPILE_MIN_MACS
+            if training_macs is not None:
+                relation = ">=" if self.compile else "<"
+                self.why = (f"(this run trains {training_macs:.2g} MACs {relation} {COMPILE_MIN_MACS:.0e}: compiling "
+                            + ("pays" if self.compile else "would cost more than it saves")
+                            + "; --compile/--no-compile force the choice)")
         if self.compile and eager_reason:
             self.compile = False
+            self.why = f"(off with {eager_reason})"
             self.notes.append(f"torch.compile is off with {eager_reason}: training eagerly")
         if not self.compile:
             return model
@@ -66,6 +88,6 @@ class SpeedOptions:
     def describe(self) -> str:
         if self.eager:
             return "eager path (--eager): no torch.compile, NCHW, metrics read every batch"
-        parts = ["torch.compile" if self.compile else "no torch.compile (--no-compile)",
+        parts = [("torch.compile " if self.compile else "no torch.compile ") + self.why,
                  "channels-last" if self.channels_last else "NCHW (--no-channels_last)"]
         return "training path: " + ", ".join(parts) + ", metrics read every --print_freq batches"
