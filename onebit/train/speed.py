@@ -44,7 +44,7 @@ class SpeedOptions:
         self.channels_last = bool(config.get("channels_last", False)) and not eager
         self.device = device
         self.notes: list[str] = []
-        if self.compile and torch._dynamo.config.disable:
+        if self.compile is not False and torch._dynamo.config.disable:
             self.compile = False
             self.why = "(TORCH_COMPILE_DISABLE=1)"
             self.notes.append("torch.compile is disabled in this process (TORCH_COMPILE_DISABLE=1): training eagerly")
