@@ -2,7 +2,8 @@
 
 One training step = forward + backward + SGD step (+ the method's after-step hooks) on random
 input, built the way ``onebit train`` builds it (onebit.train.speed): the default path
-compiles the forward and backward (torch.compile, inductor) and trains channels-last;
+compiles the forward and backward (torch.compile, inductor; forced here, where ``onebit train``
+compiles only runs long enough to pay for it) and trains channels-last;
 ``--eager`` runs the plain float32 NCHW step, as the seeds' code does. Every method and path
 takes its turn in every round, so a busy machine slows them alike; the table gives medians
 over the rounds.
