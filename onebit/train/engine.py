@@ -104,6 +104,7 @@ class Trainer:
         self.teacher, self.distill = self._build_teacher() if config["teacher"] else (None, None)
         self.stop_signal: int | None = None
         self.parallel: Parallel | None = None
+        self._model_summary = None
 
     def _start_bn_retrain(self) -> list[str]:
         """``--bn_retrain CKPT``: its weights, binarized and frozen (onebit.models.frozen)."""
@@ -177,8 +178,10 @@ class Trainer:
         self.model = self.parallel.model  # evaluation runs it eagerly; training steps the compiled forward
         reason = ("shards summed in order (--shards, torchrun --exact_reduce)" if self.parallel.exact
                   else "--at_weight's feature hooks" if self.student_features is not None else "")
-        totals = self.model_summary.totals
-        training_macs = (totals["bops"] + totals["flops"]) * self.data.info.train_size * c["epochs"]
+        training_macs = None
+        if self.speed.compile is None:  # without --compile/--no-compile: from the run's length
+            totals = self._summary().totals
+            training_macs = (totals["bops"] + totals["flops"]) * self.data.info.train_size * c["epochs"]
         self.parallel.model = self.speed.training_forward(self.model, c["batch_size"] // self.dist.world_size, reason,
                                                           training_macs)
 
@@ -338,7 +341,6 @@ class Trainer:
             sums = list(state["train_sums"]) if start_step else sums
             resume_rng = state["rng"] if start_step else None
             log.info(f"resumed from {state['path']} at epoch {start_epoch}" + (f", batch {start_step}" if start_step else ""))
-        self.model_summary = self._summary()
         self._wrap_distributed()
         if main:
             save_config(c, run_dir / "config.yaml")
@@ -364,7 +366,7 @@ class Trainer:
             log.info(f"temperature t: {c['Tmin']:g} at epoch 1, log-linear towards {c['Tmax']:g} (--Tmin/--Tmax)")
         if self.teacher is not None:
             log.info(f"distillation from teacher {c['teacher']} ({c['teacher_ckpt']}): {self.distill.extra_repr()}")
-        log.info(self.model_summary.totals_text())
+        self._log_model_summary(log)
 
         t_start, result = time.time(), self._bn_retrain_baseline(log)
         flips = SignFlips(self.net)
@@ -438,9 +440,14 @@ class Trainer:
         return {"top1_before": before["test_top1"]}
 
     def _summary(self):
-        """The model's parameter and MAC counts (logged; the MACs decide whether compiling pays)."""
+        """The model's parameter and MAC counts (logged; the MACs decide whether compiling pays), once."""
         from onebit.analysis import summary
 
-        info = self.data.info
-        return summary(self.net, (1, info.in_channels, info.image_size, info.image_size))
+        if self._model_summary is None:
+            info = self.data.info
+            self._model_summary = summary(self.net, (1, info.in_channels, info.image_size, info.image_size))
+        return self._model_summary
+
+    def _log_model_summary(self, log: RunLog) -> None:
+        log.info(self._summary().totals_text())
 
