@@ -95,11 +95,14 @@ def test_stem_max_pool_runs_before_its_batch_norm():
                                                                 ("out", None)]
     nodes.insert(3, {"name": "other", "op": "call", "fn": "relu", "args": [{"node": "bn"}]})  # bn read twice
     assert _fuse(nodes) == nodes
-    # a conv read only by the pool computes channels-last
+    # a conv read only by the fused BN and pool joins them; one read only by a pool computes channels-last
     conv = {"name": "conv", "op": "call", "fn": "conv2d", "args": [{"node": "x"}, {"tensor": "w"}, None, 2, 3, 1, 1]}
     nodes = [nodes[0], conv, {**nodes[1], "args": [{"node": "conv"}, {"tensor": "a"}]}, nodes[2], nodes[4]]
-    assert [n.get("fn") for n in _fuse(nodes)] == [None, "runtime.channels_last_conv2d", "runtime.max_pool_of_batch_norm",
-                                                   None]
+    fused = _fuse(nodes)
+    assert [n.get("fn") for n in fused] == [None, "runtime.conv_batch_norm_pool", None]
+    assert fused[1]["args"] == [*conv["args"], {"tensor": "a"}, 3, 2, 1, 1, False]
+    nodes = [nodes[0], conv, {**nodes[3], "args": [{"node": "conv"}, 3, 2, 1, 1, False]}, nodes[4]]
+    assert [n.get("fn") for n in _fuse(nodes)] == [None, "runtime.channels_last_conv2d", "max_pool2d", None]
 
 
 def test_channels_last_stem_conv_equals_nchw_or_is_not_used():
@@ -268,7 +271,7 @@ def test_binary_conv_chains_run_image_by_image_with_the_same_values(kernel, tmp_
     got, expected = roundtrip(model, torch.randn(3, 3, 32, 32), tmp_path)
     assert torch.equal(got, expected)
     by_image, batched = load(tmp_path / "m.onebit"), load(tmp_path / "m.onebit")
-    assert list(by_image._chains.items()) == [(2, 6), (9, 13), (16, 20), (23, 27)]  # the 4 stages' 4 convs
+    assert list(by_image._chains.items()) == [(1, 5), (7, 11), (13, 17), (19, 23)]  # the 4 stages' 4 convs
     batched._chains = {}
     x = torch.randn(3, 3, 32, 32)
     assert torch.equal(by_image(x), batched(x))

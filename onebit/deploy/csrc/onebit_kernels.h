@@ -156,6 +156,28 @@ extern const ob_float_ops ob_float_ops_scalar;
 extern const ob_float_ops ob_float_ops_avx2;
 #endif
 
+/* One output row of a float convolution (fconv.c): its weights [taps][cout] (taps in (ky, kx, c) order), the
+ * optional batch norm [2][cout] (alpha, beta), and where each tap reads its input (off[t] floats from the
+ * window's first input, column 0: ky * row pitch + kx + c * channel pitch of the padded input). */
+typedef struct {
+    const float* wt;
+    const float* affine;
+    const int64_t* off;
+    int32_t taps, cout, sw, wo;
+} ob_fconv_row;
+
+/* The output channels [o_first, o_last) (whole vectors of 16) of the output row whose window starts at input
+ * row `in` (column 0): dst[x * ld + o - o_first], x < wo. */
+typedef void (*ob_fconv_row_fn)(const ob_fconv_row* r, const float* in, int o_first, int o_last, float* dst, int ld);
+#if defined(__x86_64__)
+void ob_fconv_row_avx512(const ob_fconv_row* r, const float* in, int o_first, int o_last, float* dst, int ld);
+void ob_fconv1x1_avx512(const float* x, int64_t plane_in, int c, const float* wt, int cout, const float* affine,
+                        int64_t p0, int count, int o_first, int o_last, float* out, int64_t plane_out);
+#endif
+
+/* the float convolution row of the selected code path (NULL: it has none) */
+ob_fconv_row_fn ob_current_fconv_row(void);
+
 /* the float loops of the selected code path */
 const ob_float_ops* ob_current_float_ops(void);
 
