@@ -164,18 +164,16 @@ def float_twin(name: str, num_classes: int, side: int):
 
 
 def load_previous(path: Path):
-    """The runtime as it ran before the channels-last stem and the image-by-image binary chains (NCHW stem
-    conv, every step on the whole batch), for before/after ratios measured in one process."""
+    """The runtime as it ran before its own float convolutions (stem conv, BN and max pool as PyTorch's channels-last
+    conv and the kernels' pool; shortcut 1x1 conv and BN on PyTorch), for before/after ratios in one process."""
     from onebit.deploy import load, runtime
 
-    fused = dict(runtime._FUSED)
-    runtime._FUSED["runtime.channels_last_conv2d"] = runtime.FUNCTIONS["conv2d"]  # bound at load
+    fuse = runtime._fuse_conv_batch_norm
+    runtime._fuse_conv_batch_norm = lambda nodes: nodes  # applied at load
     try:
-        previous = load(path)
+        return load(path)
     finally:
-        runtime._FUSED.update(fused)
-    previous._chains = {}
-    return previous
+        runtime._fuse_conv_batch_norm = fuse
 
 
 def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: bool = False,
@@ -337,7 +335,7 @@ def main() -> None:
     parser.add_argument("--tuned_malloc", action="store_true", help="tell glibc to keep freed memory (see above)")
     parser.add_argument("--breakdown", action="store_true", help="also time each step of the 1-bit network")
     parser.add_argument("--previous", action="store_true",
-                        help="also time the network as the runtime ran it before (NCHW stem, every step batched)")
+                        help="also time the network as the runtime ran it before its own float convolutions")
     parser.add_argument("--cpu_time", action="store_true",
                         help="time 1-thread runs in process CPU time (for a shared machine; 2+ threads stay wall time)")
     args = parser.parse_args()

@@ -41,7 +41,9 @@ def _case(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation
         return None
     pk = ps = pp = 0
     if pool is not None:
-        kernel, pstride, ppad, pdilation, ceil_mode, indices = (list(pool) + [None, 0, 1, False, False])[:6]
+        if not 1 <= len(pool) <= 6:
+            return None
+        kernel, pstride, ppad, pdilation, ceil_mode, indices = [*pool, *[None, 0, 1, False, False][len(pool) - 1:]]
         k, st, q = _pair(kernel), _pair(pstride) if pstride not in (None, (), []) else _pair(kernel), _pair(ppad)
         if (k is None or st is None or q is None or k[0] != k[1] or st[0] != st[1] or q[0] != q[1]
                 or _pair(pdilation) != (1, 1) or ceil_mode or indices or 2 * q[0] > k[0]):
