@@ -236,6 +236,30 @@ def test_load_errors(tmp_path):
     export(model, torch.randn(1, 1, 8, 8), tmp_path / "m.onebit")
     with pytest.raises(ValueError, match="expected an N x 1 x H x W"):
         load(tmp_path / "m.onebit")(torch.randn(2, 3, 8, 8))
+    from onebit.deploy import fileformat
+
+    graph, tensors = fileformat.read(tmp_path / "m.onebit")
+    for version, readable in ((1, True), (3, False)):  # a file from before the "pre" role reads; a newer one not
+        fileformat.save(tmp_path / "v.onebit", {**graph, "version": version}, tensors)
+        if readable:
+            load(tmp_path / "v.onebit")
+        else:
+            with pytest.raises(ValueError, match="unsupported onebit file version 3"):
+                load(tmp_path / "v.onebit")
+
+
+def test_rbnn_gain_is_rounded_before_the_batch_norm(kernel, tmp_path):
+    """RBNN's per-channel weight gain (not a power of two) scales the integer dot product in float32 before
+    the BatchNorm, as PyTorch does (the file's ``pre``, version 2): logits bit for bit PyTorch's."""
+    model = randomize(create_model("resnet20_1w1a", 10, method="rbnn"), seed=3)
+    g = torch.Generator().manual_seed(3)
+    for name, p in model.named_parameters():
+        if name.endswith(".alpha"):  # randomize's are powers of two
+            p.data = torch.rand(p.shape, generator=g) + 0.5
+    got, expected = roundtrip(model, torch.randn(4, 3, 32, 32), tmp_path)
+    assert torch.equal(got, expected)
+    with safe_open(str(tmp_path / "m.onebit"), "np") as f:
+        assert json.loads(f.metadata()["onebit"])["version"] == 2 and any(k.endswith(".pre") for k in f.keys())
 
 
 def test_cli_export_infer_bench_from_a_checkpoint(tmp_path, capsys):

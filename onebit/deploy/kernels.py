@@ -45,7 +45,7 @@ class Padding(ctypes.Structure):  # mirrors ob_padding
 
 class ConvOutput(ctypes.Structure):  # mirrors ob_output
     _fields_ = [
-        ("mult", ctypes.c_void_p), ("bias", ctypes.c_void_p), ("residual", ctypes.c_void_p),
+        ("pre", ctypes.c_void_p), ("mult", ctypes.c_void_p), ("bias", ctypes.c_void_p), ("residual", ctypes.c_void_p),
         ("out", ctypes.c_void_p), ("thresh", ctypes.c_void_p), ("flip", ctypes.c_void_p),
         ("float_thresh", ctypes.c_void_p), ("next", ctypes.POINTER(ConvShape)), ("next_planes", ctypes.c_void_p),
     ]

@@ -249,6 +249,7 @@ class _BinaryStep:
         self.sample_mean = a.get("sample_mean_threshold", False)
         affine = tensor(t["affine"]) if "affine" in t else None  # [2, cout]: dot * mult + bias
         self.mult, self.bias = (affine[0], affine[1]) if affine is not None else (None, None)
+        self.pre = tensor(t["pre"]) if "pre" in t else None  # [cout]: (dot * pre) * mult + bias, two roundings
         self.bits_for: str | None = a.get("bits_for")
         self.bits_threshold = tensor(t["bits_threshold"]) if "bits_threshold" in t else None
         self.bits_flip = tensor(t["bits_flip"]) if "bits_flip" in t else None
@@ -295,7 +296,7 @@ class _BinaryStep:
         planes = planes if planes is not None else self.planes(x, threads)
         if self.consumer is None:
             out = self.kernel.run(planes, self.mult, self.bias, residual=residual, threads=threads,
-                                  out=self.output_over(planes, residual), images=images)
+                                  out=self.output_over(planes, residual), images=images, pre=self.pre)
             return _linear_output(out, self.sample_mean) if self.linear else out
         if self.bits_float_threshold is None:  # bits only (LCE): no float output
             self.consumer.supplied = self.kernel.run(planes, None, None, float_out=False, bits_for=self.consumer.kernel,
@@ -305,7 +306,7 @@ class _BinaryStep:
         out, self.consumer.supplied = self.kernel.run(planes, self.mult, self.bias, residual=residual,
                                                       bits_for=self.consumer.kernel, float_thresh=self.bits_float_threshold,
                                                       threads=threads, out=self.output_over(planes, residual),
-                                                      images=images)
+                                                      images=images, pre=self.pre)
         return out
 
 

@@ -328,7 +328,7 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
         const int64_t o = o0 + r, plane = (n * s->cout + o) * hw;
         const int32_t* v = fix ? fix->value + o * fix->n_rows * fix->n_cols : NULL;
         if (out->out)
-            ops->channel_float(&rows, counts + r * OB_PB, v, out->mult[o], out->bias[o],
+            ops->channel_float(&rows, counts + r * OB_PB, v, out->pre ? out->pre[o] : 1.0f, out->mult[o], out->bias[o],
                                out->residual ? out->residual + plane : NULL, out->out + plane, t ? t + o : NULL, neg[r]);
         if (out->next_planes && !t) ops->channel_flags(&rows, counts + r * OB_PB, v, out->thresh[o], out->flip[o], neg[r]);
     }

@@ -66,12 +66,14 @@ typedef struct {
 } ob_conv;
 
 /* What the convolution writes. The dot product d (an integer) becomes
- *   float:  v = out[n][o][y][x] = fma(d, mult[o], bias[o]) (+ residual[n][o][y][x])
+ *   float:  v = out[n][o][y][x] = fma(d * pre[o], mult[o], bias[o]) (+ residual[n][o][y][x]), d * pre[o]
+ *           rounded to float (a per-channel scale before a BatchNorm, as PyTorch rounds it; exact for 1)
  *   bits:   the input planes of the next binary convolution (layout `next`), negative bit
  *           = (d < thresh[o]) != flip[o] (LCE's bitpacked output, no float written), or, with
  *           float output, negative bit = !(v >= float_thresh[o]) (the next layer's sign of v,
  *           written while v is in cache). */
 typedef struct {
+    const float* pre;           /* NULL: 1 */
     const float* mult;
     const float* bias;
     const float* residual;      /* may be NULL */
@@ -120,7 +122,7 @@ typedef struct {
 
 /* The float loops of a code path (float_ops.h). */
 typedef struct {
-    void (*channel_float)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, float mult,
+    void (*channel_float)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, float pre, float mult,
                           float bias, const float* res, float* out, const float* t, uint8_t* neg);
     void (*channel_flags)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, int32_t t,
                           uint8_t flip, uint8_t* neg);
