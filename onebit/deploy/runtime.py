@@ -603,6 +603,10 @@ class OnebitModel:
         floats = sum(n["op"] in ("call", "method") for n in nodes) - steps
         lines = [f"{len(binary)} binary layers on the {get_kernel()} kernels ({bits} write bit-packed outputs "
                  f"for the next one), {floats} float steps on PyTorch"]
+        convs = sum(n.get("fn") in ("runtime.conv_batch_norm", "runtime.conv_batch_norm_pool") for n in self._nodes)
+        if convs:
+            lines[0] += (f"; {convs} float convs among them, with the BatchNorm (and max pool) after them, on the kernels "
+                         "where that gives PyTorch's results")
         if steps:
             lines.append(f"{steps} integer steps (input encoding, thresholds and fixed-point residuals on accumulators)")
         if fallback:
