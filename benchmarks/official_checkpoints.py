@@ -16,10 +16,12 @@ This script runs their code on the CPU without editing their files:
   impossible offline); ``CLASSES`` and the student's classifier sized to the fixture's classes; ``accuracy``
   with ``reshape``. Step 2 starts from step 1's ``checkpoint.pth.tar`` as its ``run.sh`` does.
 * seed 002 (mmclassification 0.11 fork) ``tools/train.py`` / ``tools/test.py``: run unchanged with
-  ``--device cpu`` on a config written here that inherits ``configs/baseline/irnet/irnet_r18.py`` and sets only
-  the fixture data (its own pillow-resize ImageNet pipelines of ``imagenet_bs64_pil_resize.py``), 10 classes,
-  a short schedule. Needs mmcv 1.3-1.5 (``--mmcls_python``: a separate venv; ``MMCV_WITH_OPS=0 pip install
-  mmcv==1.5.0`` and ``yapf==0.32.0``), never onebit's.
+  ``--device cpu`` on configs written here (:data:`MMCLS_RUNS`) that inherit ``configs/baseline/irnet/irnet_r18.py``
+  and ``configs/baseline/reactnet/reactnet_r18_step2.py`` and set the fixture data (its own pillow-resize
+  ImageNet pipelines of ``imagenet_bs64_pil_resize.py``), 10 classes and a short schedule; ReActNet-18 step 2
+  trains as an ``ImageClassifier`` without its teacher (a pretrained ResNet-34, a download) and from scratch
+  (no step-1 file). Needs mmcv 1.3-1.5 (``--mmcls_python``: a separate venv with torch, ``MMCV_WITH_OPS=0 pip
+  install --no-build-isolation mmcv==1.5.0`` (setuptools < 70), ``yapf==0.32.0``, matplotlib), never onebit's.
 
 ReActNet and mmcls train and test on a fixture-sized ImageNet-style folder made here from CIFAR-10
 (``<out>/folder/{train,val}/<class>/*.png``, the first N images per class of ``data_batch_1`` and
@@ -47,6 +49,7 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import NamedTuple
 
 PY = sys.executable
 SOURCES = ("rbnn", "irnet", "reactnet", "mmcls")
@@ -66,10 +69,6 @@ def _cpu_shims(train_subset: int) -> None:
     torch.cuda.is_available = lambda: False
     load = torch.load  # their files hold a list of Parameters and argparse values: trusted, written here
     torch.load = lambda *a, **k: load(*a, **{"weights_only": False, "map_location": "cpu", **k})
-    for name in ("nvidia", "nvidia.dali", "nvidia.dali.ops", "nvidia.dali.types", "nvidia.dali.pipeline",
-                 "nvidia.dali.plugin", "nvidia.dali.plugin.pytorch"):
-        sys.modules[name] = types.ModuleType(name)
-        sys.modules[name].__getattr__ = lambda attr, name=name: sys.modules.get(f"{name}.{attr}", object)
     torchvision.datasets.CIFAR10._check_integrity = lambda self: True
     if train_subset:
         init = torchvision.datasets.CIFAR10.__init__
@@ -114,11 +113,15 @@ def run_official(kind: str, script: str, argv: list[str], train_subset: int) -> 
     """Run an official script in this process (``_official`` sub-command)."""
     _cpu_shims(train_subset)
     folder = Path(script).parent.resolve()
-    root = folder.parents[1] if kind in ("reactnet", "mmcls") else folder
+    root = {"reactnet": folder.parents[1], "mmcls": folder.parent}.get(kind, folder)  # the repository
     sys.path[:0] = [str(folder), str(root)]
     os.chdir(root if kind == "mmcls" else folder)
     sys.argv = [script, *argv]
     if kind == "rbnn":
+        for name in ("nvidia", "nvidia.dali", "nvidia.dali.ops", "nvidia.dali.types", "nvidia.dali.pipeline",
+                     "nvidia.dali.plugin", "nvidia.dali.plugin.pytorch"):  # imported by its ImageNet loader
+            sys.modules[name] = types.ModuleType(name)
+            sys.modules[name].__getattr__ = lambda attr, name=name: sys.modules.get(f"{name}.{attr}", object)
         import utils.common
 
         utils.common.accuracy = _accuracy
@@ -143,10 +146,11 @@ def _official(kind: str, script: Path, argv: list[str], subset: int, log: Path, 
     return log.read_text()
 
 
-def _onebit_top1(checkpoint: Path, data: Path, *flags: str) -> float:
+def _onebit_top1_top5(checkpoint: Path, data: Path, *flags: str) -> tuple[float, float]:
     out = subprocess.run([PY, "-m", "onebit", "train", "-e", str(checkpoint), "--data_path", str(data), "--gpus", "cpu",
                           "--workers", "0", *flags], capture_output=True, text=True, check=True).stdout
-    return float(re.search(r"top-1 ([\d.]+)%", out).group(1))
+    m = re.search(r"top-1 ([\d.]+)%  top-5 ([\d.]+)%", out)
+    return float(m.group(1)), float(m.group(2))
 
 
 def make_image_folder(cifar: Path, out: Path, train_per_class: int, val_per_class: int) -> Path:
@@ -169,8 +173,8 @@ def make_image_folder(cifar: Path, out: Path, train_per_class: int, val_per_clas
 
 
 MMCLS_CONFIG = """\
-# seed 002's irnet_r18 baseline on a fixture-sized ImageNet-style folder (written by onebit's
-# benchmarks/official_checkpoints.py): only data, class count and schedule length differ.
+# seed 002's {name} baseline on a fixture-sized ImageNet-style folder (written by onebit's
+# benchmarks/official_checkpoints.py): data, class count, schedule length and what the note says differ.
 _base_ = [{base!r}]
 img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 train_pipeline = [
@@ -195,17 +199,40 @@ data = dict(
     train=dict(data_prefix='{folder}/train', pipeline=train_pipeline),
     val=dict(data_prefix='{folder}/val', ann_file=None, pipeline=test_pipeline),
     test=dict(data_prefix='{folder}/val', ann_file=None, pipeline=test_pipeline))
-model = dict(head=dict(num_classes={classes}, topk=(1, )))
-optimizer = dict(lr={lr})
-lr_config = dict(warmup_iters=5)
 runner = dict(max_epochs={epochs})
-custom_hooks = [dict(type='EDEHook', total_epoch={epochs})]
 log_config = dict(interval=4)
 work_dir = '{work_dir}'
-"""
+{extra}"""
+MMCLS_RUNS = {  # name: (baseline config, what else the fixture config sets)
+    "irnet_r18": ("irnet/irnet_r18.py", """\
+model = dict(head=dict(num_classes={classes}, topk=(1, )))
+optimizer = dict(lr=0.01)
+lr_config = dict(warmup_iters=5)
+custom_hooks = [dict(type='EDEHook', total_epoch={epochs})]
+"""),
+    # step 2 without its teacher (a pretrained ResNet-34, a download) and without step 1's weights
+    "reactnet_r18": ("reactnet/reactnet_r18_step2.py", """\
+model = dict(
+    _delete_=True, type='ImageClassifier',
+    backbone=dict(type='ResArch', arch='ReActNet-18', num_stages=4, out_indices=(3, ), avg_down=True,
+                  binary_type=(True, True), style='pytorch'),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes={classes}, in_channels=512,
+              loss=dict(type='CrossEntropyLoss', loss_weight=1.0), topk=(1, )))
+load_from = None
+"""),
+}
 
 
-def compare_cifar(a, out: Path) -> list[tuple[str, float, float]]:
+class Row(NamedTuple):
+    checkpoint: Path
+    official_top1: float
+    official_top5: float | None  # RBNN and IR-Net print top-1 only
+    onebit_top1: float
+    onebit_top5: float
+
+
+def compare_cifar(a, out: Path) -> list[Row]:
     """RBNN resnet20_1w1a and IR-Net ResNet-20 1w1a on CIFAR-10."""
     rows = []
     rbnn = a.scratch / "lmbxmu+RBNN" / "cifar" / "main.py"
@@ -219,7 +246,8 @@ def compare_cifar(a, out: Path) -> list[tuple[str, float, float]]:
                                      "--save", "rbnn_r20", "--Tmax", "1"], a.train_subset, out / "rbnn_train.log")
         log = _official("rbnn", rbnn, ["--model", "resnet20_1w1a", "--dataset", "cifar10", "--data_path", str(data),
                                        "--workers", "0", "-e", str(ckpt)], 0, out / "rbnn_eval.log")
-        rows.append((ckpt, float(re.findall(r"Validation Prec@1 ([\d.]+)", log)[-1]), _onebit_top1(ckpt, data)))
+        rows.append(Row(ckpt, float(re.findall(r"Validation Prec@1 ([\d.]+)", log)[-1]), None,
+                        *_onebit_top1_top5(ckpt, data)))
     if "irnet" in a.only:
         ckpt = out / "irnet_r20" / "checkpoint.th"
         if not a.skip_training:
@@ -230,34 +258,36 @@ def compare_cifar(a, out: Path) -> list[tuple[str, float, float]]:
                                        "--save-dir", str(out / "irnet_r20")], a.train_subset, out / "irnet_train.log")
         log = _official("irnet", irnet, ["--resume", str(ckpt), "-e", "-b", "100", "-j", "0"], 0,
                         out / "irnet_eval.log")
-        rows.append((ckpt, float(re.findall(r"\* Prec@1 ([\d.]+)", log)[-1]), _onebit_top1(ckpt, data)))
+        rows.append(Row(ckpt, float(re.findall(r"\* Prec@1 ([\d.]+)", log)[-1]), None, *_onebit_top1_top5(ckpt, data)))
     return rows
 
 
-def compare_mmcls(a, out: Path, folder: Path) -> list[tuple[str, float, float]]:
-    """Seed 002's irnet_r18 (ResArch IRNet-18) trained by its tools/train.py, tested by its tools/test.py."""
+def compare_mmcls(a, out: Path, folder: Path) -> list[Row]:
+    """Seed 002's irnet_r18 and reactnet_r18 (step 2, as an ImageClassifier) trained by its tools/train.py,
+    tested by its tools/test.py, for every epoch's file."""
     repo = a.scratch / "lucifer443+BinaryNeuralNetwork"
-    config = out / "mmcls" / "irnet_r18_fixture.py"
-    work = out / "mmcls" / "irnet_r18"
     classes = len([d for d in (folder / "train").iterdir() if d.is_dir()])
-    if not a.skip_training:
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(MMCLS_CONFIG.format(base=str(repo / "configs" / "baseline" / "irnet" / "irnet_r18.py"),
-                                              folder=folder, classes=classes, lr=0.01, epochs=a.fixture_epochs,
-                                              work_dir=work))
-        _official("mmcls", repo / "tools" / "train.py", [str(config), "--device", "cpu", "--seed", "166",
-                                                         "--no-validate"], 0, out / "mmcls_train.log", a.mmcls_python)
     rows = []
-    for epoch in range(1, a.fixture_epochs + 1):
-        ckpt = work / f"epoch_{epoch}.pth"
-        log = _official("mmcls", repo / "tools" / "test.py", [str(config), str(ckpt), "--metrics", "accuracy"], 0,
-                        out / f"mmcls_test_epoch{epoch}.log", a.mmcls_python)
-        official = float(re.findall(r"accuracy_top-1 : ([\d.]+)", log)[-1])
-        rows.append((ckpt, official, _onebit_top1(ckpt, folder, "--dataset", "imagenet")))
+    for name, (base, extra) in MMCLS_RUNS.items():
+        config, work = out / "mmcls" / f"{name}_fixture.py", out / "mmcls" / name
+        if not a.skip_training:
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text(MMCLS_CONFIG.format(
+                name=name, base=str(repo / "configs" / "baseline" / base), folder=folder, epochs=a.fixture_epochs,
+                work_dir=work, extra=extra.format(classes=classes, epochs=a.fixture_epochs)))
+            _official("mmcls", repo / "tools" / "train.py", [str(config), "--device", "cpu", "--seed", "166",
+                                                             "--no-validate"], 0, out / f"mmcls_{name}_train.log",
+                      a.mmcls_python)
+        for epoch in range(1, a.fixture_epochs + 1):
+            ckpt = work / f"epoch_{epoch}.pth"
+            log = _official("mmcls", repo / "tools" / "test.py", [str(config), str(ckpt), "--metrics", "accuracy"], 0,
+                            out / f"mmcls_{name}_test_epoch{epoch}.log", a.mmcls_python)
+            top1, top5 = (float(re.findall(rf"accuracy_top-{k} : ([\d.]+)", log)[-1]) for k in (1, 5))
+            rows.append(Row(ckpt, top1, top5, *_onebit_top1_top5(ckpt, folder, "--dataset", "imagenet")))
     return rows
 
 
-def compare_reactnet(a, out: Path, folder: Path) -> list[tuple[str, float, float]]:
+def compare_reactnet(a, out: Path, folder: Path) -> list[Row]:
     """ReActNet-A step 1 and step 2 trained (and validated) by liuzechun/ReActNet's train.py."""
     repo = a.scratch / "liuzechun+ReActNet" / "mobilenet"
     rows = []
@@ -272,9 +302,9 @@ def compare_reactnet(a, out: Path, folder: Path) -> list[tuple[str, float, float
             _official("reactnet", script, ["--data", str(folder), "--save", str(save), "--batch_size", "10",
                                            "--epochs", str(a.fixture_epochs), "--learning_rate", "1e-3",
                                            "--workers", "0"], 0, log)
-        official = float(re.findall(r"\* acc@1 ([\d.]+)", log.read_text())[-1])  # the last epoch's = the file's
+        top1, top5 = map(float, re.findall(r"\* acc@1 ([\d.]+) acc@5 ([\d.]+)", log.read_text())[-1])  # the file's
         ckpt = save / "checkpoint.pth.tar"
-        rows.append((ckpt, official, _onebit_top1(ckpt, folder, "--dataset", "imagenet")))
+        rows.append(Row(ckpt, top1, top5, *_onebit_top1_top5(ckpt, folder, "--dataset", "imagenet")))
     return rows
 
 
@@ -312,10 +342,12 @@ def main() -> None:
         rows += compare_mmcls(a, out, folder)
     if "reactnet" in a.only:
         rows += compare_reactnet(a, out, folder)
-    width = max(len(str(ckpt)) for ckpt, _, _ in rows)
-    print(f"{'checkpoint':<{width}} {'official top-1':>15} {'onebit -e top-1':>16} {'difference':>11}")
-    for ckpt, official, ours in rows:
-        print(f"{str(ckpt):<{width}} {official:>15.2f} {ours:>16.2f} {ours - official:>+11.2f}")
+    width = max(len(str(r.checkpoint)) for r in rows)
+    print(f"{'checkpoint':<{width}} {'official top-1':>15} {'onebit -e top-1':>16} {'official top-5':>15} "
+          f"{'onebit -e top-5':>16}")
+    for r in rows:
+        top5 = f"{r.official_top5:>15.2f}" if r.official_top5 is not None else f"{'-':>15}"
+        print(f"{str(r.checkpoint):<{width}} {r.official_top1:>15.2f} {r.onebit_top1:>16.2f} {top5} {r.onebit_top5:>16.2f}")
 
 
 if __name__ == "__main__":

@@ -275,6 +275,8 @@ def test_reactnet_resnet18_converts(tmp_path):
     """ReActNet resnet/2_step2/birealnet.py: four one-conv blocks per stage (move0, binary_conv, bn1, move1,
     prelu, move2), downsample AvgPool -> conv1x1 -> BN in block 0 of stages 2-4, under DataParallel."""
     model = randomised("reactnet_r18", "reactnet")
+    with torch.no_grad():
+        model.layer1[0].unit1.conv.weight[0, 0, 0, 0] = 0.0  # torch.sign keeps it 0 in the official forward
     names = {"pre.bias": "move0.bias", "act.gamma": "move1.bias", "act.beta": "prelu.weight", "act.zeta": "move2.bias"}
     state = {}
     for key, t in model.state_dict().items():
@@ -295,6 +297,7 @@ def test_reactnet_resnet18_converts(tmp_path):
     torch.save({"epoch": 0, "state_dict": state, "best_top1_acc": 1.0, "optimizer": {}}, src)
     checkpoint = import_checkpoint(src)
     assert checkpoint["config"] == {"model": "reactnet_r18", "method": "reactnet", "dataset": "imagenet"}
+    assert checkpoint["imported_from"]["zero_binary_weights"] == 1
     same_logits(model, checkpoint, "reactnet", size=64)
 
 

@@ -5,15 +5,27 @@ Sources (``SOURCES``) and what they write:
 * ``rbnn`` (lmbxmu/RBNN ``main.py``, ``checkpoint.pth.tar``/``model_best.pth.tar``):
   ``{"epoch", "model": <arch name>, "state_dict", "best_prec1", "parameters"}``; a binary
   conv holds ``weight``, ``alpha`` (C, 1, 1), ``rotate`` (C, 1, 1, 1: onebit's ``theta``),
-  ``R1``, ``R2``; ``linear`` is the classifier, ``bn2`` the BatchNorm1d before it.
+  ``R1``, ``R2``; ``linear`` is the classifier, ``bn2`` the BatchNorm1d before it. CIFAR
+  ResNets, ``vgg_small_1w1a`` (``conv1..5``/``bn1..5``), and the ImageNet ResNet-18/34 of
+  ``models_imagenet`` (told apart from the CIFAR ``resnet18_1w1a`` by its 7x7 stem; its
+  ``bn3`` is built but never used by its forward, and dropped).
 * ``irnet`` (htqin/IR-Net ``trainer.py``, ``checkpoint.th``/``model.th``): ``{"state_dict",
   "best_prec1"[, "epoch"]}`` of a ``DataParallel`` model (``module.`` prefix); binary convs
   hold only ``weight``.
 * ``reactnet`` (liuzechun/ReActNet ``train.py``): ``{"epoch", "state_dict", "best_top1_acc",
   "optimizer"}``, ``module.`` prefix; MobileNet blocks ``feature.<i>`` with learnable biases
-  ``move11..move23`` (1, C, 1, 1), step-2 binary convs store ``weights`` flat (n, 1).
+  ``move11..move23`` (1, C, 1, 1), step-2 binary convs store ``weights`` flat (n, 1); or the
+  ResNet-18/34 of ``resnet/*/birealnet.py``: one binary conv per block (``move0``,
+  ``binary_conv``, ``bn1``, ``move1``, ``prelu``, ``move2``), two of them per onebit block.
+  Its step-1 and step-2 files have the same keys: converted as step 2 (``--w32`` for step 1).
 * ``mmcls`` (seed 002, lucifer443/BinaryNeuralNetwork): ``{"meta", "state_dict"}`` with
-  ``backbone.``, ``neck.`` and ``head.`` prefixes.
+  ``backbone.``, ``neck.`` and ``head.`` prefixes (ResArch IRNet/BiRealNet/ReActNet-18/34,
+  StrongBaseline; MobileArch ReActNet-A); ``meta["config"]``, the config text its
+  ``tools/train.py`` stores, gives the data set, the normalisation and ``binary_type``.
+
+The official forwards binarise the stored weight with ``torch.sign``, which keeps an exact 0
+at 0; onebit's weights are +-1. Such weights are counted in ``info["zero_binary_weights"]``
+(the converted network then differs from the official one where they are used).
 
 :func:`convert_state` renames every tensor to the onebit model's key (reshaping quantizer
 parameters whose layout differs, e.g. RBNN's ``alpha``) and is strict: a source tensor
@@ -421,7 +433,8 @@ def convert_state(obj: Any, source: str | None = None, model: str | None = None)
                  for label, items in (("not mapped", unmapped), ("shape mismatch", mismatched),
                                       (f"missing for {model_name}", missing)) if items]
         raise ConversionError(f"does not fit onebit model {model_name!r} ({source} layout): " + "; ".join(parts))
-    info = {k: rest[k] for k in ("epoch", "best_prec1", "best_top1_acc") if isinstance(rest.get(k), (int, float))}
+    recorded = {**rest.get("meta", {}), **rest} if isinstance(rest.get("meta"), dict) else rest  # mmcls: meta.epoch
+    info = {k: recorded[k] for k in ("epoch", "best_prec1", "best_top1_acc") if isinstance(recorded.get(k), (int, float))}
     if target.method in SIGN_OF_LATENT and binary_type[1]:
         zeros = sum(int((out[f"{name}.weight"] == 0).sum()) for name, m in net.named_modules()
                     if isinstance(m, (BinaryConv2d, BinaryLinear)))
