@@ -1,7 +1,9 @@
 """Helpers shared by the test modules (imported as ``helpers``: pytest puts tests/ on the path)."""
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -47,3 +49,21 @@ def fit_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr
         loss.backward()
         optimizer.step()
     return model
+
+
+def checkpoint_weights(path) -> dict[str, torch.Tensor]:
+    """The model tensors of an onebit checkpoint file."""
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a, b) -> None:
+    """Two checkpoint files hold the same model tensors, bit for bit."""
+    wa, wb = checkpoint_weights(a), checkpoint_weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"tensors differ: {different[:5]}"
+
+
+def run_metrics(folder) -> list[dict]:
+    """The per-epoch rows of a run folder's metrics.jsonl."""
+    return [json.loads(line) for line in (Path(folder) / "metrics.jsonl").read_text().splitlines()]

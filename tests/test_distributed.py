@@ -6,13 +6,18 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from onebit.train.distributed import TurnShards, ordered_sum
+from onebit.train.distributed import Distributed, TurnShards, ordered_sum
 
+from distributed_steps import step
 from helpers import ONE_THREAD_ENV
+
+# One intra-op thread here, as in each torchrun process (OMP_NUM_THREADS=1): the sums depend on it.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
 
@@ -77,56 +82,32 @@ def test_global_batchnorm_keeps_the_parameter_objects():
     assert all(a is b for a, b in zip(before, model.parameters(), strict=True))
 
 
-STEP = r'''
-import sys, torch
-import torch.nn.functional as F
-from onebit.models import create_model
-from onebit.train.distributed import Distributed, Parallel
-out, mode = sys.argv[1], sys.argv[2]
-torch.manual_seed(0)
-model = create_model("cnn_small_1w1a", 10, in_channels=1, image_size=8)
-x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
-d = Distributed.from_env(use_cuda=False)
-shards = 2 if mode == "shards" else 0
-parallel = Parallel(model, d, shards=shards, exact=mode != "plain")
-part = lambda r: (x[32 * r:32 * (r + 1)].clone(), y[32 * r:32 * (r + 1)].clone())
-batch = part(d.rank) if d.enabled else [part(0), part(1)] if shards else (x, y)
-def loss(m, xs, ys):
-    logits = m(xs)
-    return logits, F.cross_entropy(logits, ys)
-parallel.step(loss, batch)
-if d.is_main:
-    torch.save({"grad": [p.grad for p in model.parameters()], "buffers": list(model.buffers())}, out)
-parallel.close()
-d.close()
-'''
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """Every mode of distributed_steps.py under one torchrun launch of 2 processes: rank -> results."""
+    out = tmp_path_factory.mktemp("torchrun") / "steps"
+    result = torchrun(str(Path(__file__).with_name("distributed_steps.py")), str(out))
+    assert result.returncode == 0, failure(result)
+    return [torch.load(f"{out}.{rank}") for rank in range(2)]
 
 
-def _step(tmp_path, name, mode, processes):
-    script = tmp_path / "step.py"
-    script.write_text(STEP)
-    out = str(tmp_path / f"{name}.pt")
-    if processes == 1:
-        subprocess.run([sys.executable, str(script), out, mode], check=True, capture_output=True, env=ONE_THREAD_ENV)
-    else:
-        result = torchrun(str(script), out, mode)
-        assert result.returncode == 0, failure(result)
-    return torch.load(out)
+def one_process_step(mode: str) -> dict:
+    return step(mode, Distributed.from_env(use_cuda=False))
 
 
 @pytest.mark.slow
-def test_two_process_step_is_the_two_shard_step_bit_for_bit(tmp_path):
-    one, two = _step(tmp_path, "one", "shards", 1), _step(tmp_path, "two", "exact", 2)
-    for a, b in zip(one["grad"] + one["buffers"], two["grad"] + two["buffers"]):
+def test_two_process_step_is_the_two_shard_step_bit_for_bit(two_processes):
+    one, two = one_process_step("shards"), two_processes[0]["exact"]
+    for a, b in zip(one["grad"] + one["buffers"], two["grad"] + two["buffers"], strict=True):
         assert torch.equal(a, b)
 
 
 @pytest.mark.slow
-def test_plain_ddp_step_equals_the_whole_batch_step_up_to_rounding(tmp_path):
-    one, two = _step(tmp_path, "whole", "whole", 1), _step(tmp_path, "ddp", "plain", 2)
-    for a, b in zip(one["grad"], two["grad"]):
+def test_plain_ddp_step_equals_the_whole_batch_step_up_to_rounding(two_processes):
+    one, two = one_process_step("whole"), two_processes[0]["plain"]
+    for a, b in zip(one["grad"], two["grad"], strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
-    for a, b in zip(one["buffers"], two["buffers"]):  # batch statistics over the global batch
+    for a, b in zip(one["buffers"], two["buffers"], strict=True):  # batch statistics over the global batch
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
 
 
@@ -153,34 +134,9 @@ def test_a_failing_process_leaves_a_message(tmp_path, how):
         assert "rank 1: out of data (simulated)" in result.stderr
 
 
-ROTATION_SCRIPT = r'''
-import sys, torch
-from onebit.models import create_model
-from onebit.quant.rbnn import RbnnWeight, random_orthogonal
-from onebit.train.distributed import Distributed
-torch.manual_seed(0)
-model = create_model("cnn_small_1w1a", 10, in_channels=1, image_size=8, method="rbnn")
-d = Distributed.from_env(use_cuda=False)
-quantizers = [m for m in model.modules() if isinstance(m, RbnnWeight)]
-torch.manual_seed(1 + d.rank)
-for q in quantizers:  # every rank starts from other rotations: only a broadcast makes them agree
-    q.R1.copy_(random_orthogonal(q.a))
-before = [q.R1.clone() for q in quantizers]
-for q in quantizers:  # what the engine does at the start of an epoch
-    q.on_epoch_start(0, 1)
-d.broadcast_buffers(model)
-torch.save({"before": before, "after": [q.R1 for q in quantizers]}, f"{sys.argv[1]}.{d.rank}")
-d.close()
-'''
-
-
 @pytest.mark.slow
-def test_rbnn_rotation_update_runs_on_rank0_and_is_broadcast(tmp_path):
-    script = tmp_path / "rotate.py"
-    script.write_text(ROTATION_SCRIPT)
-    result = torchrun(str(script), str(tmp_path / "r"))
-    assert result.returncode == 0, failure(result)
-    rank0, rank1 = torch.load(tmp_path / "r.0"), torch.load(tmp_path / "r.1")
+def test_rbnn_rotation_update_runs_on_rank0_and_is_broadcast(two_processes):
+    rank0, rank1 = (results["rotation"] for results in two_processes)
     assert not torch.equal(rank0["before"][0], rank1["before"][0])
     for a, b, old in zip(rank0["after"], rank1["after"], rank0["before"]):
         assert torch.equal(a, b) and not torch.equal(a, old)  # rank 0 updated, rank 1 received it

@@ -18,7 +18,8 @@ from onebit.quant.functional import ede_grad, sign_with_surrogate, standardize, 
 from onebit.train.engine import Trainer
 from onebit.train.precision import MixedPrecision, native_bfloat16
 from test_quant_rbnn import rbnn_conv, rbnn_weight_formula
-from test_train import ONEBIT, assert_same_weights, train_cmd
+from helpers import assert_same_weights
+from test_train import ONEBIT, train_cmd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 COMPILE_ENV = {k: v for k, v in os.environ.items() if k != "TORCH_COMPILE_DISABLE"}
