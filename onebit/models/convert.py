@@ -390,9 +390,12 @@ def convert_state(obj: Any, source: str | None = None, model: str | None = None)
                               f"(supported: {', '.join(a for s, a in TARGETS if s == source)})")
     dataset, preprocessing, flags = _mmcls_meta(rest) if source == "mmcls" else (None, None, {})
     if flags and flags["model"] != target.model:
-        raise ConversionError(f"its keys are an mmcls {arch} but its meta['config'] describes onebit's {flags['model']}")
+        raise ConversionError(f"its keys are an mmcls {arch} but its meta['config'] describes {flags['model']}")
     kwargs = {**target.kwargs, **flags.get("model_kwargs", {})}
-    binary_type = (not flags.get("a32", False), not flags.get("w32", False))
+    # ReActNet-A step 1 (real weights, binary activations) has nn.Conv2d ``weight`` where step 2 has ``weights``
+    w32 = flags.get("w32", False) or (source == "reactnet" and any(k.endswith("binary_3x3.weight") for k in state))
+    a32 = flags.get("a32", False)
+    binary_type = (not a32, not w32)
     model_name = model or target.model
     get_entry(model_name)
     fc = next((v for k, v in state.items() if re.search(r"(^|\.)(fc|linear)\.weight$", k)), None)
@@ -434,15 +437,13 @@ def convert_state(obj: Any, source: str | None = None, model: str | None = None)
                                       (f"missing for {model_name}", missing)) if items]
         raise ConversionError(f"does not fit onebit model {model_name!r} ({source} layout): " + "; ".join(parts))
     recorded = {**rest.get("meta", {}), **rest} if isinstance(rest.get("meta"), dict) else rest  # mmcls: meta.epoch
-    info = {k: recorded[k] for k in ("epoch", "best_prec1", "best_top1_acc") if isinstance(recorded.get(k), (int, float))}
-    if target.method in SIGN_OF_LATENT and binary_type[1]:
+    info = {k: v for k in ("epoch", "best_prec1", "best_top1_acc") if isinstance(v := recorded.get(k), (int, float))}
+    if target.method in SIGN_OF_LATENT and not w32:
         zeros = sum(int((out[f"{name}.weight"] == 0).sum()) for name, m in net.named_modules()
                     if isinstance(m, (BinaryConv2d, BinaryLinear)))
         if zeros:  # torch.sign(0) = 0 in the official forward; onebit's weights are +-1 (0 -> +1)
             info["zero_binary_weights"] = zeros
-    # ReActNet step 1 (real weights, binary activations) has nn.Conv2d ``weight`` where step 2 has ``weights``
-    options = {"w32": True} if source == "reactnet" and any(k.endswith("binary_3x3.weight") for k in state) else {}
-    options.update({k: True for k in ("a32", "w32") if flags.get(k)})
+    options: dict[str, Any] = {k: True for k, on in (("a32", a32), ("w32", w32)) if on}
     if kwargs:
         options["model_kwargs"] = kwargs
     return Converted(model_name, target.method, out, dataset, source, model_options=options, info=info,
