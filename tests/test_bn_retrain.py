@@ -1,13 +1,12 @@
 """``onebit train --bn_retrain``: weights fixed to their binarized values, only BatchNorm trains."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 import torch
 from torch import nn
 
+from onebit import cli
 from onebit.models import create_model
 from onebit.quant import FrozenBinaryWeight
 from onebit.models import checkpoint as model_ckpt
@@ -63,7 +62,7 @@ def test_only_batchnorm_parameters_train():
         train_only_batchnorm(nn.Sequential(nn.Linear(2, 2)))
 
 
-def test_bn_retrain_run_trains_bn_only_and_exports(tmp_path):
+def test_bn_retrain_run_trains_bn_only_and_exports(capsys, tmp_path):
     base = run([*FAST, "--epochs", "2", "--results_dir", str(tmp_path), "--save", "base", "--method", "bireal",
                 "--optimizer", "adam", "--lr", "0.01"])
     ckpt = tmp_path / "base" / "checkpoint.pth"
@@ -91,10 +90,10 @@ def test_bn_retrain_run_trains_bn_only_and_exports(tmp_path):
     rebuilt = load_trained_model(tmp_path / "bn" / "checkpoint.pth").model
     assert all(isinstance(m.weight_quantizer, FrozenBinaryWeight) for m in rebuilt.modules()
                if getattr(m, "weight_quantizer", None) is not None)
-    out = subprocess.run([sys.executable, "-m", "onebit", "export", str(tmp_path / "bn" / "checkpoint.pth"),
-                          "-o", str(tmp_path / "bn.onebit")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "2 binary layers" in out.stdout and "top-1 agrees" in out.stdout
+    capsys.readouterr()
+    assert cli.main(["export", str(tmp_path / "bn" / "checkpoint.pth"), "-o", str(tmp_path / "bn.onebit")]) == 0
+    out = capsys.readouterr().out
+    assert "2 binary layers" in out and "top-1 agrees" in out
 
 
 def test_bn_retrain_misuse(tmp_path):

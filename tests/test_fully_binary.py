@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from onebit import cli
 from onebit.analysis import summary
 from onebit.deploy.golden import write_golden
 from onebit.deploy.ops import sign_step
@@ -114,11 +113,9 @@ def test_golden_vectors_match_the_training_graph(tmp_path, pad_value):
             assert np.allclose(gain * alpha * acc, load(index["logits"]), rtol=1e-5)
 
 
-def test_golden_command_line_and_refusal(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "onebit", "export", "--model", "resnet20_fb_1w1a", "--dataset",
-                          "cifar10", "--golden", str(tmp_path / "g")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "golden vectors of 20 binary layers" in out.stdout
+def test_golden_command_line_and_refusal(tmp_path, capsys):
+    assert cli.main(["export", "--model", "resnet20_fb_1w1a", "--dataset", "cifar10", "--golden", str(tmp_path / "g")]) == 0
+    assert "golden vectors of 20 binary layers" in capsys.readouterr().out
     assert len(json.loads((tmp_path / "g" / "index.json").read_text())["layers"]) == 20
     with pytest.raises(ValueError, match="no layer with 1-bit inputs"):
         write_golden(nn.Sequential(nn.Conv2d(3, 4, 3)), torch.zeros(1, 3, 8, 8), tmp_path / "none")

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -55,15 +53,15 @@ def test_engine_logs_t_and_flip_ratios(two_runs):
 
 
 def test_plot_one_run_and_overlay(two_runs, tmp_path):
+    from onebit.cli import main
+
     irnet, bireal = two_runs
     written = plot_runs([irnet])
     assert sorted(p.name for p in written) == ["curves.png", "schedule.png", "sign_flips.png", "weight_hist.png"]
     assert all(p.parent == irnet / "plots" and p.read_bytes()[:8] == PNG for p in written)
     r = read_run(irnet)
     assert r.series("test_top1")[0] == [1, 2] and len(r.epochs) == 2
-    out = subprocess.run([sys.executable, "-m", "onebit", "plot", str(irnet), str(bireal), "-o", str(tmp_path / "cmp")],
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    assert main(["plot", str(irnet), str(bireal), "-o", str(tmp_path / "cmp")]) == 0
     names = sorted(p.name for p in (tmp_path / "cmp").iterdir())
     assert names == ["curves.png", "schedule.png", "sign_flips.png", "weight_hist_irnet.png"]
 

@@ -2,7 +2,6 @@
 seed 000's ImageNet MobileNets."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -59,7 +58,7 @@ def test_seed003_save_every_half_and_evaluate_model_file(tmp_path):
     assert model_ckpt.load(folder / "checkpoint.pth")["epoch"] == 3
     expected = "autocast to bfloat16" if native_bfloat16(torch.device("cpu")) else "has no native bfloat16"
     assert expected in (folder / "log.txt").read_text()
-    lrs = [json.loads(l)["lr"] for l in (folder / "metrics.jsonl").read_text().splitlines()]
+    lrs = [m["lr"] for m in run_metrics(folder)]
     assert lrs == pytest.approx([0.002, 0.004, 0.006])  # --warm_up True: lr (e+1)/5
     # seed 003's evaluation line: -e --model FILE (the model definition comes from the file)
     evaluated = run(["--dataset", "digits", "-e", "--model", str(folder / "model_best.pth")])

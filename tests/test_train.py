@@ -1,9 +1,6 @@
 """The training engine: seed flags, recipes, schedules, checkpoints, exact resume, DDP."""
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -148,7 +145,7 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     for name in ("log.txt", "metrics.jsonl", "config.yaml", "checkpoint.pth", "model_best.pth",
                  "weight_hist/epoch_0000.png", "tensorboard"):
         assert (run_dir / name).exists(), name
-    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = run_metrics(run_dir)
     assert [l["epoch"] for l in lines] == [0, 1]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["optimizer"] == "adam" and saved["epochs"] == 2
