@@ -23,7 +23,7 @@ process as a user runs it; ``--tuned_malloc`` re-executes the script with glibc 
 memory (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), so that neither side pays page faults
 for re-allocating its activations each run. ``ONEBIT_KERNEL=avx2|avx512|scalar`` picks the kernel path.
 
-Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--batches 1,8,32] [--data_path /work/shared/data] [--breakdown] [--previous]
+Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--batches 1,8,32] [--data_path /work/shared/data] [--breakdown] [--previous] [--against CHECKOUT]
 """
 from __future__ import annotations
 
@@ -164,18 +164,16 @@ def float_twin(name: str, num_classes: int, side: int):
 
 
 def load_previous(path: Path):
-    """The runtime as it ran before the channels-last stem and the image-by-image binary chains (NCHW stem
-    conv, every step on the whole batch), for before/after ratios measured in one process."""
+    """The runtime as it ran before its own float convolutions (stem conv, BN and max pool as PyTorch's channels-last
+    conv and the kernels' pool; shortcut 1x1 conv and BN on PyTorch), for before/after ratios in one process."""
     from onebit.deploy import load, runtime
 
-    fused = dict(runtime._FUSED)
-    runtime._FUSED["runtime.channels_last_conv2d"] = runtime.FUNCTIONS["conv2d"]  # bound at load
+    fuse = runtime._fuse_conv_batch_norm
+    runtime._fuse_conv_batch_norm = lambda nodes: nodes  # applied at load
     try:
-        previous = load(path)
+        return load(path)
     finally:
-        runtime._FUSED.update(fused)
-    previous._chains = {}
-    return previous
+        runtime._fuse_conv_batch_norm = fuse
 
 
 def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: bool = False,
@@ -228,6 +226,61 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
             torch.set_num_threads(th)
             runtime.threads = th
             step_breakdown(runtime, x, th, repeat)
+
+
+WORKER = """
+import sys, time, torch
+from onebit.deploy import load
+runtime = load(sys.argv[1])
+for line in sys.stdin:
+    threads, batch = map(int, line.split())
+    torch.set_num_threads(threads)
+    runtime.threads = threads
+    x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
+    start, cpu = time.perf_counter(), time.process_time()
+    runtime(x)
+    print(time.perf_counter() - start, time.process_time() - cpu, flush=True)
+"""
+
+
+def bench_against(checkout: Path, threads: list[int], repeat: int, workdir: Path, batches: tuple[int, ...],
+                  cpu_time: bool = False) -> None:
+    """Bi-Real-18 on this onebit and on the one in ``checkout`` (its kernels built in place), each in its own
+    process (one Python cannot import two onebit packages), the calls interleaved: before/after ratios of
+    changes to the compiled kernels, in one run."""
+    import subprocess
+
+    import torch
+
+    from onebit.deploy import export
+    from onebit.models import create_model
+
+    path = workdir / "birealnet18.onebit"
+    if not path.exists():
+        export(create_model("birealnet18", 1000).eval(), torch.randn(1, 3, 224, 224), path, check=False)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    here = Path(__file__).resolve().parents[1]
+    workers = {name: subprocess.Popen([sys.executable, "-c", WORKER, str(path)], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, env={**env, "PYTHONPATH": str(root)})
+               for name, root in (("this", here), ("other", checkout.resolve()))}
+    print(f"\n## Bi-Real Net-18 against {checkout} (separate processes, calls interleaved), min of {repeat} (ms)")
+    print(f"{'threads':>7} {'batch':>5} {'this':>8} {'other':>8} {'other/this':>10}")
+    try:
+        for batch in batches:
+            for th in threads:
+                best = {name: float("inf") for name in workers}
+                for _ in range(2 + max(3, repeat // batch)):  # the first 2 rounds warm up
+                    for name, worker in workers.items():
+                        worker.stdin.write(f"{th} {batch}\n")
+                        worker.stdin.flush()
+                        wall, cpu = map(float, worker.stdout.readline().split())
+                        best[name] = min(best[name], cpu if clock_for(th, cpu_time) is time.process_time else wall)
+                print(f"{th:>7} {batch:>5} {1e3 * best['this']:8.2f} {1e3 * best['other']:8.2f} "
+                      f"{best['other'] / best['this']:9.2f}x")
+    finally:
+        for worker in workers.values():
+            worker.stdin.close()
+            worker.wait()
 
 
 def step_breakdown(runtime, x, threads: int, repeat: int) -> None:
@@ -337,7 +390,9 @@ def main() -> None:
     parser.add_argument("--tuned_malloc", action="store_true", help="tell glibc to keep freed memory (see above)")
     parser.add_argument("--breakdown", action="store_true", help="also time each step of the 1-bit network")
     parser.add_argument("--previous", action="store_true",
-                        help="also time the network as the runtime ran it before (NCHW stem, every step batched)")
+                        help="also time the network as the runtime ran it before its own float convolutions")
+    parser.add_argument("--against", type=Path, help="also time Bi-Real-18 on the onebit checkout at this path (kernels "
+                        "built in place), interleaved with this one in separate processes")
     parser.add_argument("--cpu_time", action="store_true",
                         help="time 1-thread runs in process CPU time (for a shared machine; 2+ threads stay wall time)")
     args = parser.parse_args()
@@ -360,6 +415,9 @@ def main() -> None:
         if args.only in (None, "network"):
             bench_network(threads, max(5, args.repeat // 3), Path(tmp), args.breakdown,
                           tuple(int(b) for b in args.batches.split(",")), args.cpu_time, args.previous)
+        if args.against is not None:
+            bench_against(args.against, threads, args.repeat, Path(tmp), tuple(int(b) for b in args.batches.split(",")),
+                          args.cpu_time)
         if args.only in (None, "exactness"):
             bench_exactness(args.data_path or None, Path(tmp))
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")

@@ -95,11 +95,14 @@ def test_stem_max_pool_runs_before_its_batch_norm():
                                                                 ("out", None)]
     nodes.insert(3, {"name": "other", "op": "call", "fn": "relu", "args": [{"node": "bn"}]})  # bn read twice
     assert _fuse(nodes) == nodes
-    # a conv read only by the pool computes channels-last
+    # a conv read only by the fused BN and pool joins them; one read only by a pool computes channels-last
     conv = {"name": "conv", "op": "call", "fn": "conv2d", "args": [{"node": "x"}, {"tensor": "w"}, None, 2, 3, 1, 1]}
     nodes = [nodes[0], conv, {**nodes[1], "args": [{"node": "conv"}, {"tensor": "a"}]}, nodes[2], nodes[4]]
-    assert [n.get("fn") for n in _fuse(nodes)] == [None, "runtime.channels_last_conv2d", "runtime.max_pool_of_batch_norm",
-                                                   None]
+    fused = _fuse(nodes)
+    assert [n.get("fn") for n in fused] == [None, "runtime.conv_batch_norm_pool", None]
+    assert fused[1]["args"] == [*conv["args"], {"tensor": "a"}, 3, 2, 1, 1, False]
+    nodes = [nodes[0], conv, {**nodes[3], "args": [{"node": "conv"}, 3, 2, 1, 1, False]}, nodes[4]]
+    assert [n.get("fn") for n in _fuse(nodes)] == [None, "runtime.channels_last_conv2d", "max_pool2d", None]
 
 
 def test_channels_last_stem_conv_equals_nchw_or_is_not_used():
@@ -233,6 +236,30 @@ def test_load_errors(tmp_path):
     export(model, torch.randn(1, 1, 8, 8), tmp_path / "m.onebit")
     with pytest.raises(ValueError, match="expected an N x 1 x H x W"):
         load(tmp_path / "m.onebit")(torch.randn(2, 3, 8, 8))
+    from onebit.deploy import fileformat
+
+    graph, tensors = fileformat.read(tmp_path / "m.onebit")
+    for version, readable in ((1, True), (3, False)):  # a file from before the "pre" role reads; a newer one not
+        fileformat.save(tmp_path / "v.onebit", {**graph, "version": version}, tensors)
+        if readable:
+            load(tmp_path / "v.onebit")
+        else:
+            with pytest.raises(ValueError, match="unsupported onebit file version 3"):
+                load(tmp_path / "v.onebit")
+
+
+def test_rbnn_gain_is_rounded_before_the_batch_norm(kernel, tmp_path):
+    """RBNN's per-channel weight gain (not a power of two) scales the integer dot product in float32 before
+    the BatchNorm, as PyTorch does (the file's ``pre``, version 2): logits bit for bit PyTorch's."""
+    model = randomize(create_model("resnet20_1w1a", 10, method="rbnn"), seed=3)
+    g = torch.Generator().manual_seed(3)
+    for name, p in model.named_parameters():
+        if name.endswith(".alpha"):  # randomize's are powers of two
+            p.data = torch.rand(p.shape, generator=g) + 0.5
+    got, expected = roundtrip(model, torch.randn(4, 3, 32, 32), tmp_path)
+    assert torch.equal(got, expected)
+    with safe_open(str(tmp_path / "m.onebit"), "np") as f:
+        assert json.loads(f.metadata()["onebit"])["version"] == 2 and any(k.endswith(".pre") for k in f.keys())
 
 
 def test_cli_export_infer_bench_from_a_checkpoint(tmp_path, capsys):
@@ -268,7 +295,7 @@ def test_binary_conv_chains_run_image_by_image_with_the_same_values(kernel, tmp_
     got, expected = roundtrip(model, torch.randn(3, 3, 32, 32), tmp_path)
     assert torch.equal(got, expected)
     by_image, batched = load(tmp_path / "m.onebit"), load(tmp_path / "m.onebit")
-    assert list(by_image._chains.items()) == [(2, 6), (9, 13), (16, 20), (23, 27)]  # the 4 stages' 4 convs
+    assert list(by_image._chains.items()) == [(1, 5), (7, 11), (13, 17), (19, 23)]  # the 4 stages' 4 convs
     batched._chains = {}
     x = torch.randn(3, 3, 32, 32)
     assert torch.equal(by_image(x), batched(x))

@@ -19,10 +19,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ONEBIT = [sys.executable, "-m", "onebit"]
 
 
-def randomised(name: str, method: str, num_classes: int = 10):
+def randomised(name: str, method: str, num_classes: int = 10, **options):
     """An onebit model with non-trivial BN statistics, RBNN angles and ReActNet shifts."""
     torch.manual_seed(0)
-    model = create_model(name, num_classes, method=method)
+    model = create_model(name, num_classes, method=method, **options)
     with torch.no_grad():
         for key, t in model.state_dict().items():
             if t.is_floating_point() and not key.endswith(("R1", "R2", "weight", "threshold")):
@@ -94,7 +94,9 @@ def reactnet_layout(model, step: int) -> dict:
 
 
 def same_logits(model, checkpoint: dict, method: str, size: int = 32) -> None:
-    rebuilt = create_model(checkpoint["model_name"], model.fc.out_features, method=method)
+    config = checkpoint["config"]
+    rebuilt = create_model(checkpoint["model_name"], model.fc.out_features, method=method,
+                           binary_type=(True, not config.get("w32", False)), **config.get("model_kwargs", {}))
     rebuilt.load_state_dict(checkpoint["model"])
     x = torch.randn(4, 3, size, size)
     with torch.no_grad():
@@ -129,7 +131,7 @@ def test_irnet_checkpoint_detected_and_converted_in_memory(tmp_path):
 
 @pytest.mark.parametrize("step", [1, 2])
 def test_reactnet_checkpoint_converts(tmp_path, step):
-    model = randomised("reactnet_a", "reactnet", num_classes=1000)
+    model = randomised("reactnet_a", "reactnet", num_classes=1000, binary_type=(True, step == 2))
     src = tmp_path / "checkpoint.pth.tar"
     torch.save({"epoch": 3, "state_dict": reactnet_layout(model, step), "best_top1_acc": 12.0}, src)
     checkpoint = import_checkpoint(src)
@@ -175,9 +177,9 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert "truncated or corrupt" in error(str(truncated))
     torch.save({"state_dict": {"encoder.weight": torch.zeros(3)}}, tmp_path / "other.pth")
     assert "is not a checkpoint of rbnn, irnet, reactnet, mmcls" in error(str(tmp_path / "other.pth"))
-    torch.save({"epoch": 1, "model": "vgg_small_1w1a", "state_dict": {"features.0.rotate": torch.zeros(1)}},
-               tmp_path / "vgg.pth")
-    assert "rbnn architecture 'vgg_small_1w1a' has no onebit counterpart" in error(str(tmp_path / "vgg.pth"))
+    torch.save({"epoch": 1, "model": "resnet56_1w1a", "state_dict": {"features.0.rotate": torch.zeros(1)}},
+               tmp_path / "r56.pth")
+    assert "rbnn architecture 'resnet56_1w1a' has no onebit counterpart" in error(str(tmp_path / "r56.pth"))
     state = irnet_layout(model)
     state.pop("module.layer2.1.conv1.weight")
     torch.save({"epoch": 1, "state_dict": state, "best_prec1": 1.0}, tmp_path / "partial.th")
@@ -196,7 +198,7 @@ def test_evaluation_refuses_other_preprocessing():
 def mmcls_layout(model) -> dict:
     """Seed 002 mmcls: backbone.layer<s>.<b>.{conv,bn,move,prelu}<i>, RPRelu as prelu<i>.{bias1,prelu,bias2},
     neck.bn (GlobalAveragePoolingBN), head.fc; LearnableBias shaped (1, C, 1, 1)."""
-    state = {"meta": {"epoch": 100, "config": "model = dict(...)"}, "state_dict": {}}
+    state = {"meta": {"epoch": 100}, "state_dict": {}}
     for key, t in model.state_dict().items():
         if key.endswith("input_quantizer.threshold"):
             continue
@@ -226,3 +228,140 @@ def test_mmcls_checkpoint_converts(tmp_path, name, method):
     checkpoint = import_checkpoint(src)
     assert checkpoint["config"] == {"model": name, "method": method, "dataset": "imagenet"}
     same_logits(model, checkpoint, method, size=64)
+
+
+def official_rbnn(t: torch.Tensor, key: str) -> tuple[str, torch.Tensor]:
+    """An onebit RBNN weight-quantizer tensor under RBNN's name (``rotate``; ``alpha`` shaped (C, 1, 1))."""
+    key = key.replace("weight_quantizer.theta", "rotate").replace("weight_quantizer.", "")
+    return key, t.view(-1, 1, 1) if key.endswith(".alpha") else t
+
+
+def test_rbnn_vgg_small_converts(tmp_path):
+    """RBNN models_cifar/vgg.py VGG_SMALL_1W1A: conv0/bn0, conv1..5 (binary), bn1..5, fc."""
+    model = randomised("vgg_small_1w1a", "rbnn")
+    convs, bns = {1: 1, 5: 2, 8: 3, 12: 4, 15: 5}, {3: 1, 6: 2, 10: 3, 13: 4, 17: 5}
+    state = {}
+    for key, t in model.state_dict().items():
+        m = re.match(r"features\.(\d+)\.(.*)", key)
+        if m:
+            i = int(m.group(1))
+            key = f"conv{convs[i]}.{m.group(2)}" if i in convs else f"bn{bns[i]}.{m.group(2)}"
+        key, t = official_rbnn(t, key)
+        state[key] = t
+    src = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 2, "model": "vgg_small_1w1a", "state_dict": state, "best_prec1": 30.0}, src)
+    checkpoint = import_checkpoint(src)
+    assert checkpoint["config"] == {"model": "vgg_small_1w1a", "method": "rbnn", "dataset": "cifar10"}
+    same_logits(model, checkpoint, "rbnn")
+
+
+def test_rbnn_imagenet_resnet_converts(tmp_path):
+    """RBNN models_imagenet/resnet.py ResNet-18: the IR-Net layout with RBNN's quantizer names, plus a
+    BatchNorm1d ``bn3`` its forward never uses (dropped)."""
+    model = randomised("irnet_r18", "rbnn")
+    state = {}
+    for key, t in irnet_layout(model).items():
+        key, t = official_rbnn(t, key.removeprefix("module.").replace("linear.", "fc."))
+        state[key] = t
+    state.update({f"bn3.{k}": v for k, v in torch.nn.BatchNorm1d(10).state_dict().items()})
+    src = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 2, "model": "resnet18_1w1a", "state_dict": state, "best_prec1": 5.0}, src)
+    checkpoint = import_checkpoint(src)
+    assert checkpoint["config"] == {"model": "irnet_r18", "method": "rbnn", "dataset": "cifar10"}
+    same_logits(model, checkpoint, "rbnn")
+
+
+def test_reactnet_resnet18_converts(tmp_path):
+    """ReActNet resnet/2_step2/birealnet.py: four one-conv blocks per stage (move0, binary_conv, bn1, move1,
+    prelu, move2), downsample AvgPool -> conv1x1 -> BN in block 0 of stages 2-4, under DataParallel."""
+    model = randomised("reactnet_r18", "reactnet")
+    with torch.no_grad():
+        model.layer1[0].unit1.conv.weight[0, 0, 0, 0] = 0.0  # torch.sign keeps it 0 in the official forward
+    names = {"pre.bias": "move0.bias", "act.gamma": "move1.bias", "act.beta": "prelu.weight", "act.zeta": "move2.bias"}
+    state = {}
+    for key, t in model.state_dict().items():
+        if key.endswith("input_quantizer.threshold"):
+            continue
+        m = re.match(r"layer(\d)\.(\d)\.(unit(\d)\.|shortcut\.)(.*)", key)
+        if m and m.group(4):
+            block, rest = f"layer{m.group(1)}.{2 * int(m.group(2)) + int(m.group(4)) - 1}", m.group(5)
+            rest = re.sub(r"^conv\.", "binary_conv.", re.sub(r"^post\.", "bn1.", rest))
+            if rest in names:
+                rest, t = names[rest], (-t if rest == "act.gamma" else t)
+                t = t.view(1, -1, 1, 1) if rest.startswith("move") else t
+            key = f"{block}.{rest}"
+        elif m:
+            key = f"layer{m.group(1)}.{2 * int(m.group(2))}.downsample.{m.group(5)}"
+        state["module." + key] = t
+    src = tmp_path / "checkpoint.pth.tar"
+    torch.save({"epoch": 0, "state_dict": state, "best_top1_acc": 1.0, "optimizer": {}}, src)
+    checkpoint = import_checkpoint(src)
+    assert checkpoint["config"] == {"model": "reactnet_r18", "method": "reactnet", "dataset": "imagenet"}
+    assert checkpoint["imported_from"]["zero_binary_weights"] == 1
+    same_logits(model, checkpoint, "reactnet", size=64)
+
+
+MMCLS_META = """dataset_type = 'ImageNet'
+img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
+model = dict(type='ImageClassifier', backbone=dict(type={type!r}, arch={arch!r}, binary_type={binary_type!r}, {extra}
+             style='pytorch'), neck=dict(type='GlobalAveragePooling'), head=dict(type='LinearClsHead', num_classes=10))
+gpu_ids = range(0, 1)
+"""
+
+
+def test_mmcls_strong_baseline_converts_with_its_config(tmp_path):
+    """mmcls ResArch StrongBaseline (bn<i> before the conv, XNOR++ scale<i>.{alpha,beta,gamma}, PReLU
+    nonlinear<i>, strided-conv downsample); the step-1 binary_type comes from the file's meta['config']."""
+    model = randomised("strong_baseline", "bnn", binary_type=(True, False), downsample="conv")
+    state = {}
+    for key, t in model.state_dict().items():
+        for pattern, repl in ((r"\.unit(\d)\.pre\.", r".bn\1."), (r"\.unit(\d)\.conv\.", r".conv\1."),
+                              (r"\.unit(\d)\.act\.", r".nonlinear\1."), (r"\.shortcut\.", ".downsample.")):
+            key = re.sub(pattern, repl, key)
+        m = re.match(r"(.*)\.unit(\d)\.post\.(channel|row|column)$", key)
+        if m:
+            shape = {"channel": (1, -1, 1, 1), "row": (1, 1, -1, 1), "column": (1, 1, 1, -1)}[m.group(3)]
+            key = f"{m.group(1)}.scale{m.group(2)}.{dict(channel='alpha', row='beta', column='gamma')[m.group(3)]}"
+            t = t.reshape(shape)
+        state["head." + key if key.startswith("fc.") else "backbone." + key] = t
+    meta = MMCLS_META.format(type="ResArch", arch="StrongBaseline", binary_type=(True, False),
+                             extra="stem_act='prelu', num_stages=4, out_indices=(3, ),")
+    src = tmp_path / "epoch_75.pth"
+    torch.save({"meta": {"config": meta, "epoch": 75}, "state_dict": state}, src)
+    checkpoint = import_checkpoint(src)
+    assert checkpoint["config"] == {"model": "strong_baseline", "method": "bnn", "dataset": "imagenet", "w32": True,
+                                    "model_kwargs": {"downsample": "conv", "stem_act": "prelu", "head_bn": False}}
+    assert checkpoint["preprocessing"]["mean"] == pytest.approx((0.485, 0.456, 0.406))
+    same_logits(model, checkpoint, "bnn", size=224)  # the scales are sized for 56x56 .. 7x7
+
+
+def test_mmcls_reactnet_a_converts(tmp_path):
+    """mmcls MobileArch ReActNet-A: backbone.conv1.{conv,bn}, layer<s>.<b> blocks (move1, binary_3x3, bn1,
+    prelu1.{bias1,prelu,bias2}, move2, binary_pw + bn2 or binary_pw_down<k> + bn2_<k>, prelu2), head.fc."""
+    model = randomised("reactnet_a", "reactnet")
+    stages = [1, 2, 2, 6, 2]  # blocks per mmcls layer
+    where = [(s + 1, b) for s, n in enumerate(stages) for b in range(n)]
+    state = {}
+    for key, t in reactnet_layout(model, 1).items():
+        key = key.removeprefix("module.")
+        m = re.match(r"feature\.(\d+)\.(.*)", key)
+        if key.startswith("fc."):
+            state["head." + key] = t
+            continue
+        if m.group(1) == "0":
+            state["backbone." + m.group(2).replace("conv1.", "conv1.conv.").replace("bn1.", "conv1.bn.")] = t
+            continue
+        s, b = where[int(m.group(1)) - 1]
+        rest = m.group(2)
+        for old, new in (("move11.", "move1."), ("move21.", "move2."), ("move12.", "prelu1.bias1."),
+                         ("move13.", "prelu1.bias2."), ("prelu1.weight", "prelu1.prelu.weight"),
+                         ("move22.", "prelu2.bias1."), ("move23.", "prelu2.bias2."),
+                         ("prelu2.weight", "prelu2.prelu.weight")):
+            rest = rest.replace(old, new) if rest.startswith(old) else rest
+        state[f"backbone.layer{s}.{b}.{rest}"] = t
+    meta = MMCLS_META.format(type="MobileArch", arch="ReActNet-A", binary_type=(True, True), extra="")
+    src = tmp_path / "epoch_256.pth"
+    torch.save({"meta": {"config": meta}, "state_dict": state}, src)
+    checkpoint = import_checkpoint(src)
+    assert checkpoint["config"] == {"model": "reactnet_a", "method": "reactnet", "dataset": "imagenet"}
+    same_logits(model, checkpoint, "reactnet", size=64)

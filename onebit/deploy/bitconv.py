@@ -202,12 +202,12 @@ class BinaryConvKernel:
             residual: torch.Tensor | None = None, float_out: bool = True, bits_for: "BinaryConvKernel | None" = None,
             thresh: torch.Tensor | None = None, flip: torch.Tensor | None = None,
             float_thresh: torch.Tensor | None = None, threads: int = 1, out: torch.Tensor | None = None,
-            images: tuple[int, int] | None = None):
+            images: tuple[int, int] | None = None, pre: torch.Tensor | None = None):
         """Convolve (only the images ``[first, last)`` of the batch if ``images`` is given: the outputs
         are the batch's tensors, of which the other images are left as they are).
 
         Float output (NCHW, into ``out`` if given, which may be ``residual`` itself):
-        ``fma(dot, mult, bias) (+ residual)``.
+        ``fma(dot * pre, mult, bias) (+ residual)``, ``dot * pre`` rounded to float32 (``pre``: 1 if not given).
         Bit planes for the next binary conv ``bits_for``: negative where ``(dot < thresh) != flip``
         (with ``float_out=False``: LCE's bit-packed output), or where the float output is below
         ``float_thresh`` (the next layer's sign, computed while the output is in cache).
@@ -223,10 +223,10 @@ class BinaryConvKernel:
         # the output description is cached by what it points to (a caller reusing its buffers, like the
         # runtime, builds it once); the next planes are part of it when bits_for returns the same ones each call
         key = (_ptr(mult), _ptr(bias), _ptr(residual), _ptr(out), _ptr(thresh), _ptr(flip), _ptr(float_thresh),
-               bits_for and (id(bits_for), s.n, s.ho, s.wo, bits_for.words()))
+               bits_for and (id(bits_for), s.n, s.ho, s.wo, bits_for.words()), _ptr(pre))
         cached = self._outputs.get(key)
         if cached is None:
-            spec, nxt = ConvOutput(mult=key[0], bias=key[1], residual=key[2], out=key[3]), None
+            spec, nxt = ConvOutput(pre=key[8], mult=key[0], bias=key[1], residual=key[2], out=key[3]), None
             if bits_for is not None:
                 nxt = bits_for.new_planes(s.n, s.ho, s.wo)
                 spec.thresh, spec.flip, spec.float_thresh = key[4], key[5], key[6]

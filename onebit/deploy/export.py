@@ -229,7 +229,10 @@ class _Builder:
             store("affine", np.stack([step.sigma, np.zeros_like(step.sigma)]))
             self.emit_step(key, step)
         elif bits is None:
-            store("affine", np.stack(self._folded_affine(layer, bn)))
+            pre, mult, bias = self._folded_affine(layer, bn)
+            store("affine", np.stack([mult, bias]))
+            if pre is not None:
+                store("pre", pre)
         if direct is not None:  # float output, and the next conv's bits from it
             consumer, threshold = direct
             attrs["bits_for"] = consumer.name
@@ -381,18 +384,22 @@ class _Builder:
         return (isinstance(other, torch.fx.Node) and other is not value and self.shape(other) == self.shape(value)
                 and self.shape(user) == self.shape(value))
 
-    def _folded_affine(self, layer: _BinaryLayer, bn) -> tuple[np.ndarray, np.ndarray]:
-        """float32 ``(mult, bias)`` with ``fma(dot, mult, bias)`` = bn(output_scale(scale * dot + conv bias)).
+    def _folded_affine(self, layer: _BinaryLayer, bn) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """float32 ``(pre, mult, bias)`` with ``fma(dot * pre, mult, bias)`` = bn(output_scale(scale * dot + conv bias))
+        (``pre`` None: 1, ``dot * pre`` rounded to float32).
 
-        Without conv bias and output scale this is exactly PyTorch's BN arithmetic on the conv
-        output (``scale * dot`` is exact for scale 1 or a power of two); otherwise the terms are
-        folded in float64 and rounded once."""
+        Without conv bias and output scale this is exactly PyTorch's arithmetic on the conv output: the
+        BN's ``fma(y, alpha, beta)`` of ``y = dot * gain``, the weight quantizer's output gain (RBNN's per-channel
+        scale) rounded first as PyTorch multiplies it (``pre``), or of ``scale * dot``, exact for a scale of 1 or a
+        power of two; otherwise the terms are folded in float64 and rounded once."""
         m = layer.module
         cout = layer.negative.shape[0]
         scale = layer.scale if layer.scale is not None else np.ones(cout)
         if bn is not None and m.bias is None and m.output_scale is None:
             alpha, beta = _bn_affine(bn)
-            return scale.astype(np.float32) * alpha, beta
+            if layer.scale is not None and m.output_gain() is not None:
+                return scale.astype(np.float32), alpha, beta
+            return None, scale.astype(np.float32) * alpha, beta
         mult, bias = scale.copy(), _f64(m.bias) if m.bias is not None else np.zeros(cout)
         if m.output_scale is not None:
             s = _f64(m.output_scale.channel).reshape(cout)
@@ -400,7 +407,7 @@ class _Builder:
         if bn is not None:
             alpha, beta = _bn_affine(bn)
             mult, bias = mult * alpha, bias * alpha + beta
-        return mult.astype(np.float32), bias.astype(np.float32)
+        return None, mult.astype(np.float32), bias.astype(np.float32)
 
     def _bits_consumer(self, layer: _BinaryLayer, node: torch.fx.Node, bn):
         """(consumer node, absorbed elementwise nodes, int thresholds, flips) when the layer's output

@@ -2,7 +2,7 @@
 
 Graph JSON (``metadata["onebit"]``)::
 
-    {"format": "onebit", "version": 1, "model": {...what was exported...},
+    {"format": "onebit", "version": 2, "model": {...what was exported...},
      "nodes": [{"name": ..., "op": ..., ...}, ...]}
 
 Node ``op`` values: ``input``, ``output`` (``inputs``), ``constant`` (``tensor``), ``call``
@@ -15,7 +15,8 @@ residual; ``attrs``: ``in_channels``/``in_features``, ``stride``, ``padding``, `
 one writes: from the float output unless ``bits_threshold`` is present); ``tensors``: the roles
 present, stored under the key
 ``NAME.ROLE``: ``weight``, ``affine``
-(``[2, cout]``: the output is ``fma(dot, affine[0], affine[1])``), ``threshold`` (of the input
+(``[2, cout]``: the output is ``fma(dot, affine[0], affine[1])``), ``pre`` (``[cout]``, since version 2: the
+output is ``fma(dot * pre, affine[0], affine[1])``, ``dot * pre`` rounded to float32), ``threshold`` (of the input
 sign), ``bits_threshold`` / ``bits_flip`` (int32 / uint8: the next conv's input bit is
 ``(dot < t) != flip``), ``bits_float_threshold``). Arguments are JSON values, with ``{"node": name}`` for a
 node's value, ``{"tensor": key}`` for a stored tensor, ``{"slice": [start, stop, step]}``,
@@ -41,7 +42,8 @@ import numpy as np
 __all__ = ["FORMAT", "VERSION", "save", "read", "encode_arg", "decode_arg"]
 
 FORMAT = "onebit"
-VERSION = 1
+VERSION = 2  # written; 2 added the binary layers' ``pre`` role (a version-1 reader would ignore it)
+READS = (1, 2)
 
 
 def encode_arg(value: Any, node_name, tensor_key) -> Any:
@@ -124,6 +126,7 @@ def read(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     if FORMAT not in metadata:
         raise ValueError(f"{path} is a safetensors file but not an exported onebit model (no '{FORMAT}' metadata)")
     graph = json.loads(metadata[FORMAT])
-    if graph.get("format") != FORMAT or graph.get("version") != VERSION:
-        raise ValueError(f"{path}: unsupported onebit file version {graph.get('version')!r} (this onebit reads {VERSION})")
+    if graph.get("format") != FORMAT or graph.get("version") not in READS:
+        raise ValueError(f"{path}: unsupported onebit file version {graph.get('version')!r} (this onebit reads "
+                         f"{', '.join(map(str, READS))})")
     return graph, tensors

@@ -18,7 +18,7 @@ from pathlib import Path
 
 __all__ = ["KernelsUnavailable", "library", "constant", "available_kernels", "set_kernel", "get_kernel", "ConvShape", "Padding", "ConvOutput"]
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 KERNEL_NAMES = ("scalar", "avx2", "avx512")
 _HERE = Path(__file__).resolve().parent
 _lib: ctypes.CDLL | None = None
@@ -45,7 +45,7 @@ class Padding(ctypes.Structure):  # mirrors ob_padding
 
 class ConvOutput(ctypes.Structure):  # mirrors ob_output
     _fields_ = [
-        ("mult", ctypes.c_void_p), ("bias", ctypes.c_void_p), ("residual", ctypes.c_void_p),
+        ("pre", ctypes.c_void_p), ("mult", ctypes.c_void_p), ("bias", ctypes.c_void_p), ("residual", ctypes.c_void_p),
         ("out", ctypes.c_void_p), ("thresh", ctypes.c_void_p), ("flip", ctypes.c_void_p),
         ("float_thresh", ctypes.c_void_p), ("next", ctypes.POINTER(ConvShape)), ("next_planes", ctypes.c_void_p),
     ]
@@ -77,6 +77,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ob_max_pool2d": (i32, [p, i64] + [i32] * 10 + [p, i32, p, i32]),
         "ob_max_pool2d_nhwc": (i32, [p] + [i32] * 12 + [p, p, i32]),
         "ob_avg_pool2d": (i32, [p, i64] + [i32] * 12 + [p, i32]),
+        "ob_float_conv2d": (i32, [p] + [i32] * 4 + [p] + [i32] * 7 + [p] + [i32] * 3 + [p, i32]),
         "ob_dependent_adds": (i64, [i64]),
         "ob_popcount_loop": (i64, [i64]),
     }

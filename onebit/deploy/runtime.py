@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onebit.deploy import fileformat
+from onebit.deploy import fileformat, floatconv
 from onebit.deploy.bitconv import BinaryConvKernel, BitPlanes, unpack_signs
 from onebit.deploy.kernels import get_kernel
 from onebit.deploy.ops import FUNCTIONS, METHODS, batch_norm_affine
@@ -103,8 +103,25 @@ def _channels_last_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stri
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
+def _conv_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation, groups,
+                     affine: torch.Tensor) -> torch.Tensor:
+    """``batch_norm_affine(conv2d(x, ...), affine)`` (a downsampling shortcut's 1x1 conv and BN), in one pass
+    on the kernels where that gives PyTorch's results (:mod:`onebit.deploy.floatconv`)."""
+    return floatconv.conv2d(x, weight, bias, stride, padding, dilation, groups, affine, reference=lambda v: batch_norm_affine(
+        F.conv2d(v, weight, bias, stride, padding, dilation, groups), affine))
+
+
+def _conv_batch_norm_pool(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation, groups,
+                          affine: torch.Tensor, *pool) -> torch.Tensor:
+    """``max_pool2d(batch_norm_affine(conv2d(x, ...), affine), *pool)`` (a ResNet stem), in one pass on the
+    kernels where that gives PyTorch's results (:mod:`onebit.deploy.floatconv`)."""
+    return floatconv.conv2d(x, weight, bias, stride, padding, dilation, groups, affine, pool, reference=lambda v: (
+        _max_pool_of_batch_norm(_channels_last_conv2d(v, weight, bias, stride, padding, dilation, groups), affine, *pool)))
+
+
 # built by _fuse, never read from a file
-_FUSED = {"runtime.max_pool_of_batch_norm": _max_pool_of_batch_norm, "runtime.channels_last_conv2d": _channels_last_conv2d}
+_FUSED = {"runtime.max_pool_of_batch_norm": _max_pool_of_batch_norm, "runtime.channels_last_conv2d": _channels_last_conv2d,
+          "runtime.conv_batch_norm": _conv_batch_norm, "runtime.conv_batch_norm_pool": _conv_batch_norm_pool}
 
 
 def _reads(node: dict) -> list[str]:
@@ -132,6 +149,7 @@ _FRESH_CALLS = {
     "conv2d", "linear", "batch_norm", "onebit.batch_norm_affine", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
     "add", "sub", "mul", "truediv", "torch.add", "torch.sub", "torch.mul", "torch.cat", "onebit.add_channel",
     "onebit.rprelu", "onebit.learned_scale", "runtime.max_pool_of_batch_norm", "runtime.channels_last_conv2d",
+    "runtime.conv_batch_norm", "runtime.conv_batch_norm_pool",
 }
 
 
@@ -146,13 +164,11 @@ def _fresh(node: dict) -> bool:
 
 def _fuse(nodes: list[dict]) -> list[dict]:
     """The graph with ``batch_norm_affine -> max_pool2d`` (the stem of a ResNet on ImageNet) as one
-    pool-first step, where nothing else reads the normalised values; a ``conv2d`` read only by a max
-    pool (fused or not) computes channels-last (the pool reads NHWC and writes NCHW)."""
-    nodes = _fuse_batch_norm_pool(nodes)
-    counts: dict[str, int] = {}
-    for node in nodes:
-        for src in _reads(node):
-            counts[src] = counts.get(src, 0) + 1
+    pool-first step, where nothing else reads the normalised values; a ``conv2d`` read only by such a
+    step or by a ``batch_norm_affine`` as one step with it; a ``conv2d`` read only by a max pool
+    computes channels-last (the pool reads NHWC and writes NCHW)."""
+    nodes = _fuse_conv_batch_norm(_fuse_batch_norm_pool(nodes))
+    counts = _read_counts(nodes)
     pooled = {node["args"][0]["node"] for node in nodes
               if node["op"] == "call" and node.get("fn") in ("max_pool2d", "runtime.max_pool_of_batch_norm")
               and node.get("args") and isinstance(node["args"][0], dict) and "node" in node["args"][0]}
@@ -161,11 +177,41 @@ def _fuse(nodes: list[dict]) -> list[dict]:
             else node for node in nodes]
 
 
-def _fuse_batch_norm_pool(nodes: list[dict]) -> list[dict]:
+def _read_counts(nodes: list[dict]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in nodes:
         for src in _reads(node):
             counts[src] = counts.get(src, 0) + 1
+    return counts
+
+
+_CONV2D_DEFAULTS = [None, 1, 0, 1, 1]  # bias, stride, padding, dilation, groups
+
+
+def _fuse_conv_batch_norm(nodes: list[dict]) -> list[dict]:
+    """``conv2d -> batch_norm_affine`` as ``runtime.conv_batch_norm`` and ``conv2d -> max_pool_of_batch_norm``
+    as ``runtime.conv_batch_norm_pool``, where nothing else reads the conv's output."""
+    counts = _read_counts(nodes)
+    by_name = {node["name"]: node for node in nodes}
+    fused = {"onebit.batch_norm_affine": "runtime.conv_batch_norm",
+             "runtime.max_pool_of_batch_norm": "runtime.conv_batch_norm_pool"}
+    removed, replaced = set(), {}
+    for node in nodes:
+        args = node.get("args") or []
+        if node["op"] != "call" or node.get("fn") not in fused or node.get("kwargs") or not args or not isinstance(args[0], dict):
+            continue
+        conv = by_name.get(args[0].get("node"))
+        if (conv is None or conv["op"] != "call" or conv.get("fn") != "conv2d" or conv.get("kwargs")
+                or not 2 <= len(conv.get("args") or []) <= 7 or counts.get(conv["name"]) != 1):
+            continue
+        removed.add(conv["name"])
+        conv_args = [*conv["args"], *_CONV2D_DEFAULTS[len(conv["args"]) - 2:]]
+        replaced[node["name"]] = {**node, "fn": fused[node["fn"]], "args": [*conv_args, *args[1:]]}
+    return [replaced.get(node["name"], node) for node in nodes if node["name"] not in removed]
+
+
+def _fuse_batch_norm_pool(nodes: list[dict]) -> list[dict]:
+    counts = _read_counts(nodes)
     by_name = {node["name"]: node for node in nodes}
     removed, replaced = set(), {}  # the batch norm nodes; the pool nodes -> the fused step
     for node in nodes:
@@ -203,6 +249,7 @@ class _BinaryStep:
         self.sample_mean = a.get("sample_mean_threshold", False)
         affine = tensor(t["affine"]) if "affine" in t else None  # [2, cout]: dot * mult + bias
         self.mult, self.bias = (affine[0], affine[1]) if affine is not None else (None, None)
+        self.pre = tensor(t["pre"]) if "pre" in t else None  # [cout]: (dot * pre) * mult + bias, two roundings
         self.bits_for: str | None = a.get("bits_for")
         self.bits_threshold = tensor(t["bits_threshold"]) if "bits_threshold" in t else None
         self.bits_flip = tensor(t["bits_flip"]) if "bits_flip" in t else None
@@ -249,7 +296,7 @@ class _BinaryStep:
         planes = planes if planes is not None else self.planes(x, threads)
         if self.consumer is None:
             out = self.kernel.run(planes, self.mult, self.bias, residual=residual, threads=threads,
-                                  out=self.output_over(planes, residual), images=images)
+                                  out=self.output_over(planes, residual), images=images, pre=self.pre)
             return _linear_output(out, self.sample_mean) if self.linear else out
         if self.bits_float_threshold is None:  # bits only (LCE): no float output
             self.consumer.supplied = self.kernel.run(planes, None, None, float_out=False, bits_for=self.consumer.kernel,
@@ -259,7 +306,7 @@ class _BinaryStep:
         out, self.consumer.supplied = self.kernel.run(planes, self.mult, self.bias, residual=residual,
                                                       bits_for=self.consumer.kernel, float_thresh=self.bits_float_threshold,
                                                       threads=threads, out=self.output_over(planes, residual),
-                                                      images=images)
+                                                      images=images, pre=self.pre)
         return out
 
 
@@ -279,7 +326,8 @@ def _linear_output(out: torch.Tensor, per_sample: bool) -> torch.Tensor:
 _PER_SAMPLE_CALLS = {
     "conv2d", "linear", "onebit.batch_norm_affine", "onebit.add_channel", "onebit.rprelu", "onebit.learned_scale",
     "onebit.sign_threshold", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
-    "runtime.max_pool_of_batch_norm", "runtime.channels_last_conv2d", "relu", "relu6", "hardtanh", "prelu",
+    "runtime.max_pool_of_batch_norm", "runtime.channels_last_conv2d", "runtime.conv_batch_norm",
+    "runtime.conv_batch_norm_pool", "relu", "relu6", "hardtanh", "prelu",
     "leaky_relu", "gelu", "silu", "add", "sub", "mul", "truediv", "neg", "torch.add", "torch.sub", "torch.mul",
     "torch.sigmoid", "torch.tanh", "torch.relu", "torch.clamp", "torch.where", "onebit.thermometer",
     "onebit.sign_step", "onebit.level_step", "onebit.fixed_point",
@@ -555,6 +603,10 @@ class OnebitModel:
         floats = sum(n["op"] in ("call", "method") for n in nodes) - steps
         lines = [f"{len(binary)} binary layers on the {get_kernel()} kernels ({bits} write bit-packed outputs "
                  f"for the next one), {floats} float steps on PyTorch"]
+        convs = sum(n.get("fn") in ("runtime.conv_batch_norm", "runtime.conv_batch_norm_pool") for n in self._nodes)
+        if convs:
+            lines[0] += (f"; {convs} float convs among them, with the BatchNorm (and max pool) after them, on the kernels "
+                         "where that gives PyTorch's results")
         if steps:
             lines.append(f"{steps} integer steps (input encoding, thresholds and fixed-point residuals on accumulators)")
         if fallback:

@@ -23,14 +23,14 @@ from typing import Any
 
 from onebit.utils import suggest
 
-__all__ = ["read_config", "to_flags", "load_mmcls_config", "BACKBONES"]
+__all__ = ["read_config", "read_assignments", "to_flags", "load_mmcls_config", "BACKBONES"]
 
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 
 
 class _Reader:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | str):
         self.path = path
         self.names: dict[str, Any] = {}
 
@@ -77,18 +77,29 @@ class _Reader:
             raise self.fail(node, "** needs a dict")
         return v
 
-    def read(self) -> dict[str, Any]:
+    def parse(self, text: str) -> ast.Module:
         try:
-            tree = ast.parse(self.path.read_text(), str(self.path))
+            return ast.parse(text, str(self.path))
         except SyntaxError as e:
             raise ValueError(f"{self.path}:{e.lineno}: not valid Python: {e.msg}") from None
-        for stmt in tree.body:
+
+    def read(self) -> dict[str, Any]:
+        for stmt in self.parse(self.path.read_text()).body:
             if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
                 continue  # a docstring
             if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
                 raise self.fail(stmt, f"unsupported statement {type(stmt).__name__}")
             self.names[stmt.targets[0].id] = self.value(stmt.value)
         return self.names
+
+
+def read_assignments(text: str, names: tuple[str, ...], where: str) -> dict[str, Any]:
+    """The values of the top-level assignments ``name = <literal>`` of ``names`` in config text (such as the
+    ``meta["config"]`` an mmcls checkpoint holds); other statements are not read."""
+    reader = _Reader(where)
+    return {stmt.targets[0].id: reader.value(stmt.value) for stmt in reader.parse(text).body
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+            and stmt.targets[0].id in names}
 
 
 def _merge(base: dict, new: dict) -> dict:
@@ -157,9 +168,49 @@ class _Keys:
             raise ValueError(f"{self.where}.{key} = {self.d[key]!r}: onebit has no such setting")
 
 
+def network_flags(model: dict) -> dict[str, Any]:
+    """The flags ``model``, ``a32``, ``w32``, ``model_kwargs`` of an mmcls ``model`` dict's backbone and neck
+    (its head, loss and distillation are not read)."""
+    flags: dict[str, Any] = {}
+    _network(_Keys("model", model), flags)
+    return flags
+
+
 def _model(cfg: dict, flags: dict, base_dir: Path) -> None:
     model = _Keys("model", cfg)
     kind = model.expect("type", ("ImageClassifier", "DistillingImageClassifier"))
+    _network(model, flags)
+    head = _Keys("model.head", model.take("head") or {})
+    head.expect("type", ("LinearClsHead",))
+    head.expect("num_classes", (1000,))  # ImageNet's: onebit sizes the head from --dataset
+    head.take("in_channels")
+    head.take("topk")  # what is logged: onebit logs top-1 and top-5
+    loss = _Keys("model.head.loss", head.take("loss") or {"type": "CrossEntropyLoss"})
+    loss_type = loss.expect("type", ("CrossEntropyLoss", "LabelSmoothLoss"))
+    loss.expect("loss_weight", (1, 1.0), 1.0)
+    if loss_type == "LabelSmoothLoss":
+        flags["labelsmooth"] = loss.take("label_smooth_val")
+        loss.expect("mode", ("original",), "original")
+    loss.done()
+    head.done()
+    distill = model.take("distill")
+    if distill is not None:
+        if kind != "DistillingImageClassifier":
+            raise ValueError(f"model.distill needs type='DistillingImageClassifier', not {kind!r}")
+        d = _Keys("model.distill", distill)
+        flags["teacher"] = _teacher(d.take("teacher_cfg"), base_dir)
+        flags["teacher_ckpt"] = d.take("teacher_ckpt")
+        d.expect("only_kdloss", (True,), True)  # ReActNet's distributional loss alone
+        d.expect("loss_weight", (1, 1.0), 1.0)
+        d.done()
+        flags["distill"] = "distributional"
+    elif kind == "DistillingImageClassifier":
+        raise ValueError("model.type 'DistillingImageClassifier' needs model.distill")
+    model.done()
+
+
+def _network(model: _Keys, flags: dict) -> None:
+    """Backbone and neck of ``model`` into ``flags`` (see :func:`network_flags`)."""
     backbone = _Keys("model.backbone", model.take("backbone") or {})
     key = (backbone.take("type"), backbone.take("arch"))
     if key not in BACKBONES:
@@ -188,33 +239,6 @@ def _model(cfg: dict, flags: dict, base_dir: Path) -> None:
         kwargs["head_bn"] = neck_type == "GlobalAveragePoolingBN"
     elif neck_type != "GlobalAveragePooling":
         raise ValueError(f"model.neck.type = {neck_type!r}: onebit's {flags['model']} has no BN before its classifier")
-    head = _Keys("model.head", model.take("head") or {})
-    head.expect("type", ("LinearClsHead",))
-    head.expect("num_classes", (1000,))  # ImageNet's: onebit sizes the head from --dataset
-    head.take("in_channels")
-    head.take("topk")  # what is logged: onebit logs top-1 and top-5
-    loss = _Keys("model.head.loss", head.take("loss") or {"type": "CrossEntropyLoss"})
-    loss_type = loss.expect("type", ("CrossEntropyLoss", "LabelSmoothLoss"))
-    loss.expect("loss_weight", (1, 1.0), 1.0)
-    if loss_type == "LabelSmoothLoss":
-        flags["labelsmooth"] = loss.take("label_smooth_val")
-        loss.expect("mode", ("original",), "original")
-    loss.done()
-    head.done()
-    distill = model.take("distill")
-    if distill is not None:
-        if kind != "DistillingImageClassifier":
-            raise ValueError(f"model.distill needs type='DistillingImageClassifier', not {kind!r}")
-        d = _Keys("model.distill", distill)
-        flags["teacher"] = _teacher(d.take("teacher_cfg"), base_dir)
-        flags["teacher_ckpt"] = d.take("teacher_ckpt")
-        d.expect("only_kdloss", (True,), True)  # ReActNet's distributional loss alone
-        d.expect("loss_weight", (1, 1.0), 1.0)
-        d.done()
-        flags["distill"] = "distributional"
-    elif kind == "DistillingImageClassifier":
-        raise ValueError("model.type 'DistillingImageClassifier' needs model.distill")
-    model.done()
     flags["model_kwargs"] = kwargs
 
 

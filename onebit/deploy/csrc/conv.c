@@ -11,7 +11,7 @@
 
 #include "onebit_kernels.h"
 
-#define OB_ABI_VERSION 5 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
+#define OB_ABI_VERSION 6 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
 
 #define POP4(x) (((x) & 1) + (((x) >> 1) & 1) + (((x) >> 2) & 1) + (((x) >> 3) & 1))
 #define ROW(b)                                                                               \
@@ -30,6 +30,7 @@ typedef struct {
     ob_tile_fn tile;
     const ob_float_ops* ops;
     const ob_word_ops* words;
+    ob_fconv_row_fn fconv_row;
     int (*supported)(void);
 } ob_kernel;
 
@@ -47,10 +48,10 @@ static int has_avx512(void) {
 #endif
 
 static const ob_kernel KERNELS[] = {
-    {"scalar", ob_tile_scalar, &ob_float_ops_scalar, &ob_word_ops_scalar, always},
+    {"scalar", ob_tile_scalar, &ob_float_ops_scalar, &ob_word_ops_scalar, NULL, always},
 #if defined(__x86_64__)
-    {"avx2", ob_tile_avx2, &ob_float_ops_avx2, NULL, has_avx2},
-    {"avx512", ob_tile_avx2, &ob_float_ops_avx2, &ob_word_ops_avx512, has_avx512},
+    {"avx2", ob_tile_avx2, &ob_float_ops_avx2, NULL, NULL, has_avx2},
+    {"avx512", ob_tile_avx2, &ob_float_ops_avx2, &ob_word_ops_avx512, ob_fconv_row_avx512, has_avx512},
 #endif
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
@@ -105,6 +106,8 @@ static const ob_kernel* kernel(void) {
 }
 
 const ob_float_ops* ob_current_float_ops(void) { return kernel()->ops; }
+
+ob_fconv_row_fn ob_current_fconv_row(void) { return kernel()->fconv_row; }
 
 const char* ob_kernel_name(void) { return kernel()->name; }
 
@@ -325,7 +328,7 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
         const int64_t o = o0 + r, plane = (n * s->cout + o) * hw;
         const int32_t* v = fix ? fix->value + o * fix->n_rows * fix->n_cols : NULL;
         if (out->out)
-            ops->channel_float(&rows, counts + r * OB_PB, v, out->mult[o], out->bias[o],
+            ops->channel_float(&rows, counts + r * OB_PB, v, out->pre ? out->pre[o] : 1.0f, out->mult[o], out->bias[o],
                                out->residual ? out->residual + plane : NULL, out->out + plane, t ? t + o : NULL, neg[r]);
         if (out->next_planes && !t) ops->channel_flags(&rows, counts + r * OB_PB, v, out->thresh[o], out->flip[o], neg[r]);
     }
@@ -385,10 +388,11 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* w, const
     const int span = next_words ? OB_SPAN : 2 * s->nr;
     const int64_t spans = ceil_div(s->cog, span);
     const int64_t tasks = (n1 - n0) * s->groups * s->pblocks * spans;
-    /* one thread: a plain loop (no scheduling calls per task); several: dynamic, for a shared CPU, in
-     * runs of 4 tiles of one channel span unless that leaves too few runs to balance */
-    const int chunk = tasks >= 32 * threads ? 4 : 1;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, chunk) if (threads > 1 && tasks > 1)
+    /* one thread: a plain loop (no scheduling calls per task); several: one contiguous run of tasks per
+     * thread. Neighbouring tiles share cache lines of every output plane (NCHW) and of the next layer's
+     * planes: handed out in turn (dynamic), two cores write the same lines at once and the second core
+     * gains nothing; and a thread reads in the next layer the positions it wrote (its own L2). */
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && tasks > 1)
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t pb = t % s->pblocks, sp = (t / s->pblocks) % spans;
         const int64_t grp = (t / s->pblocks / spans) % s->groups, n = n0 + t / s->pblocks / spans / s->groups;

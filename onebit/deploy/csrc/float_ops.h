@@ -13,18 +13,19 @@
 
 /* The output of one row segment of one output channel, straight from the GEMM's counts: the dot
  * product d = k - 2 * count[i] (k: the dot product length, minus the row's zero-padding
- * correction), out[i] = fma(d, mult, bias) (+ res[i]); with t, also neg[i] = !(out[i] >= *t)
+ * correction), out[i] = fma(d * pre, mult, bias) (+ res[i]), d * pre rounded to float (exact for pre = 1);
+ * with t, also neg[i] = !(out[i] >= *t)
  * (the next layer's sign bits, while the value is in a register). out may be res (in place).
  * An instruction set may provide its own (OB_OWN_SEGMENT_FLOAT), e.g. with overlapping tails. */
-static inline float OB_NAME(output1)(int32_t d, float mult, float bias, const float* res) {
-    const float v = fmaf((float)d, mult, bias);
+static inline float OB_NAME(output1)(int32_t d, float pre, float mult, float bias, const float* res) {
+    const float v = fmaf((float)d * pre, mult, bias);
     return res ? v + *res : v;
 }
 
 #ifndef OB_OWN_SEGMENT_FLOAT
-static void OB_NAME(segment_float)(const uint16_t* count, int n, int32_t k, float mult, float bias,
+static void OB_NAME(segment_float)(const uint16_t* count, int n, int32_t k, float pre, float mult, float bias,
                                    const float* res, float* out, const float* t, uint8_t* neg) {
-    for (int i = 0; i < n; i++) out[i] = OB_NAME(output1)(k - 2 * (int32_t)count[i], mult, bias, res ? res + i : NULL);
+    for (int i = 0; i < n; i++) out[i] = OB_NAME(output1)(k - 2 * (int32_t)count[i], pre, mult, bias, res ? res + i : NULL);
     if (t)
         for (int i = 0; i < n; i++) neg[i] = (uint8_t)!(out[i] >= *t);
 }
@@ -34,17 +35,17 @@ static void OB_NAME(segment_float)(const uint16_t* count, int n, int32_t k, floa
  * res itself; fix: its zero-padding corrections, NULL for +1 padding): the segments with their
  * row's interior correction, and the edge positions with their own (computed first, while res
  * still holds the residual, and written last). */
-static void OB_NAME(channel_float)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, float mult,
-                                   float bias, const float* res, float* out, const float* t, uint8_t* neg) {
+static void OB_NAME(channel_float)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, float pre,
+                                   float mult, float bias, const float* res, float* out, const float* t, uint8_t* neg) {
     float edge[OB_PB];
     for (int e = 0; e < rows->nedge; e++) {
         const ob_edge* g = &rows->edge[e];
-        edge[e] = OB_NAME(output1)(rows->k_bits - 2 * (int32_t)count[g->p] - fix[g->fix], mult, bias,
+        edge[e] = OB_NAME(output1)(rows->k_bits - 2 * (int32_t)count[g->p] - fix[g->fix], pre, mult, bias,
                                    res ? res + g->at : NULL);
     }
     for (int k = 0; k < rows->nseg; k++) {
         const ob_segment* g = &rows->seg[k];
-        OB_NAME(segment_float)(count + g->p, (int)(g->x1 - g->x0), rows->k_bits - (fix ? fix[g->fix] : 0), mult,
+        OB_NAME(segment_float)(count + g->p, (int)(g->x1 - g->x0), rows->k_bits - (fix ? fix[g->fix] : 0), pre, mult,
                                bias, res ? res + g->at : NULL, out + g->at, t, neg + g->p);
     }
     for (int e = 0; e < rows->nedge; e++) {

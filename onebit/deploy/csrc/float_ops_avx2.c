@@ -10,8 +10,8 @@
 
 #define OB_SUFFIX avx2
 #define OB_OWN_SEGMENT_FLOAT
-static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float mult, float bias, const float* res,
-                               float* out, const float* t, uint8_t* neg);
+static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float pre, float mult, float bias,
+                               const float* res, float* out, const float* t, uint8_t* neg);
 #define OB_OWN_MAX_ROWS
 static void max_rows_avx2(const float* const* src, int n, int len, float* out);
 #define OB_OWN_BINARIZE_ROW4
@@ -86,11 +86,11 @@ static void binarize_row4_avx2(const float* x0, const float* x1, const float* x2
 
 /* 8 outputs (and sign bytes) at segment index i, plus the residual r if has_res; lanes >= n are not
  * written to out (their counts and sign bytes are: the callers' buffers have room) */
-static inline void outputs8(const uint16_t* count, __m256i k, __m256 m, __m256 b, int has_res, __m256 r, float* out,
-                            const float* t, uint8_t* neg, __m256i lanes, int n) {
+static inline void outputs8(const uint16_t* count, __m256i k, __m256 p, __m256 m, __m256 b, int has_res, __m256 r,
+                            float* out, const float* t, uint8_t* neg, __m256i lanes, int n) {
     const __m256i c = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)count));
     const __m256i d = _mm256_sub_epi32(k, _mm256_add_epi32(c, c));
-    __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), m, b);
+    __m256 v = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(d), p), m, b);
     if (has_res) v = _mm256_add_ps(v, r);
     if (n >= 8)
         _mm256_storeu_ps(out, v);
@@ -103,14 +103,14 @@ static inline void outputs8(const uint16_t* count, __m256i k, __m256 m, __m256 b
     }
 }
 
-static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float mult, float bias, const float* res,
-                               float* out, const float* t, uint8_t* neg) {
+static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float pre, float mult, float bias,
+                               const float* res, float* out, const float* t, uint8_t* neg) {
     const __m256i kv = _mm256_set1_epi32(k);
-    const __m256 m = _mm256_set1_ps(mult), b = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
+    const __m256 p = _mm256_set1_ps(pre), m = _mm256_set1_ps(mult), b = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
     const int has_res = res != NULL;
     if (n < 8) { /* short segment: masked */
         const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        outputs8(count, kv, m, b, has_res, has_res ? _mm256_maskload_ps(res, lanes) : zero, out, t, neg, lanes, n);
+        outputs8(count, kv, p, m, b, has_res, has_res ? _mm256_maskload_ps(res, lanes) : zero, out, t, neg, lanes, n);
         return;
     }
     const __m256i all = _mm256_set1_epi32(-1);
@@ -118,9 +118,9 @@ static void segment_float_avx2(const uint16_t* count, int n, int32_t k, float mu
     const __m256 last = has_res ? _mm256_loadu_ps(res + n - 8) : zero;
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        outputs8(count + i, kv, m, b, has_res, has_res ? _mm256_loadu_ps(res + i) : zero, out + i, t, neg + i, all, 8);
+        outputs8(count + i, kv, p, m, b, has_res, has_res ? _mm256_loadu_ps(res + i) : zero, out + i, t, neg + i, all, 8);
     if (i < n) /* the last 8, overlapping: the same values are written twice */
-        outputs8(count + n - 8, kv, m, b, has_res, last, out + n - 8, t, neg + n - 8, all, 8);
+        outputs8(count + n - 8, kv, p, m, b, has_res, last, out + n - 8, t, neg + n - 8, all, 8);
 }
 /* the window maxima of NV vectors of 8 channels from channel ch, in registers (max_pool_row_nhwc's order) */
 #define OB_WINDOW_MAX(NV)                                                                          \

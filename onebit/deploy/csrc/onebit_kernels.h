@@ -66,12 +66,14 @@ typedef struct {
 } ob_conv;
 
 /* What the convolution writes. The dot product d (an integer) becomes
- *   float:  v = out[n][o][y][x] = fma(d, mult[o], bias[o]) (+ residual[n][o][y][x])
+ *   float:  v = out[n][o][y][x] = fma(d * pre[o], mult[o], bias[o]) (+ residual[n][o][y][x]), d * pre[o]
+ *           rounded to float (a per-channel scale before a BatchNorm, as PyTorch rounds it; exact for 1)
  *   bits:   the input planes of the next binary convolution (layout `next`), negative bit
  *           = (d < thresh[o]) != flip[o] (LCE's bitpacked output, no float written), or, with
  *           float output, negative bit = !(v >= float_thresh[o]) (the next layer's sign of v,
  *           written while v is in cache). */
 typedef struct {
+    const float* pre;           /* NULL: 1 */
     const float* mult;
     const float* bias;
     const float* residual;      /* may be NULL */
@@ -120,7 +122,7 @@ typedef struct {
 
 /* The float loops of a code path (float_ops.h). */
 typedef struct {
-    void (*channel_float)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, float mult,
+    void (*channel_float)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, float pre, float mult,
                           float bias, const float* res, float* out, const float* t, uint8_t* neg);
     void (*channel_flags)(const ob_tile_rows* rows, const uint16_t* count, const int32_t* fix, int32_t t,
                           uint8_t flip, uint8_t* neg);
@@ -155,6 +157,28 @@ extern const ob_float_ops ob_float_ops_scalar;
 #if defined(__x86_64__)
 extern const ob_float_ops ob_float_ops_avx2;
 #endif
+
+/* One output row of a float convolution (fconv.c): its weights [taps][cout] (taps in (ky, kx, c) order), the
+ * optional batch norm [2][cout] (alpha, beta), and where each tap reads its input (off[t] floats from the
+ * window's first input, column 0: ky * row pitch + kx + c * channel pitch of the padded input). */
+typedef struct {
+    const float* wt;
+    const float* affine;
+    const int64_t* off;
+    int32_t taps, cout, sw, wo;
+} ob_fconv_row;
+
+/* The output channels [o_first, o_last) (whole vectors of 16) of the output row whose window starts at input
+ * row `in` (column 0): dst[x * ld + o - o_first], x < wo. */
+typedef void (*ob_fconv_row_fn)(const ob_fconv_row* r, const float* in, int o_first, int o_last, float* dst, int ld);
+#if defined(__x86_64__)
+void ob_fconv_row_avx512(const ob_fconv_row* r, const float* in, int o_first, int o_last, float* dst, int ld);
+void ob_fconv1x1_avx512(const float* x, int64_t plane_in, int c, const float* wt, int cout, const float* affine,
+                        int64_t p0, int count, int o_first, int o_last, float* out, int64_t plane_out);
+#endif
+
+/* the float convolution row of the selected code path (NULL: it has none) */
+ob_fconv_row_fn ob_current_fconv_row(void);
 
 /* the float loops of the selected code path */
 const ob_float_ops* ob_current_float_ops(void);

@@ -1,0 +1,135 @@
+/* Float convolutions with the rounding of PyTorch's x86 CPU convolution (oneDNN): each output is one chain of
+ * fma over its taps in (ky, kx, c) order, from 0 (padded taps add fma(w, 0, acc) = acc); then, optionally, an
+ * eval BatchNorm as fma(v, alpha, beta) (PyTorch's CPU batch norm with mean 0, variance 1, eps 0) and a max
+ * pool. The runtime checks once per shape and thread count that the results equal PyTorch's before it uses
+ * them. Only the avx512 code path has the row kernel (fconv_avx512.c). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "onebit_kernels.h"
+
+/* output row y of image `src` (padded, row pitch wp) -> a row buffer [wo][o_last - o_first] */
+static void conv_row(const ob_fconv_row* r, ob_fconv_row_fn fn, const float* src, int y, int sh, int wp, int o_first,
+                     int o_last, float* dst) {
+    fn(r, src + (int64_t)y * sh * wp, o_first, o_last, dst, o_last - o_first);
+}
+
+/* x NCHW [n][c][h][w]; wt [kh][kw][c][cout]; affine [2][cout] or NULL; pk > 0: then max pool (kernel pk, stride
+ * ps, padding pp, floor mode, 2 pp <= pk). out NCHW. -1: a shape this code does not cover (cout % 16),
+ * -2: the code path in use has no float convolution, -3: out of memory. */
+int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt, int cout, int kh, int kw, int sh,
+                    int sw, int ph, int pw, const float* affine, int pk, int ps, int pp, float* out, int threads) {
+    const ob_fconv_row_fn fn = ob_current_fconv_row();
+    if (!fn) return -2;
+    if (cout % 16 || n < 1 || c < 1 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0) return -1;
+    const int hp = h + 2 * ph, wp = w + 2 * pw;
+    if (hp < kh || wp < kw) return -1;
+    const int ho = (hp - kh) / sh + 1, wo = (wp - kw) / sw + 1;
+    int pho = 0, pwo = 0;
+    if (pk) {
+        if (ps < 1 || pp < 0 || 2 * pp > pk || ho + 2 * pp < pk || wo + 2 * pp < pk) return -1;
+        pho = (ho + 2 * pp - pk) / ps + 1;
+        pwo = (wo + 2 * pp - pk) / ps + 1;
+    }
+    if (kh == 1 && kw == 1 && sh == 1 && sw == 1 && !ph && !pw && !pk) {
+#if defined(__x86_64__)
+        /* positions on the vector lanes: NCHW in and out with no transposition; jobs of 64 positions x 96 channels */
+        const int64_t plane = (int64_t)h * w, pblocks = (plane + 63) / 64, oblocks = (cout + 95) / 96;
+        for (int b = 0; b < n; b++) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+            for (int64_t job = 0; job < pblocks * oblocks; job++) {
+                const int64_t p0 = 64 * (job % pblocks), o0 = 96 * (job / pblocks);
+                ob_fconv1x1_avx512(x + (int64_t)b * c * plane, plane, c, wt, cout, affine, p0,
+                                   (int)(plane - p0 < 64 ? plane - p0 : 64), (int)o0, (int)(o0 + 96 < cout ? o0 + 96 : cout),
+                                   out + (int64_t)b * cout * plane, plane);
+            }
+        }
+        return 0;
+#endif
+    }
+    const int padded = ph || pw;
+    const int64_t cstride = (int64_t)hp * wp;
+    float* xp = padded ? (float*)malloc(sizeof(float) * c * cstride) : NULL;
+    float* ones = (float*)malloc(sizeof(float) * cout);
+    int64_t* off = (int64_t*)malloc(sizeof(int64_t) * kh * kw * c);
+    if ((padded && !xp) || !ones || !off) {
+        free(xp);
+        free(ones);
+        free(off);
+        return -3;
+    }
+    for (int o = 0; o < cout; o++) ones[o] = 1.0f;
+    for (int ky = 0, t = 0; ky < kh; ky++)
+        for (int kx = 0; kx < kw; kx++)
+            for (int ci = 0; ci < c; ci++, t++) off[t] = (int64_t)ky * wp + kx + ci * cstride;
+    const ob_fconv_row r = {wt, affine, off, kh * kw * c, cout, sw, wo};
+    const ob_float_ops* ops = ob_current_float_ops();
+    const int blocks = (cout + 63) / 64;
+    int failed = 0;
+    for (int b = 0; b < n && !failed; b++) {
+        const float* src = x + (int64_t)b * c * h * w;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+        {
+            if (padded) {
+#pragma omp for schedule(static)
+                for (int ci = 0; ci < c; ci++) {
+                    float* dp = xp + ci * cstride;
+                    memset(dp, 0, sizeof(float) * ((int64_t)ph * wp));
+                    for (int iy = 0; iy < h; iy++) {
+                        float* row = dp + (int64_t)(iy + ph) * wp;
+                        memset(row, 0, sizeof(float) * pw);
+                        memcpy(row + pw, src + ((int64_t)ci * h + iy) * w, sizeof(float) * w);
+                        memset(row + pw + w, 0, sizeof(float) * pw);
+                    }
+                    memset(dp + (int64_t)(h + ph) * wp, 0, sizeof(float) * ((int64_t)ph * wp));
+                }
+            }
+            const float* in = padded ? xp : src;
+            if (!pk) { /* one job per output row and 64 output channels; the row buffer transposed to NCHW */
+                float* buf = (float*)malloc(sizeof(float) * wo * 64);
+                if (!buf) failed = 1;
+                const int64_t plane = (int64_t)ho * wo;
+#pragma omp for schedule(static)
+                for (int job = 0; job < ho * blocks; job++) {
+                    if (!buf) continue;
+                    const int y = job / blocks, o0 = 64 * (job % blocks), o1 = o0 + 64 < cout ? o0 + 64 : cout;
+                    conv_row(&r, fn, in, y, sh, wp, o0, o1, buf);
+                    float* o = out + ((int64_t)b * cout + o0) * plane + (int64_t)y * wo;
+                    for (int ch = 0; ch < o1 - o0; ch++)
+                        for (int ox = 0; ox < wo; ox++) o[ch * plane + ox] = buf[ox * (o1 - o0) + ch];
+                }
+                free(buf);
+            } else { /* one job per pooled row; the conv rows it reads kept in a ring of pk rows per thread */
+                float* ring = (float*)malloc(sizeof(float) * ((int64_t)pk * wo * cout + (int64_t)pwo * cout));
+                int* tag = (int*)malloc(sizeof(int) * pk);
+                if (!ring || !tag) failed = 1;
+                for (int k = 0; tag && k < pk; k++) tag[k] = -1;
+                const int64_t plane = (int64_t)pho * pwo;
+#pragma omp for schedule(static)
+                for (int py = 0; py < pho; py++) {
+                    if (!ring || !tag) continue;
+                    const float* rows[pk];
+                    int nr = 0;
+                    for (int k = 0; k < pk; k++) {
+                        const int cy = py * ps - pp + k;
+                        if (cy < 0 || cy >= ho) continue;
+                        float* slot = ring + (int64_t)(cy % pk) * wo * cout;
+                        if (tag[cy % pk] != cy) {
+                            conv_row(&r, fn, in, cy, sh, wp, 0, cout, slot);
+                            tag[cy % pk] = cy;
+                        }
+                        rows[nr++] = slot;
+                    }
+                    ops->max_pool_row_nhwc(rows, nr, wo, cout, pk, ps, pp, pwo, ones, ring + (int64_t)pk * wo * cout,
+                                           out + (int64_t)b * cout * plane + (int64_t)py * pwo, plane);
+                }
+                free(ring);
+                free(tag);
+            }
+        }
+    }
+    free(xp);
+    free(ones);
+    free(off);
+    return failed ? -3 : 0;
+}

@@ -1,0 +1,106 @@
+"""Float convolutions (with an eval BatchNorm and a max pool after them) on the compiled kernels, with
+PyTorch's results bit for bit.
+
+PyTorch's x86 CPU convolution (oneDNN) computes each output as one chain of fused multiply-adds over its
+taps in (ky, kx, c) order, and its eval BatchNorm as ``fma(x, alpha, beta)``; the kernels' avx512 path does
+the same, without PyTorch's per-call overheads and layout reorders, and with the BatchNorm and a following max
+pool in the same pass (a ResNet stem: one pass over the 112x112 maps instead of three). Whether oneDNN sums in
+that order depends on the algorithm it picks for a shape and thread count, not on the values (with 2 threads
+it splits some 1x1 convolutions' sums), so each case (shapes, arguments, threads, kernel path) is checked
+once on a random input against the PyTorch computation it replaces; that computation runs wherever they
+differ, and on the paths without a float convolution (avx2, scalar).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from onebit.deploy.kernels import get_kernel, library
+
+__all__ = ["conv2d"]
+
+_EXACT: dict[tuple, bool] = {}  # case -> the kernels give PyTorch's results
+_PACKED: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}  # (weight pointer, 1x1) -> (weight, packed)
+_CACHE_LIMIT = 256
+
+
+def _pair(v) -> tuple[int, int] | None:
+    v = (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, (tuple, list)) else None
+    return v if v is not None and len(v) == 2 and all(isinstance(i, int) for i in v) else None
+
+
+def _case(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation, groups, pool) -> tuple | None:
+    """``(kh, kw, sh, sw, ph, pw, pool kernel, stride, padding)`` if the kernels cover the call, else None."""
+    if (x.dim() != 4 or x.dtype != torch.float32 or weight.dtype != torch.float32 or weight.dim() != 4
+            or bias is not None or groups != 1 or _pair(dilation) != (1, 1) or x.requires_grad or weight.requires_grad
+            or not x.is_contiguous() or weight.shape[1] != x.shape[1] or weight.shape[0] % 16):
+        return None
+    s, p = _pair(stride), _pair(padding)
+    if s is None or p is None:
+        return None
+    pk = ps = pp = 0
+    if pool is not None:
+        if not 1 <= len(pool) <= 6:
+            return None
+        kernel, pstride, ppad, pdilation, ceil_mode, indices = [*pool, *[None, 0, 1, False, False][len(pool) - 1:]]
+        k, st, q = _pair(kernel), _pair(pstride) if pstride not in (None, (), []) else _pair(kernel), _pair(ppad)
+        if (k is None or st is None or q is None or k[0] != k[1] or st[0] != st[1] or q[0] != q[1]
+                or _pair(pdilation) != (1, 1) or ceil_mode or indices or 2 * q[0] > k[0]):
+            return None
+        pk, ps, pp = k[0], st[0], q[0]
+    return (*weight.shape[2:], *s, *p, pk, ps, pp)
+
+
+def _packed(weight: torch.Tensor, one_by_one: bool) -> torch.Tensor:
+    """The kernels' weight layout: [cout][c] for a 1x1 convolution, else [kh][kw][c][cout] (cached)."""
+    key = (weight.data_ptr(), one_by_one)
+    cached = _PACKED.get(key)
+    if cached is None or cached[0] is not weight:
+        if len(_PACKED) >= _CACHE_LIMIT:
+            _PACKED.clear()
+        packed = weight.reshape(weight.shape[0], -1) if one_by_one else weight.permute(2, 3, 1, 0)
+        cached = _PACKED[key] = (weight, packed.contiguous())
+    return cached[1]
+
+
+def _run(x: torch.Tensor, weight: torch.Tensor, case: tuple, affine: torch.Tensor | None) -> torch.Tensor | None:
+    """The kernels' result, or None where the code path in use has no float convolution."""
+    kh, kw, sh, sw, ph, pw, pk, ps, pp = case
+    n, c, h, w = x.shape
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    if pk:
+        ho, wo = (ho + 2 * pp - pk) // ps + 1, (wo + 2 * pp - pk) // ps + 1
+    if ho < 1 or wo < 1:
+        return None
+    out = torch.empty(n, weight.shape[0], ho, wo)
+    packed = _packed(weight, (kh, kw, sh, sw, ph, pw, pk) == (1, 1, 1, 1, 0, 0, 0))
+    affine = affine.contiguous() if affine is not None else None
+    code = library().ob_float_conv2d(x.data_ptr(), n, c, h, w, packed.data_ptr(), weight.shape[0], kh, kw, sh, sw,
+                                     ph, pw, affine.data_ptr() if affine is not None else None, pk, ps, pp,
+                                     out.data_ptr(), torch.get_num_threads())
+    if code == -3:
+        raise MemoryError("float conv2d: out of memory")
+    return out if code == 0 else None
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           affine: torch.Tensor | None = None, pool: tuple | None = None, *,
+           reference: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``reference(x)``: ``F.conv2d(x, weight, bias, stride, padding, dilation, groups)``, then the BatchNorm
+    ``affine = [alpha, beta]`` if given, then ``max_pool2d(..., *pool)`` if given, computed by PyTorch (in
+    any way that gives PyTorch's results); on the kernels where they give the same results."""
+    case = _case(x, weight, bias, stride, padding, dilation, groups, pool)
+    if case is None:
+        return reference(x)
+    key = (tuple(x.shape), tuple(weight.shape), case, affine is not None, torch.get_num_threads(), get_kernel())
+    exact = _EXACT.get(key)
+    if exact is None:
+        probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+        got = _run(probe, weight, case, affine)
+        exact = got is not None and torch.equal(got, reference(probe))
+        if len(_EXACT) >= _CACHE_LIMIT:
+            _EXACT.clear()
+        _EXACT[key] = exact
+    out = _run(x, weight, case, affine) if exact else None
+    return out if out is not None else reference(x)
