@@ -19,8 +19,10 @@ $(VENV)/.installed: pyproject.toml setup.py
 demo: setup
 	$(BIN)/onebit train --config configs/digits/cnn_small_bnn.yaml
 
+# Two worker processes (pytest-xdist): most tests run on one thread, so two cores take two at a time
+# (measured on 2 cores: 276 s against 398 s in one process, cold inductor cache).
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
