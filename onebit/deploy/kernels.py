@@ -18,7 +18,7 @@ from pathlib import Path
 
 __all__ = ["KernelsUnavailable", "library", "constant", "available_kernels", "set_kernel", "get_kernel", "ConvShape", "Padding", "ConvOutput"]
 
-ABI_VERSION = 6
+ABI_VERSION = 7
 KERNEL_NAMES = ("scalar", "avx2", "avx512")
 _HERE = Path(__file__).resolve().parent
 _lib: ctypes.CDLL | None = None

@@ -11,7 +11,7 @@
 
 #include "onebit_kernels.h"
 
-#define OB_ABI_VERSION 6 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
+#define OB_ABI_VERSION 7 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
 
 #define POP4(x) (((x) & 1) + (((x) >> 1) & 1) + (((x) >> 2) & 1) + (((x) >> 3) & 1))
 #define ROW(b)                                                                               \
@@ -295,6 +295,15 @@ static int tile_segments(const ob_conv* s, int64_t pos0, int width, ob_segment* 
     return k;
 }
 
+/* the words of one tile (channels from o0: one whole word, checked by ob_conv_run) into the next layer's planes */
+static void store_word_segments(const ob_output* out, int64_t n, int64_t o0, const ob_segment* seg,
+                                int nseg, const uint64_t* words) {
+    const ob_conv* nx = out->next;
+    const int64_t j = o0 % nx->cg;
+    uint8_t* plane = out->next_planes + n * nx->image_bytes + ((o0 / nx->cg) * nx->q + j / 64) * nx->plane_bytes;
+    for (int k = 0; k < nseg; k++) store_words(nx, plane, seg[k].y, seg[k].x0, words + seg[k].p, seg[k].x1 - seg[k].x0);
+}
+
 /* The transform of the channels [o0, o0 + nch) of one tile of image n, per row segment, straight
  * from the counts. With zero padding, the padded taps contribute 0, not the +1 * w the bits
  * computed: fix->value[o][row class][column class] is subtracted from the dot product. A
@@ -306,6 +315,13 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
     ob_segment seg[OB_PB + 1];
     ob_edge edge[OB_PB];
     ob_tile_rows rows = {seg, tile_segments(s, pos0, width, seg), edge, 0, s->k_bits};
+    const ob_word_ops* wops = kernel()->words;
+    uint64_t words[OB_PB];
+    if (wops && wops->transform &&
+        wops->transform(s, out, fix, seg, rows.nseg, n, o0, nch, counts, width, words)) {
+        if (out->next_planes) store_word_segments(out, n, o0, seg, rows.nseg, words);
+        return;
+    }
     if (fix) {
         const int64_t left = ceil_div(s->pw, s->sw); /* columns [0, left) and [right, wo) read padding */
         const int64_t right = s->w + s->pw >= s->kw ? (s->w + s->pw - s->kw) / s->sw + 1 : 0;
@@ -334,13 +350,9 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
     }
     if (!out->next_planes) return;
     const ob_conv* nx = out->next;
-    if (nx->words) { /* one whole word: o0 is its first channel (checked by ob_conv_run) */
-        const int64_t j = o0 % nx->cg;
-        uint8_t* plane = out->next_planes + n * nx->image_bytes + ((o0 / nx->cg) * nx->q + j / 64) * nx->plane_bytes;
-        uint64_t words[OB_PB];
-        kernel()->words->words((const uint8_t(*)[OB_PB])neg, nch, width, words);
-        for (int k = 0; k < rows.nseg; k++)
-            store_words(nx, plane, seg[k].y, seg[k].x0, words + seg[k].p, seg[k].x1 - seg[k].x0);
+    if (nx->words) {
+        wops->words((const uint8_t(*)[OB_PB])neg, nch, width, words);
+        store_word_segments(out, n, o0, seg, rows.nseg, words);
         return;
     }
     memset(neg[nch], 0, sizeof(neg[0]) * 3); /* channels past the last one: bit 0 */

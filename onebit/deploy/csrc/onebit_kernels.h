@@ -138,14 +138,25 @@ typedef struct {
                            int ho, int wo, int count_include_pad, int divisor_override, float* buf, float* out);
 } ob_float_ops;
 
+/* The output transform of one task in one piece: the channels [o0, o0 + nch) of image n on the tile of
+ * `width` positions whose row segments are seg[0, nseg), from their counts ([nch][OB_PB]), written as
+ * ob_output describes; the next layer's bits (if any) as words[p] (bit r: channel o0 + r; the caller
+ * stores them). Returns 0, having written nothing, where it does not apply (then the per-channel
+ * loops of ob_float_ops run). */
+typedef int (*ob_transform_fn)(const ob_conv* s, const ob_output* out, const ob_padding* fix, const ob_segment* seg,
+                               int nseg, int64_t n, int64_t o0, int nch, const uint16_t* counts, int width,
+                               uint64_t* words);
+
 /* The channel-word layout of a code path. tile: as ob_tile_fn with OB_NR_WORDS channels, a in
  * bytes, w: [g][OB_NR_WORDS] uint64 weight words. words: out[p] = sum over r < nch of
  * neg[r][p] << r, p < width (neg rows of OB_PB bytes). binarize_row64: one input row of
- * cnt <= 64 channels -> dst[i] bit c = !(x[c][i] >= t[c]) (bits >= cnt are 0). */
+ * cnt <= 64 channels -> dst[i] bit c = !(x[c][i] >= t[c]) (bits >= cnt are 0). transform: the
+ * output transform of a whole task, or NULL. */
 typedef struct {
     void (*tile)(const uint8_t* a, const int64_t* aoff, int g, const uint8_t* w, int width, uint16_t* counts);
     void (*words)(const uint8_t (*neg)[OB_PB], int nch, int width, uint64_t* out);
     void (*binarize_row64)(const float* const* x, const float* t, int cnt, int n, uint64_t* dst);
+    ob_transform_fn transform;
 } ob_word_ops;
 
 extern const ob_word_ops ob_word_ops_scalar;

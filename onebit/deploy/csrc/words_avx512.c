@@ -8,6 +8,8 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vpopcntdq")
 #include <immintrin.h>
 
+#include <string.h>
+
 #include "onebit_kernels.h"
 
 static void tile_words_avx512(const uint8_t* a, const int64_t* aoff, int g, const uint8_t* w8, int width,
@@ -61,7 +63,159 @@ static void binarize_row64_avx512(const float* const* x, const float* t, int cnt
     }
 }
 
-const ob_word_ops ob_word_ops_avx512 = {tile_words_avx512, words_avx512, binarize_row64_avx512};
+/* The 64 x 64 bit matrix of 8 vectors (row i: 64-bit lane i % 8 of x[i / 8]) transposed in place: bit c
+ * of row r goes to bit r of row c. Blocks of j = 32, 16, ..., 1 rows and columns swapped across the
+ * diagonal: rows i and i + j (i & j == 0) exchange the high j bits of row i's 2j-bit groups with the low
+ * j bits of row i + j's; rows 8 apart are whole vectors, nearer ones lanes of one vector. */
+static void transpose64(__m512i x[8]) {
+    static const uint64_t low[6] = {0x5555555555555555ull, 0x3333333333333333ull, 0x0f0f0f0f0f0f0f0full,
+                                    0x00ff00ff00ff00ffull, 0x0000ffff0000ffffull, 0x00000000ffffffffull};
+    for (int b = 5; b >= 3; b--) { /* j = 32, 16, 8: vectors v and v + j / 8 */
+        const int j = 1 << b, step = j / 8;
+        const __m512i m = _mm512_set1_epi64((long long)low[b]);
+        for (int v = 0; v < 8; v++) {
+            if (v & step) continue;
+            const __m512i t = _mm512_and_si512(_mm512_xor_si512(_mm512_srli_epi64(x[v], j), x[v + step]), m);
+            x[v] = _mm512_xor_si512(x[v], _mm512_slli_epi64(t, j));
+            x[v + step] = _mm512_xor_si512(x[v + step], t);
+        }
+    }
+    for (int b = 2; b >= 0; b--) { /* j = 4, 2, 1: lanes i and i ^ j of each vector */
+        const int j = 1 << b;
+        const __m512i partner = _mm512_set_epi64(7 ^ j, 6 ^ j, 5 ^ j, 4 ^ j, 3 ^ j, 2 ^ j, 1 ^ j, 0 ^ j);
+        __mmask8 high = 0; /* lanes i with i & j: they take their partner's high bits into their low ones */
+        for (int i = 0; i < 8; i++) high |= (__mmask8)((i & j ? 1 : 0) << i);
+        const __m512i keep_lo = _mm512_set1_epi64((long long)(low[b] << j)), keep_hi = _mm512_set1_epi64((long long)low[b]);
+        const __m512i take = _mm512_mask_blend_epi64(high, keep_lo, keep_hi); /* the bits a lane replaces */
+        for (int v = 0; v < 8; v++) {
+            const __m512i y = _mm512_permutexvar_epi64(partner, x[v]);
+            const __m512i moved = _mm512_mask_srli_epi64(_mm512_slli_epi64(y, j), high, y, j);
+            x[v] = _mm512_ternarylogic_epi64(take, moved, x[v], 0xca); /* take ? moved : x */
+        }
+    }
+}
+
+/* One task of the output transform (transform_avx512): where its 16-lane vectors of positions go. */
+typedef struct {
+    const ob_conv* s;
+    const ob_output* out;
+    const ob_padding* fix;
+    int64_t o0, plane0; /* first channel, offset of its output plane */
+    int nch;
+    const uint16_t* counts;
+    /* per vector: its pieces (the lanes of one output row segment, lane i at plane offset base + i) */
+    __mmask16 mask[OB_PB / 16][16];
+    int64_t base[OB_PB / 16][16];
+    int npieces[OB_PB / 16];
+    int32_t cls[OB_PB] __attribute__((aligned(64))); /* zero-padding class of each position (0: none) */
+    uint16_t neg[OB_SPAN][OB_PB / 16] __attribute__((aligned(64))); /* sign bits: channel r, vector v */
+} ob_task;
+
+/* Vector v of every channel of task k (v outer, channels inner: the vector's pieces stay in registers).
+ * whole: one piece of 16 lanes; edge: some lane reads the zero padding; res, thr: a residual, sign bits
+ * from the float output (else from the integer thresholds, if the next layer takes bits). Constant
+ * arguments: the compiler makes one loop of each combination. */
+static inline __attribute__((always_inline)) void vector_channels(ob_task* k, int v, const int whole, const int edge,
+                                                                  const int res, const int thr) {
+    const ob_output* out = k->out;
+    const int64_t hw = (int64_t)k->s->ho * k->s->wo;
+    const int flags = out->next_planes && !thr, floats = out->out != NULL;
+    const __m512i k_bits = _mm512_set1_epi32(k->s->k_bits);
+    const __m512i cls = _mm512_load_si512(k->cls + 16 * v);
+    const int ncls = k->fix ? k->fix->n_rows * k->fix->n_cols : 0;
+    const __mmask16 classes = (__mmask16)((1u << ncls) - 1);
+    const __mmask16 m0 = k->mask[v][0];
+    const int64_t b0 = k->base[v][0];
+    const uint16_t* count = k->counts + 16 * v;
+    for (int r = 0; r < k->nch; r++, count += OB_PB) {
+        const int64_t o = k->o0 + r, plane = k->plane0 + r * hw;
+        const __m512i c = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)count));
+        __m512i d = _mm512_sub_epi32(k_bits, _mm512_add_epi32(c, c));
+        if (edge)
+            d = _mm512_sub_epi32(d, _mm512_permutexvar_epi32(cls, _mm512_maskz_loadu_epi32(classes, k->fix->value + o * ncls)));
+        __mmask16 lt = 0;
+        if (floats) {
+            __m512 y = _mm512_cvtepi32_ps(d);
+            if (out->pre) y = _mm512_mul_ps(y, _mm512_set1_ps(out->pre[o]));
+            y = _mm512_fmadd_ps(y, _mm512_set1_ps(out->mult[o]), _mm512_set1_ps(out->bias[o]));
+            float* dst = out->out + plane;
+            if (whole) {
+                if (res) y = _mm512_add_ps(y, _mm512_loadu_ps(out->residual + plane + b0));
+                _mm512_storeu_ps(dst + b0, y);
+            } else {
+                if (res) {
+                    const float* rp = out->residual + plane;
+                    __m512 rv = _mm512_maskz_loadu_ps(m0, rp + b0);
+                    for (int i = 1; i < k->npieces[v]; i++) rv = _mm512_mask_loadu_ps(rv, k->mask[v][i], rp + k->base[v][i]);
+                    y = _mm512_add_ps(y, rv);
+                }
+                _mm512_mask_storeu_ps(dst + b0, m0, y);
+                for (int i = 1; i < k->npieces[v]; i++) _mm512_mask_storeu_ps(dst + k->base[v][i], k->mask[v][i], y);
+            }
+            if (thr) lt = _mm512_cmp_ps_mask(y, _mm512_set1_ps(out->float_thresh[o]), _CMP_NGE_UQ);
+        }
+        if (flags) lt = _mm512_cmplt_epi32_mask(d, _mm512_set1_epi32(out->thresh[o])) ^ (out->flip[o] ? 0xffff : 0);
+        k->neg[r][v] = lt;
+    }
+}
+
+/* The output transform of one task with positions on 16 lanes: per channel, d = k_bits - fix[class] -
+ * 2 count (class: the position's zero-padding class, by a lane permute of the channel's corrections),
+ * v = fma(d * pre, mult, bias) (+ residual), stored by masked stores per output row segment (a vector
+ * that spans the end of a row is stored in pieces, the columns between rows skipped), and the next
+ * layer's sign bits as a compare mask per vector; the task's 64 x 64 (channel x position) bits are then
+ * transposed into words. Needs at most 16 padding classes (class 0, no padding, corrects by 0) and a
+ * next layer (if any) in words. */
+static int transform_avx512(const ob_conv* s, const ob_output* out, const ob_padding* fix, const ob_segment* seg,
+                            int nseg, int64_t n, int64_t o0, int nch, const uint16_t* counts, int width,
+                            uint64_t* words) {
+    if (out->next_planes && !out->next->words) return 0;
+    if (fix && fix->n_rows * fix->n_cols > 16) return 0;
+    ob_task k;
+    k.s = s, k.out = out, k.fix = fix, k.o0 = o0, k.plane0 = (n * s->cout + o0) * (int64_t)s->ho * s->wo;
+    k.nch = nch, k.counts = counts;
+    const int nvec = width / 16;
+    for (int v = 0; v < nvec; v++) k.npieces[v] = 0, k.mask[v][0] = 0, k.base[v][0] = 0;
+    memset(k.cls, 0, sizeof(k.cls));
+    for (int i = 0; i < nseg; i++) {
+        const ob_segment* g = &seg[i];
+        const int p0 = (int)g->p, p1 = (int)(g->p + g->x1 - g->x0);
+        for (int v = p0 / 16; v * 16 < p1; v++) {
+            const int lo = p0 > 16 * v ? p0 - 16 * v : 0, hi = p1 < 16 * v + 16 ? p1 - 16 * v : 16;
+            k.mask[v][k.npieces[v]] = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+            k.base[v][k.npieces[v]++] = g->at - g->p + 16 * v;
+        }
+        if (fix)
+            for (int64_t x = g->x0; x < g->x1; x++)
+                k.cls[g->p + x - g->x0] = fix->row_class[g->y] * fix->n_cols + fix->col_class[x];
+    }
+    const int res = out->residual != NULL, thr = out->next_planes && out->float_thresh;
+    for (int v = 0; v < nvec; v++) {
+        const int whole = k.npieces[v] == 1 && k.mask[v][0] == 0xffff;
+        int edge = 0;
+        for (int i = 0; i < 16; i++) edge |= k.cls[16 * v + i];
+        edge = edge != 0;
+        /* the common combinations, specialised */
+        if (whole && !edge && res && thr) vector_channels(&k, v, 1, 0, 1, 1);
+        else if (whole && !edge && !res && !thr) vector_channels(&k, v, 1, 0, 0, 0);
+        else if (whole && edge && res && thr) vector_channels(&k, v, 1, 1, 1, 1);
+        else if (whole && edge && !res && !thr) vector_channels(&k, v, 1, 1, 0, 0);
+        else if (!whole && res && thr) vector_channels(&k, v, 0, edge, 1, 1);
+        else if (!whole && !res && !thr) vector_channels(&k, v, 0, edge, 0, 0);
+        else vector_channels(&k, v, whole, edge, res, thr);
+    }
+    if (!out->next_planes) return 1;
+    __m512i bits[8];
+    for (int r = nch; r < OB_SPAN; r++) memset(k.neg[r], 0, sizeof(k.neg[r]));
+    if (nvec < OB_PB / 16)
+        for (int r = 0; r < nch; r++) memset(k.neg[r] + nvec, 0, sizeof(k.neg[r]) - 2 * nvec);
+    for (int v = 0; v < 8; v++) bits[v] = _mm512_load_si512(k.neg[8 * v]);
+    transpose64(bits);
+    for (int v = 0; v < nvec * 2; v++) _mm512_storeu_si512(words + 8 * v, bits[v]);
+    return 1;
+}
+
+const ob_word_ops ob_word_ops_avx512 = {tile_words_avx512, words_avx512, binarize_row64_avx512, transform_avx512};
 
 /* The tile's instruction mix in registers only (no loads; 16 independent sums, 26 registers):
  * n rounds of 16 x (vpxorq + vpopcntq + vpaddq) = 16 x 512 binary MACs, for the benchmark's ceiling. */

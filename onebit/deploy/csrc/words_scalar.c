@@ -45,4 +45,4 @@ static void binarize_row64_scalar(const float* const* x, const float* t, int cnt
         for (int i = 0; i < n; i++) dst[i] |= (uint64_t)!(x[c][i] >= t[c]) << c;
 }
 
-const ob_word_ops ob_word_ops_scalar = {tile_words_scalar, words_scalar, binarize_row64_scalar};
+const ob_word_ops ob_word_ops_scalar = {tile_words_scalar, words_scalar, binarize_row64_scalar, NULL};
