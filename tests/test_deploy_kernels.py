@@ -177,6 +177,58 @@ def test_channel_words_feed_nibbles_and_words(kernel, cout):
         assert torch.equal(got, F.conv2d(hidden, signs(w2), stride=2, padding=1)), consumer_words
 
 
+TRANSFORM_CASES = [  # (cin, cout, side, kernel, stride, pad, zero padding): row pieces, tails, padding classes
+    (70, 64, 14, 3, 1, 1, True), (64, 128, 9, 3, 1, 1, True), (20, 40, 7, 3, 2, 1, True), (64, 64, 3, 3, 1, 2, True),
+    (33, 70, 5, 1, 1, 0, False), (16, 64, 11, 3, 1, 1, False), (8, 64, 8, 5, 1, 2, True),  # 25 padding classes
+]
+
+
+@pytest.mark.parametrize("layout", ["words", "nibbles"])
+def test_output_transform_paths_agree(monkeypatch, layout):
+    """Every output the transform writes, on this CPU's best path against the portable one, bit for bit:
+    float output with a scale, written over its residual, with the next layer's bits from the float
+    output; bits only, from integer thresholds (a consumer in channel words where the producer has them)."""
+    best = PATHS[-1]
+    if best == "scalar":
+        pytest.skip("this CPU runs only the scalar path")
+    if best == "avx2" and layout == "words":
+        pytest.skip("the avx2 path has no channel words")
+    gen = torch.Generator().manual_seed(7)
+    try:
+        for cin, cout, side, k, stride, pad, zero in TRANSFORM_CASES:
+            x, w = torch.randn(2, cin, side, side, generator=gen), torch.randn(cout, cin, k, k, generator=gen)
+            w2 = torch.randn(16, cout, 3, 3, generator=gen)
+            pre, mult, bias = torch.rand(cout, generator=gen) + 0.5, torch.randn(cout, generator=gen), torch.randn(cout, generator=gen)
+            ho = (side + 2 * pad - k) // stride + 1
+            residual = torch.randn(2, cout, ho, ho, generator=gen)
+            thresh = torch.randint(-20, 20, (cout,), dtype=torch.int32, generator=gen)
+            flip = torch.randint(0, 2, (cout,), dtype=torch.uint8, generator=gen)
+            float_thresh = torch.randn(cout, generator=gen) * 0.3
+            results = []
+            for name in ("scalar", best):
+                use_path(name, layout, monkeypatch)
+                conv = BinaryConvKernel((w < 0).numpy(), stride=(stride,) * 2, padding=(pad,) * 2, zero_padding=zero)
+                second = BinaryConvKernel((w2 < 0).numpy(), padding=(1, 1))
+                planes = conv.binarize(x)
+                out = residual.clone()
+                floats, bits = conv.run(planes, mult, bias, residual=out, out=out, pre=pre, bits_for=second,
+                                        float_thresh=float_thresh)
+                assert floats is out
+                from_floats = second.run(bits, torch.ones(16), torch.zeros(16))
+                bits = conv.run(planes, None, None, float_out=False, bits_for=second, thresh=thresh, flip=flip)
+                results.append((floats, from_floats, second.run(bits, torch.ones(16), torch.zeros(16)),
+                                conv.run(planes, mult, bias)))
+            for a, b in zip(*results):
+                assert torch.equal(a, b), (cin, cout, side, k, stride, pad, zero)
+            dots = F.conv2d(signs(x), signs(w), stride=stride, padding=pad) if zero else None
+            if dots is not None:  # and the float output is the formula's
+                fused = ((dots.double() * pre.double()[None, :, None, None]).float().double() * mult.double()[None, :, None, None]
+                         + bias.double()[None, :, None, None]).float()
+                assert torch.equal(results[1][0], fused + residual)
+    finally:
+        kernels.set_kernel("auto")
+
+
 def test_channel_words_need_whole_words_per_task():
     if not kernels.kernel_has_words():
         pytest.skip(f"the {kernels.get_kernel()} path has no channel words")

@@ -118,44 +118,50 @@ typedef struct {
 static inline __attribute__((always_inline)) void vector_channels(ob_task* k, int v, const int whole, const int edge,
                                                                   const int res, const int thr) {
     const ob_output* out = k->out;
-    const int64_t hw = (int64_t)k->s->ho * k->s->wo;
-    const int flags = out->next_planes && !thr, floats = out->out != NULL;
+    const int64_t hw = (int64_t)k->s->ho * k->s->wo, o0 = k->o0;
+    const int flags = out->next_planes && !thr, nch = k->nch;
     const __m512i k_bits = _mm512_set1_epi32(k->s->k_bits);
+    const __m512 k_float = _mm512_set1_ps((float)k->s->k_bits), two = _mm512_set1_ps(2.0f);
     const __m512i cls = _mm512_load_si512(k->cls + 16 * v);
-    const int ncls = k->fix ? k->fix->n_rows * k->fix->n_cols : 0;
+    const int ncls = edge ? k->fix->n_rows * k->fix->n_cols : 0;
     const __mmask16 classes = (__mmask16)((1u << ncls) - 1);
+    const int32_t* corr = edge ? k->fix->value + o0 * ncls : NULL;
     const __mmask16 m0 = k->mask[v][0];
-    const int64_t b0 = k->base[v][0];
+    const int np = k->npieces[v];
+    const float *pre = out->pre ? out->pre + o0 : NULL, *mult = out->mult + o0, *bias = out->bias + o0;
+    const float* t = thr ? out->float_thresh + o0 : NULL;
+    const float* rp = res ? out->residual + k->plane0 + k->base[v][0] : NULL; /* lane 0 of piece 0 */
+    float* dst = out->out ? out->out + k->plane0 + k->base[v][0] : NULL;
     const uint16_t* count = k->counts + 16 * v;
-    for (int r = 0; r < k->nch; r++, count += OB_PB) {
-        const int64_t o = k->o0 + r, plane = k->plane0 + r * hw;
+    uint16_t* neg = &k->neg[0][v];
+    for (int r = 0; r < nch; r++, count += OB_PB, neg += OB_PB / 16) {
         const __m512i c = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)count));
-        __m512i d = _mm512_sub_epi32(k_bits, _mm512_add_epi32(c, c));
-        if (edge)
-            d = _mm512_sub_epi32(d, _mm512_permutexvar_epi32(cls, _mm512_maskz_loadu_epi32(classes, k->fix->value + o * ncls)));
+        __m512i d = _mm512_setzero_si512(), kc = k_bits;
+        if (edge) kc = _mm512_sub_epi32(k_bits, _mm512_permutexvar_epi32(cls, _mm512_maskz_loadu_epi32(classes, corr + r * ncls)));
+        if (flags) d = _mm512_sub_epi32(kc, _mm512_add_epi32(c, c));
         __mmask16 lt = 0;
-        if (floats) {
-            __m512 y = _mm512_cvtepi32_ps(d);
-            if (out->pre) y = _mm512_mul_ps(y, _mm512_set1_ps(out->pre[o]));
-            y = _mm512_fmadd_ps(y, _mm512_set1_ps(out->mult[o]), _mm512_set1_ps(out->bias[o]));
-            float* dst = out->out + plane;
+        if (dst) { /* d = kc - 2 c in float: integers below 2^24, exact */
+            __m512 y = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(c), two, edge ? _mm512_cvtepi32_ps(kc) : k_float);
+            if (pre) y = _mm512_mul_ps(y, _mm512_set1_ps(pre[r]));
+            y = _mm512_fmadd_ps(y, _mm512_set1_ps(mult[r]), _mm512_set1_ps(bias[r]));
             if (whole) {
-                if (res) y = _mm512_add_ps(y, _mm512_loadu_ps(out->residual + plane + b0));
-                _mm512_storeu_ps(dst + b0, y);
+                if (res) y = _mm512_add_ps(y, _mm512_loadu_ps(rp));
+                _mm512_storeu_ps(dst, y);
             } else {
                 if (res) {
-                    const float* rp = out->residual + plane;
-                    __m512 rv = _mm512_maskz_loadu_ps(m0, rp + b0);
-                    for (int i = 1; i < k->npieces[v]; i++) rv = _mm512_mask_loadu_ps(rv, k->mask[v][i], rp + k->base[v][i]);
+                    __m512 rv = _mm512_maskz_loadu_ps(m0, rp);
+                    for (int i = 1; i < np; i++) rv = _mm512_mask_loadu_ps(rv, k->mask[v][i], rp + k->base[v][i] - k->base[v][0]);
                     y = _mm512_add_ps(y, rv);
                 }
-                _mm512_mask_storeu_ps(dst + b0, m0, y);
-                for (int i = 1; i < k->npieces[v]; i++) _mm512_mask_storeu_ps(dst + k->base[v][i], k->mask[v][i], y);
+                _mm512_mask_storeu_ps(dst, m0, y);
+                for (int i = 1; i < np; i++) _mm512_mask_storeu_ps(dst + k->base[v][i] - k->base[v][0], k->mask[v][i], y);
             }
-            if (thr) lt = _mm512_cmp_ps_mask(y, _mm512_set1_ps(out->float_thresh[o]), _CMP_NGE_UQ);
+            if (thr) lt = _mm512_cmp_ps_mask(y, _mm512_set1_ps(t[r]), _CMP_NGE_UQ);
         }
-        if (flags) lt = _mm512_cmplt_epi32_mask(d, _mm512_set1_epi32(out->thresh[o])) ^ (out->flip[o] ? 0xffff : 0);
-        k->neg[r][v] = lt;
+        if (flags) lt = _mm512_cmplt_epi32_mask(d, _mm512_set1_epi32(out->thresh[o0 + r])) ^ (out->flip[o0 + r] ? 0xffff : 0);
+        *neg = lt;
+        if (rp) rp += hw;
+        if (dst) dst += hw;
     }
 }
 
@@ -175,26 +181,27 @@ static int transform_avx512(const ob_conv* s, const ob_output* out, const ob_pad
     k.s = s, k.out = out, k.fix = fix, k.o0 = o0, k.plane0 = (n * s->cout + o0) * (int64_t)s->ho * s->wo;
     k.nch = nch, k.counts = counts;
     const int nvec = width / 16;
-    for (int v = 0; v < nvec; v++) k.npieces[v] = 0, k.mask[v][0] = 0, k.base[v][0] = 0;
-    memset(k.cls, 0, sizeof(k.cls));
+    __m512i cls[OB_PB / 16];
+    for (int v = 0; v < nvec; v++) k.npieces[v] = 0, k.mask[v][0] = 0, k.base[v][0] = 0, cls[v] = _mm512_setzero_si512();
     for (int i = 0; i < nseg; i++) {
         const ob_segment* g = &seg[i];
         const int p0 = (int)g->p, p1 = (int)(g->p + g->x1 - g->x0);
         for (int v = p0 / 16; v * 16 < p1; v++) {
             const int lo = p0 > 16 * v ? p0 - 16 * v : 0, hi = p1 < 16 * v + 16 ? p1 - 16 * v : 16;
-            k.mask[v][k.npieces[v]] = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+            const __mmask16 m = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+            k.mask[v][k.npieces[v]] = m;
             k.base[v][k.npieces[v]++] = g->at - g->p + 16 * v;
+            if (fix) { /* lane i: row class * n_cols + column class of column x0 - p + 16 v + i */
+                const __m512i col = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, fix->col_class + g->x0 - g->p + 16 * v));
+                cls[v] = _mm512_mask_add_epi32(cls[v], m, col, _mm512_set1_epi32(fix->row_class[g->y] * fix->n_cols));
+            }
         }
-        if (fix)
-            for (int64_t x = g->x0; x < g->x1; x++)
-                k.cls[g->p + x - g->x0] = fix->row_class[g->y] * fix->n_cols + fix->col_class[x];
     }
     const int res = out->residual != NULL, thr = out->next_planes && out->float_thresh;
     for (int v = 0; v < nvec; v++) {
         const int whole = k.npieces[v] == 1 && k.mask[v][0] == 0xffff;
-        int edge = 0;
-        for (int i = 0; i < 16; i++) edge |= k.cls[16 * v + i];
-        edge = edge != 0;
+        const int edge = _mm512_test_epi32_mask(cls[v], cls[v]) != 0;
+        _mm512_store_si512(k.cls + 16 * v, cls[v]);
         /* the common combinations, specialised */
         if (whole && !edge && res && thr) vector_channels(&k, v, 1, 0, 1, 1);
         else if (whole && !edge && !res && !thr) vector_channels(&k, v, 1, 0, 0, 0);
