@@ -212,10 +212,8 @@ static int transform_avx512(const ob_conv* s, const ob_output* out, const ob_pad
         else vector_channels(&k, v, whole, edge, res, thr);
     }
     if (!out->next_planes) return 1;
-    __m512i bits[8];
+    __m512i bits[8]; /* channels past nch: bit 0 (positions past width are not stored) */
     for (int r = nch; r < OB_SPAN; r++) memset(k.neg[r], 0, sizeof(k.neg[r]));
-    if (nvec < OB_PB / 16)
-        for (int r = 0; r < nch; r++) memset(k.neg[r] + nvec, 0, sizeof(k.neg[r]) - 2 * nvec);
     for (int v = 0; v < 8; v++) bits[v] = _mm512_load_si512(k.neg[8 * v]);
     transpose64(bits);
     for (int v = 0; v < nvec * 2; v++) _mm512_storeu_si512(words + 8 * v, bits[v]);
