@@ -160,6 +160,10 @@ static inline __attribute__((always_inline)) void vector_channels(ob_task* k, in
         }
         if (flags) lt = _mm512_cmplt_epi32_mask(d, _mm512_set1_epi32(out->thresh[o0 + r])) ^ (out->flip[o0 + r] ? 0xffff : 0);
         *neg = lt;
+        /* the planes are 64 streams that no hardware prefetcher follows: the lines of the next tile (the next
+         * task's, 64 positions on) are asked for now, and arrive during its GEMM */
+        if (dst) _mm_prefetch((const char*)(dst + OB_PB), _MM_HINT_T0);
+        if (rp && (const float*)dst != rp) _mm_prefetch((const char*)(rp + OB_PB), _MM_HINT_T0);
         if (rp) rp += hw;
         if (dst) dst += hw;
     }
