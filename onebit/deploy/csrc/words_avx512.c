@@ -126,8 +126,9 @@ static inline __attribute__((always_inline)) void vector_channels(ob_task* k, in
     const int ncls = edge ? k->fix->n_rows * k->fix->n_cols : 0;
     const __mmask16 classes = (__mmask16)((1u << ncls) - 1);
     const int32_t* corr = edge ? k->fix->value + o0 * ncls : NULL;
-    const __mmask16 m0 = k->mask[v][0];
     const int np = k->npieces[v];
+    const __mmask16 m0 = k->mask[v][0], m1 = np > 1 ? k->mask[v][1] : 0;
+    const int64_t off1 = np > 1 ? k->base[v][1] - k->base[v][0] : 0; /* piece 1 from piece 0 */
     const float *pre = out->pre ? out->pre + o0 : NULL, *mult = out->mult + o0, *bias = out->bias + o0;
     const float* t = thr ? out->float_thresh + o0 : NULL;
     const float* rp = res ? out->residual + k->plane0 + k->base[v][0] : NULL; /* lane 0 of piece 0 */
@@ -147,14 +148,15 @@ static inline __attribute__((always_inline)) void vector_channels(ob_task* k, in
             if (whole) {
                 if (res) y = _mm512_add_ps(y, _mm512_loadu_ps(rp));
                 _mm512_storeu_ps(dst, y);
-            } else {
+            } else { /* pieces 0 and 1 (mask 0 if none) from registers, more (rows under 16 positions) in a loop */
                 if (res) {
-                    __m512 rv = _mm512_maskz_loadu_ps(m0, rp);
-                    for (int i = 1; i < np; i++) rv = _mm512_mask_loadu_ps(rv, k->mask[v][i], rp + k->base[v][i] - k->base[v][0]);
+                    __m512 rv = _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(m0, rp), m1, rp + off1);
+                    for (int i = 2; i < np; i++) rv = _mm512_mask_loadu_ps(rv, k->mask[v][i], rp + k->base[v][i] - k->base[v][0]);
                     y = _mm512_add_ps(y, rv);
                 }
                 _mm512_mask_storeu_ps(dst, m0, y);
-                for (int i = 1; i < np; i++) _mm512_mask_storeu_ps(dst + k->base[v][i] - k->base[v][0], k->mask[v][i], y);
+                _mm512_mask_storeu_ps(dst + off1, m1, y);
+                for (int i = 2; i < np; i++) _mm512_mask_storeu_ps(dst + k->base[v][i] - k->base[v][0], k->mask[v][i], y);
             }
             if (thr) lt = _mm512_cmp_ps_mask(y, _mm512_set1_ps(t[r]), _CMP_NGE_UQ);
         }
