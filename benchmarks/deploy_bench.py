@@ -23,7 +23,7 @@ process as a user runs it; ``--tuned_malloc`` re-executes the script with glibc 
 memory (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), so that neither side pays page faults
 for re-allocating its activations each run. ``ONEBIT_KERNEL=avx2|avx512|scalar`` picks the kernel path.
 
-Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--batches 1,8,32] [--data_path /work/shared/data] [--breakdown] [--previous] [--against CHECKOUT]
+Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--batches 1,8,32] [--data_path /work/shared/data] [--breakdown] [--previous] [--task_transform] [--against CHECKOUT]
 """
 from __future__ import annotations
 
@@ -155,6 +155,75 @@ shuffle/shift; 4 integer ALUs; at most 6 micro-ops dispatched per cycle), per co
     loop of vpshufb + vpaddb pairs) 1.64 pairs/cycle -> ~210 binary MACs/cycle; the GEMM's inner loop (12
     pairs + 6 table broadcasts per 64 positions x 6 channels) 8.0 cycles -> 192 on the positions it computes.
   (FP32 FMA: 2 pipes x 8 lanes = 16 MACs/cycle.) "bMAC/cyc" above counts useful MACs per thread.""")
+
+
+def bench_task_transform(threads: list[int], repeat: int, workdir: Path, batches: tuple[int, ...],
+                         cpu_time: bool = False) -> None:
+    """The output transform of the binary convs per task (the avx512 path's) against the per-channel loops, in
+    one process with the calls alternating: the ResNet-18 3x3 layers as in table 1 (each call after an
+    ``F.conv2d`` of the layer, so with the caches that leaves) in the benchmark's form (float output) and in
+    Bi-Real's (float output over the residual + the next layer's bits), and Bi-Real-18 (identical logits checked)."""
+    import torch
+    import torch.nn.functional as F
+
+    from onebit.deploy import export, load
+    from onebit.deploy.bitconv import BinaryConvKernel
+    from onebit.deploy.kernels import use_task_transform
+    from onebit.models import create_model
+
+    def alternate(fns: dict, th: int, before=None) -> dict:
+        best, clock = {}, clock_for(th, cpu_time)
+        for rnd in range(2 + repeat):
+            for name, fn in fns.items():
+                for on in (False, True):
+                    use_task_transform(on)
+                    if before is not None:
+                        before()
+                    start = clock()
+                    fn()
+                    if rnd >= 2:
+                        best[name, on] = min(best.get((name, on), float("inf")), clock() - start)
+        use_task_transform(True)
+        return best
+
+    print(f"\n## Output transform per task against per channel (same process, alternating), min of {repeat} (ms)")
+    print(f"{'layer':>12} {'thr':>3} {'kernel: per-channel':>19} {'per task':>8} {'speed':>6} "
+          f"{'Bi-Real form: per-channel':>25} {'per task':>8} {'speed':>6}")
+    g = torch.Generator().manual_seed(0)
+    for side, c in RESNET18_3X3:
+        x, w = torch.randn(1, c, side, side, generator=g), torch.randn(c, c, 3, 3, generator=g)
+        conv = BinaryConvKernel((w < 0).numpy(), stride=(1, 1), padding=(1, 1), zero_padding=True, reuse_planes=True)
+        nxt = BinaryConvKernel((torch.randn(c, c, 3, 3, generator=g) < 0).numpy(), padding=(1, 1), reuse_planes=True)
+        mult, bias, out = torch.rand(c, generator=g) + 0.5, torch.randn(c, generator=g), torch.empty(1, c, side, side)
+        residual, float_thresh = torch.randn(1, c, side, side, generator=g), torch.randn(c, generator=g) * 0.1
+        for th in threads:
+            torch.set_num_threads(th)
+            planes = conv.binarize(x, None, th)
+            t = alternate({
+                "kernel": lambda: conv.run(planes, mult, bias, out=out, threads=th),
+                "bireal": lambda: conv.run(planes, mult, bias, residual=residual, out=residual, bits_for=nxt,
+                                           float_thresh=float_thresh, threads=th),
+            }, th, before=lambda: F.conv2d(x, w, padding=1))
+            print(f"{f'{side}x{side}x{c}':>12} {th:>3} {1e3 * t['kernel', False]:19.3f} {1e3 * t['kernel', True]:8.3f} "
+                  f"{t['kernel', False] / t['kernel', True]:5.2f}x {1e3 * t['bireal', False]:25.3f} "
+                  f"{1e3 * t['bireal', True]:8.3f} {t['bireal', False] / t['bireal', True]:5.2f}x")
+    path = workdir / "birealnet18.onebit"
+    if not path.exists():
+        export(create_model("birealnet18", 1000).eval(), torch.randn(1, 3, 224, 224), path, check=False)
+    runtime = load(path)
+    print(f"{'Bi-Real-18':>12} {'thr':>3} {'batch':>5} {'per-channel':>11} {'per task':>8} {'speed':>6}")
+    for batch in batches:
+        x = torch.randn(batch, 3, 224, 224, generator=g)
+        for th in threads:
+            torch.set_num_threads(th)
+            runtime.threads = th
+            t = alternate({"net": lambda: runtime(x)}, th)
+            use_task_transform(False)
+            per_channel = runtime(x)
+            use_task_transform(True)
+            same = torch.equal(per_channel, runtime(x))
+            print(f"{'':>12} {th:>3} {batch:>5} {1e3 * t['net', False]:11.2f} {1e3 * t['net', True]:8.2f} "
+                  f"{t['net', False] / t['net', True]:5.2f}x  logits {'identical' if same else 'DIFFER'}")
 
 
 def float_twin(name: str, num_classes: int, side: int):
@@ -393,6 +462,8 @@ def main() -> None:
                         help="also time the network as the runtime ran it before its own float convolutions")
     parser.add_argument("--against", type=Path, help="also time Bi-Real-18 on the onebit checkout at this path (kernels "
                         "built in place), interleaved with this one in separate processes")
+    parser.add_argument("--task_transform", action="store_true",
+                        help="also time the binary convs' output transform per task against per channel (avx512)")
     parser.add_argument("--cpu_time", action="store_true",
                         help="time 1-thread runs in process CPU time (for a shared machine; 2+ threads stay wall time)")
     args = parser.parse_args()
@@ -415,6 +486,9 @@ def main() -> None:
         if args.only in (None, "network"):
             bench_network(threads, max(5, args.repeat // 3), Path(tmp), args.breakdown,
                           tuple(int(b) for b in args.batches.split(",")), args.cpu_time, args.previous)
+        if args.task_transform:
+            bench_task_transform(threads, args.repeat, Path(tmp), tuple(int(b) for b in args.batches.split(",")),
+                                 args.cpu_time)
         if args.against is not None:
             bench_against(args.against, threads, args.repeat, Path(tmp), tuple(int(b) for b in args.batches.split(",")),
                           args.cpu_time)

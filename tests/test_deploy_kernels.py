@@ -180,6 +180,7 @@ def test_channel_words_feed_nibbles_and_words(kernel, cout):
 TRANSFORM_CASES = [  # (cin, cout, side, kernel, stride, pad, zero padding): row pieces, tails, padding classes
     (70, 64, 14, 3, 1, 1, True), (64, 128, 9, 3, 1, 1, True), (20, 40, 7, 3, 2, 1, True), (64, 64, 3, 3, 1, 2, True),
     (33, 70, 5, 1, 1, 0, False), (16, 64, 11, 3, 1, 1, False), (8, 64, 8, 5, 1, 2, True),  # 25 padding classes
+    (16, 64, 20, 3, 1, 1, True), (24, 48, 33, 3, 2, 1, False),  # rows of 16+ (float output alone too)
 ]
 
 
@@ -227,6 +228,24 @@ def test_output_transform_paths_agree(monkeypatch, layout):
                 assert torch.equal(results[1][0], fused + residual)
     finally:
         kernels.set_kernel("auto")
+
+
+def test_task_transform_can_be_switched_off():
+    """The benchmark's before/after switch: the per-channel loops give the same floats and bits."""
+    x, w, w2 = torch.randn(1, 64, 20, 20), torch.randn(64, 64, 3, 3), torch.randn(8, 64, 3, 3)
+    conv = BinaryConvKernel((w < 0).numpy(), padding=(1, 1))
+    second = BinaryConvKernel((w2 < 0).numpy(), padding=(1, 1))
+    mult, bias, float_thresh = torch.randn(64), torch.randn(64), torch.randn(64) * 0.3
+    results = []
+    try:
+        for on in (False, True):
+            assert kernels.use_task_transform(on) is True  # the previous setting: on by default
+            floats, bits = conv.run(conv.binarize(x), mult, bias, bits_for=second, float_thresh=float_thresh)
+            results.append((floats, second.run(bits, torch.ones(8), torch.zeros(8))))
+            kernels.use_task_transform(True)
+    finally:
+        kernels.use_task_transform(True)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
 def test_channel_words_need_whole_words_per_task():

@@ -80,6 +80,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ob_float_conv2d": (i32, [p] + [i32] * 4 + [p] + [i32] * 7 + [p] + [i32] * 3 + [p, i32]),
         "ob_dependent_adds": (i64, [i64]),
         "ob_popcount_loop": (i64, [i64]),
+        "ob_task_transform": (i32, [i32]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -130,6 +131,12 @@ def set_kernel(name: str) -> None:
         raise ValueError(f"kernel {name!r} is not supported by this CPU; available: {', '.join(available_kernels())}")
     global _words
     _words = library().ob_kernel_words() == 1
+
+
+def use_task_transform(on: bool) -> bool:
+    """Let the code path transform a whole task's outputs at once where it can (the default), or force the
+    per-channel loops (the same results; for before/after timing in one process). Returns the previous setting."""
+    return library().ob_task_transform(int(on)) == 1
 
 
 def get_kernel() -> str:

@@ -295,6 +295,16 @@ static int tile_segments(const ob_conv* s, int64_t pos0, int width, ob_segment* 
     return k;
 }
 
+static int task_transform = 1; /* 0: the per-channel loops even where the path has a task transform */
+
+/* use (1) or not (0) the code path's whole-task output transform (same results: for before/after timing in
+ * one process); returns the previous setting */
+int ob_task_transform(int on) {
+    const int was = task_transform;
+    task_transform = on != 0;
+    return was;
+}
+
 /* the words of one tile (channels from o0: one whole word, checked by ob_conv_run) into the next layer's planes */
 static void store_word_segments(const ob_output* out, int64_t n, int64_t o0, const ob_segment* seg,
                                 int nseg, const uint64_t* words) {
@@ -317,7 +327,7 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
     ob_tile_rows rows = {seg, tile_segments(s, pos0, width, seg), edge, 0, s->k_bits};
     const ob_word_ops* wops = kernel()->words;
     uint64_t words[OB_PB];
-    if (wops && wops->transform &&
+    if (task_transform && wops && wops->transform &&
         wops->transform(s, out, fix, seg, rows.nseg, n, o0, nch, counts, width, words)) {
         if (out->next_planes) store_word_segments(out, n, o0, seg, rows.nseg, words);
         return;
