@@ -1,10 +1,11 @@
 """The compiled 1-bit convolution kernels against PyTorch's float convolution on +-1 tensors.
 
-Every code path the CPU runs (``scalar`` always, ``avx2`` and ``avx512`` where the CPU has them), on
-each of its layouts (channel words on ``scalar`` and ``avx512``, nibble planes on all), is tested on
+Every code path the CPU runs (``scalar`` always, ``avx2``, ``avx512`` and ``amx`` where the CPU has them),
+on each of its layouts (channel words on ``scalar``, ``avx512`` and ``amx``, nibble planes on all), is tested on
 the same fuzzed shapes: the integer dot products must be exactly those of ``F.conv2d``. Paths the CPU
 lacks are skipped with the reason in pytest's summary.
 """
+import ctypes
 import os
 import subprocess
 import sys
@@ -18,9 +19,10 @@ from onebit.deploy import kernels
 from onebit.deploy.bitconv import BinaryConvKernel, kernel_weights, pack_signs, unpack_signs
 
 PATHS = kernels.available_kernels()
-NEEDS = {"avx2": "AVX2 + FMA + BMI2", "avx512": "AVX-512 F/BW/VL + VPOPCNTDQ"}
-# (avx512 on nibble planes runs the avx2 code; it is tested where a word layer feeds a nibble one)
-LAYOUTS = [("scalar", "words"), ("scalar", "nibbles"), ("avx2", "nibbles"), ("avx512", "words")]
+NEEDS = {"avx2": "AVX2 + FMA + BMI2", "avx512": "AVX-512 F/BW/VL + VPOPCNTDQ",
+         "amx": "AVX-512 VPOPCNTDQ + AMX-INT8 with the OS permission to use the tiles"}
+# (avx512 and amx on nibble planes run the avx2 code; it is tested where a word layer feeds a nibble one)
+LAYOUTS = [("scalar", "words"), ("scalar", "nibbles"), ("avx2", "nibbles"), ("avx512", "words"), ("amx", "words")]
 
 
 def use_path(name: str, layout: str, monkeypatch) -> None:
@@ -87,6 +89,39 @@ def test_resnet_shapes_and_channel_tails(kernel):
         conv = BinaryConvKernel((w < 0).numpy(), stride=(1, 1), padding=(1, 1), zero_padding=True)
         got = conv.run(conv.binarize(x), torch.ones(cout), torch.zeros(cout))
         assert torch.equal(got, F.conv2d(signs(x), signs(w), padding=1))
+
+
+@pytest.mark.parametrize("cin, cout, side, stride, groups", [
+    (200, 40, 5, 1, 1),   # 36 word rows (4 passes of the AMX GEMM), 3 channel tiles (one alone), 32-position tiles
+    (64, 17, 12, 2, 1),   # stride 2, one channel past a tile of 16
+    (130, 66, 9, 1, 2),   # groups: 65 input channels (2 words) and 33 outputs per group
+    (3, 130, 20, 1, 1),   # one word row per tap, 3 channels in it; 130 outputs: 3 spans, the last of 2 channels
+])
+def test_word_gemm_shapes(kernel, cin, cout, side, stride, groups):
+    """Word rows not a multiple of the AMX GEMM's pass, partial tiles of positions and channels."""
+    torch.manual_seed(cin + cout)
+    x, w = torch.randn(2, cin, side, side + 1), torch.randn(cout, cin // groups, 3, 3)
+    conv = BinaryConvKernel((w < 0).numpy(), stride=(stride, stride), padding=(1, 1), groups=groups, zero_padding=True)
+    planes = conv.binarize(x)
+    if kernel == "amx":  # these shapes run on the AMX GEMM, not on the word tile
+        assert kernels.library().ob_conv_amx(ctypes.byref(planes.shape)) == 1
+    got = conv.run(planes, torch.ones(cout), torch.zeros(cout))
+    assert torch.equal(got, F.conv2d(signs(x), signs(w), stride=stride, padding=1, groups=groups))
+
+
+def test_amx_leaves_large_weights_to_the_word_tile():
+    """The amx path's rule: weights over 1 MB as bytes (7 x 7 x 512 of a ResNet-18) stay on vpopcntq."""
+    if "amx" not in PATHS:
+        pytest.skip(f"this CPU has no {NEEDS['amx']}: the amx path is not tested here")
+    try:
+        kernels.set_kernel("amx")
+        small, large = (BinaryConvKernel(np.zeros((c, c, 3, 3), dtype=bool), padding=(1, 1)) for c in (256, 512))
+        assert kernels.library().ob_conv_amx(ctypes.byref(small.layout(1, 14, 14).shape)) == 1
+        assert kernels.library().ob_conv_amx(ctypes.byref(large.layout(1, 7, 7).shape)) == 0
+        kernels.set_kernel("avx512")
+        assert kernels.library().ob_conv_amx(ctypes.byref(small.layout(1, 14, 14).shape)) == 0
+    finally:
+        kernels.set_kernel("auto")
 
 
 def test_output_transform_scale_bias_residual(kernel):
