@@ -21,7 +21,8 @@
 Times are the minimum over ``--repeat`` interleaved runs (the machine may be shared), in a plain
 process as a user runs it; ``--tuned_malloc`` re-executes the script with glibc told to keep freed
 memory (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), so that neither side pays page faults
-for re-allocating its activations each run. ``ONEBIT_KERNEL=avx2|avx512|scalar`` picks the kernel path.
+for re-allocating its activations each run. ``ONEBIT_KERNEL=avx2|avx512|amx|scalar`` picks the kernel path (with amx, the layers and the network are also
+timed on the avx512 path in the same run).
 
 Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--batches 1,8,32] [--data_path /work/shared/data] [--breakdown] [--previous] [--against CHECKOUT]
 """
@@ -83,7 +84,7 @@ def cpu_line() -> str:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    simd = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vpopcntdq") if f in flags]
+    simd = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vpopcntdq", "amx_int8") if f in flags]
     return f"{model}, {os.cpu_count()} CPUs, {' '.join(simd) or 'no AVX'}"
 
 
@@ -106,14 +107,15 @@ def bench_layers(threads: list[int], repeat: int, ghz: float, cpu_time: bool = F
     import torch
     import torch.nn.functional as F
 
-    from onebit.deploy import get_kernel
+    from onebit.deploy import get_kernel, set_kernel
     from onebit.deploy.bitconv import BinaryConvKernel
 
     path = get_kernel()
-    ceiling = popcount_ceiling(ghz) if path == "avx512" else 192.0 if path == "avx2" else None
+    ceiling = popcount_ceiling(ghz) if path in ("avx512", "amx") else 192.0 if path == "avx2" else None
+    paths = [path, "avx512"] if path == "amx" else [path]  # amx: its layers side by side with the popcount GEMM
 
     print("\n## 1-2. Binary 3x3 convolutions (ResNet-18 shapes, batch 1, zero padding), min of", repeat, "(ms)")
-    print(f"{'layer':>12} {'thr':>3} {'F.conv2d':>9} {'kernel':>8} {'layer':>8} {'x kernel':>9} {'x layer':>8} "
+    print(f"{'layer':>12} {'thr':>3} {'path':>6} {'F.conv2d':>9} {'kernel':>8} {'layer':>8} {'x kernel':>9} {'x layer':>8} "
           f"{'GEMM':>7} {'G bMAC/s':>9} {'bMAC/cyc':>9} {'of ceiling':>10}")
     g = torch.Generator().manual_seed(0)
     for side, c in RESNET18_3X3:
@@ -125,18 +127,27 @@ def bench_layers(threads: list[int], repeat: int, ghz: float, cpu_time: bool = F
         for th in threads:
             torch.set_num_threads(th)
             planes = conv.binarize(x, None, th)
-            t = interleaved_min({
-                "float": lambda: F.conv2d(x, w, padding=1),
-                "kernel": lambda: conv.run(planes, mult, bias, out=out, threads=th),
-                "layer": lambda: conv.run(conv.binarize(x, None, th), mult, bias, out=out, threads=th),
-                "gemm": lambda: conv.run(planes, None, None, float_out=False, threads=th),
-            }, repeat, clock=clock_for(th, cpu_time))
-            rate = macs / t["gemm"]
-            print(f"{f'{side}x{side}x{c}':>12} {th:>3} {1e3 * t['float']:9.3f} {1e3 * t['kernel']:8.3f} "
-                  f"{1e3 * t['layer']:8.3f} {t['float'] / t['kernel']:8.1f}x {t['float'] / t['layer']:7.1f}x "
-                  f"{1e3 * t['gemm']:7.3f} {rate / 1e9:9.0f} {rate / (ghz * 1e9) / th:9.0f} "
-                  f"{rate / (ghz * 1e9) / th / ceiling if ceiling else float('nan'):9.0%}")
-    if path == "avx512":
+            fns = {"float": lambda: F.conv2d(x, w, padding=1)}
+            for p in paths:  # (each call selects its path first: both pay the same ctypes call)
+                fns |= {
+                    ("kernel", p): lambda p=p: (set_kernel(p), conv.run(planes, mult, bias, out=out, threads=th)),
+                    ("layer", p): lambda p=p: (set_kernel(p), conv.run(conv.binarize(x, None, th), mult, bias, out=out,
+                                                                       threads=th)),
+                    ("gemm", p): lambda p=p: (set_kernel(p), conv.run(planes, None, None, float_out=False, threads=th)),
+                }
+            t = interleaved_min(fns, repeat, clock=clock_for(th, cpu_time))
+            set_kernel(path)
+            for p in paths:
+                rate = macs / t["gemm", p]
+                print(f"{f'{side}x{side}x{c}':>12} {th:>3} {p:>6} {1e3 * t['float']:9.3f} {1e3 * t['kernel', p]:8.3f} "
+                      f"{1e3 * t['layer', p]:8.3f} {t['float'] / t['kernel', p]:8.1f}x {t['float'] / t['layer', p]:7.1f}x "
+                      f"{1e3 * t['gemm', p]:7.3f} {rate / 1e9:9.0f} {rate / (ghz * 1e9) / th:9.0f} "
+                      f"{rate / (ghz * 1e9) / th / ceiling if ceiling else float('nan'):9.0%}")
+    if path == "amx":
+        print("""
+amx: the word convolutions whose weights fit L2 as bytes run on the AMX int8 GEMM (TDPBSSD on +-1 bytes), the others
+(7x7x512) on the avx512 path's popcount GEMM; its rows "avx512" are the same layers on the popcount GEMM alone.""")
+    if path in ("avx512", "amx"):
         print(f"""
 Popcount ceiling of the avx512 path at {ghz:.2f} GHz, measured: the tile's vpxorq + vpopcntq + vpaddq (512 binary
 MACs per triple, 16 independent chains) looped in registers: {ceiling:.0f} binary MACs/cycle per core. "of ceiling"
@@ -180,9 +191,11 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
                   batches: tuple[int, ...] = (1,), cpu_time: bool = False, previous: bool = False) -> None:
     import torch
 
-    from onebit.deploy import export, load
+    from onebit.deploy import export, get_kernel, load, set_kernel
     from onebit.models import create_model
 
+    path_in_use = get_kernel()
+    amx = path_in_use == "amx"  # then also the whole network on the avx512 path (popcount GEMM only), interleaved
     print("\n## 3. Bi-Real Net-18 (birealnet18, 224x224, 1000 classes), min of", repeat, "(batch 1; fewer at larger "
           "batches), ms per call and images/s")
     model = create_model("birealnet18", 1000).eval()
@@ -199,7 +212,7 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
     twin_cl = float_twin("birealnet18", 1000, 224).to(memory_format=torch.channels_last)
     print(f"{'threads':>7} {'batch':>5} {'onebit':>8} {'float NCHW':>11} {'float CL':>9} {'x NCHW':>7} {'x CL':>6} "
           f"{'x best':>7} {'onebit img/s':>13} {'float img/s':>12} {'chunked img/s':>14}"
-          f"{' previous ms  new/previous speed' if previous else ''}")
+          f"{' previous ms  new/previous speed' if previous else ''}{'  avx512 ms  avx512/amx' if amx else ''}")
     for batch in batches:
         xb = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
         xb_cl = xb.contiguous(memory_format=torch.channels_last)
@@ -213,6 +226,9 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
             if before is not None:
                 before.threads = th
                 fns["previous"] = lambda: before(xb)
+            if amx:  # (both select their path first)
+                fns["onebit"] = lambda: (set_kernel("amx"), runtime(xb))
+                fns["avx512"] = lambda: (set_kernel("avx512"), runtime(xb))
             with torch.no_grad():
                 t = interleaved_min(fns, rounds, warmup=1, clock=clock_for(th, cpu_time))
             best = min(t["nchw"], t["cl"])
@@ -220,7 +236,9 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
                   f"{t['nchw'] / t['onebit']:6.1f}x {t['cl'] / t['onebit']:5.1f}x {best / t['onebit']:6.1f}x "
                   f"{batch / t['onebit']:13.1f} {batch / best:12.1f} "
                   f"{batch / t['chunked'] if 'chunked' in t else float('nan'):14.1f}"
-                  + (f" {1e3 * t['previous']:12.2f} {t['previous'] / t['onebit']:17.2f}x" if before is not None else ""))
+                  + (f" {1e3 * t['previous']:12.2f} {t['previous'] / t['onebit']:17.2f}x" if before is not None else "")
+                  + (f" {1e3 * t['avx512']:10.2f} {t['avx512'] / t['onebit']:10.2f}x" if amx else ""))
+    set_kernel(path_in_use)
     if breakdown:
         for th in threads:
             torch.set_num_threads(th)

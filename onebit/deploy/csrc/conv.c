@@ -371,7 +371,7 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
 
 /* Run the convolution on planes laid out for s. w: [groups][ob][g][nr] weight nibbles << 4 (uint8) or
  * weight words (uint64), g = (plane, ky, kx), or when ob_conv_amx(s): [groups][ceil(cog / 16)] tiles of the
- * AMX layout (ob_amx_ops; a task then spans OB_SPAN channels); fix: the zero-padding correction (NULL for +1 padding).
+ * AMX layout (ob_amx_ops); fix: the zero-padding correction (NULL for +1 padding).
  * A task is a span of output channels (2 weight blocks, or one whole word of the next layer's planes
  * when they are channel words) on one tile of OB_PB positions. Bits output requires whole output
  * nibbles per task: groups == 1 or cog % 4 == 0, and the next layer's groups == 1 or cg % 4 == 0
@@ -398,7 +398,7 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* w, const
                 aoff[i] = qi * s->plane_bytes + ((ky % s->sh) * s->sw + kx % s->sw) * s->phase_bytes +
                           ((ky / s->sh) * s->wq + kx / s->sw) * (int64_t)s->unit;
     const int writes = out->out || out->next_planes;
-    const int span = next_words || amx ? OB_SPAN : 2 * s->nr;
+    const int span = next_words ? OB_SPAN : 2 * s->nr;
     const int64_t spans = ceil_div(s->cog, span);
     const int64_t tasks = (n1 - n0) * s->groups * s->pblocks * spans;
     int8_t* bytes = NULL; /* AMX: the planes of images [n0, n1) and the read slack after them, 64 bytes per word */
