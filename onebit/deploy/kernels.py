@@ -4,10 +4,11 @@ The shared library is built by ``pip install -e .`` (``setup.py``) with the syst
 it does not link against PyTorch. Code paths: ``scalar`` (portable C: 64-bit SWAR on the nibble
 layout, 64-bit popcount on the channel-word layout), ``avx2`` (x86-64 with AVX2: nibble table
 lookups), ``avx512`` (AVX-512 F/BW/VL + VPOPCNTDQ: ``vpopcntq`` on the channel-word layout,
-AVX2 for the rest) and ``amx`` (the avx512 path with an AMX int8 GEMM on +-1 bytes for the word
-convolutions where it pays, see ``csrc/words_amx.c``; needs AMX-INT8 and Linux's permission to use
+AVX2 for the rest) and ``amx`` (the avx512 path with an AMX int8 GEMM on +-1 bytes for the long
+stride-1 word convolutions, see ``csrc/words_amx.c``; needs AMX-INT8 and Linux's permission to use
 the tile registers). Each is compiled for its instruction set only and chosen at run time from
-CPUID, so one build runs on any x86-64. The best path the CPU runs is used unless
+CPUID, so one build runs on any x86-64. The best path the CPU runs is used, except ``amx``, which is
+opt-in (on Bi-Real-18 it measured no faster than ``avx512``), unless
 ``ONEBIT_KERNEL=scalar|avx2|avx512|amx`` or :func:`set_kernel` forces one.
 """
 from __future__ import annotations
@@ -125,7 +126,8 @@ def available_kernels() -> list[str]:
 
 
 def set_kernel(name: str) -> None:
-    """Force a code path (``"scalar"``, ``"avx2"``, ``"avx512"``, ``"amx"``) or go back to the best one (``"auto"``)."""
+    """Force a code path (``"scalar"``, ``"avx2"``, ``"avx512"``, ``"amx"``) or go back to the best one (``"auto"``,
+    never ``amx``)."""
     code = library().ob_set_kernel(name.encode())
     if code == -1:
         raise ValueError(f"unknown kernel {name!r} (ONEBIT_KERNEL / set_kernel): choose from auto, {', '.join(KERNEL_NAMES)}")

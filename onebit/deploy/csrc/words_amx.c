@@ -35,10 +35,15 @@ int ob_amx_permitted(void) {
     return permitted;
 }
 
-/* The measured rule (benchmarks/deploy_bench.py, Xeon with AMX, 1 thread): AMX pays while the span's
- * expanded weights are read from L2: the layer's weight bytes (64 per word) up to 1 MB. The 7 x 7 x 512
- * convolutions of a ResNet-18 (2.4 MB, each weight read for only 56 positions) stay on vpopcntq. */
-static int amx_pays(const ob_conv* s) { return (int64_t)s->cout * s->g * 64 <= (1 << 20); }
+/* The measured rule (Bi-Real-18 at 224 x 224, 1 thread, layer by layer against the avx512 path in one run:
+ * benchmarks/deploy_bench.py and BENCHMARKS.md): AMX pays only where the GEMM is long enough for its fixed costs
+ * per call and per tile (the planes expanded 64x, the counts transposed) and its weights (64 bytes a word) stream
+ * from L2: stride 1 (a strided convolution expands 4x the input it reads), 18+ word rows (28 x 28 x 128:
+ * 0.9x the avx512 kernel time; 56 x 56 x 64, 9 rows: 1.0-1.06x) and weights up to 1 MB as bytes (7 x 7 x 512:
+ * 2.4 MB, each weight read for 56 positions only). */
+static int amx_pays(const ob_conv* s) {
+    return s->sh == 1 && s->sw == 1 && s->g >= 18 && (int64_t)s->cout * s->g * 64 <= (1 << 20);
+}
 
 static void expand_amx(const uint8_t* words, int64_t count, int8_t* out) {
     const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1);
