@@ -21,8 +21,8 @@
 Times are the minimum over ``--repeat`` interleaved runs (the machine may be shared), in a plain
 process as a user runs it; ``--tuned_malloc`` re-executes the script with glibc told to keep freed
 memory (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), so that neither side pays page faults
-for re-allocating its activations each run. ``ONEBIT_KERNEL=avx2|avx512|amx|scalar`` picks the kernel path (with amx, the layers and the network are also
-timed on the avx512 path in the same run).
+for re-allocating its activations each run. ``ONEBIT_KERNEL=avx2|avx512|amx|scalar`` picks the kernel path; on a CPU that runs both avx512 and amx, the
+layers and the network are timed on both in the same run.
 
 Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--batches 1,8,32] [--data_path /work/shared/data] [--breakdown] [--previous] [--against CHECKOUT]
 """
@@ -40,15 +40,16 @@ RESNET18_3X3 = [(56, 64), (28, 128), (14, 256), (7, 512)]
 
 
 def interleaved_min(fns: dict, repeat: int, warmup: int = 2, clock=time.perf_counter) -> dict:
-    """Minimum time (s) of each function, the functions run in turn in every round. ``clock``: wall time,
-    or ``time.process_time`` (the process's CPU time: on a shared machine it leaves out the time the
+    """Minimum time (s) of each function, the functions run in turn in every round, in reverse order every other
+    round (so that each one follows both of its neighbours: a call finds the caches its predecessor left). ``clock``:
+    wall time, or ``time.process_time`` (the process's CPU time: on a shared machine it leaves out the time the
     process waits for a core, so with one thread it is the cost of the call itself)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     best = {name: float("inf") for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
+    for round_ in range(repeat):
+        for name, fn in list(fns.items())[::-1 if round_ % 2 else 1]:
             start = clock()
             fn()
             best[name] = min(best[name], clock() - start)
@@ -59,6 +60,14 @@ def clock_for(threads: int, cpu_time: bool):
     """The clock of the measurements on ``threads`` threads (CPU time only for one thread: with more, it
     would add the threads' times and their waits at barriers)."""
     return time.process_time if cpu_time and threads == 1 else time.perf_counter
+
+
+def word_path_pair(path: str) -> str | None:
+    """The other one of avx512 / amx when the path in use is one of them and the CPU runs both (timed side by side)."""
+    from onebit.deploy.kernels import available_kernels
+
+    other = {"avx512": "amx", "amx": "avx512"}.get(path)
+    return other if other in available_kernels() else None
 
 
 def clock_ghz() -> float:
@@ -112,7 +121,7 @@ def bench_layers(threads: list[int], repeat: int, ghz: float, cpu_time: bool = F
 
     path = get_kernel()
     ceiling = popcount_ceiling(ghz) if path in ("avx512", "amx") else 192.0 if path == "avx2" else None
-    paths = [path, "avx512"] if path == "amx" else [path]  # amx: its layers side by side with the popcount GEMM
+    paths = [path] + ([other] if (other := word_path_pair(path)) else [])
 
     print("\n## 1-2. Binary 3x3 convolutions (ResNet-18 shapes, batch 1, zero padding), min of", repeat, "(ms)")
     print(f"{'layer':>12} {'thr':>3} {'path':>6} {'F.conv2d':>9} {'kernel':>8} {'layer':>8} {'x kernel':>9} {'x layer':>8} "
@@ -128,13 +137,14 @@ def bench_layers(threads: list[int], repeat: int, ghz: float, cpu_time: bool = F
             torch.set_num_threads(th)
             planes = conv.binarize(x, None, th)
             fns = {"float": lambda: F.conv2d(x, w, padding=1)}
-            for p in paths:  # (each call selects its path first: both pay the same ctypes call)
-                fns |= {
-                    ("kernel", p): lambda p=p: (set_kernel(p), conv.run(planes, mult, bias, out=out, threads=th)),
-                    ("layer", p): lambda p=p: (set_kernel(p), conv.run(conv.binarize(x, None, th), mult, bias, out=out,
-                                                                       threads=th)),
-                    ("gemm", p): lambda p=p: (set_kernel(p), conv.run(planes, None, None, float_out=False, threads=th)),
-                }
+            for kind in ("kernel", "layer", "gemm"):  # (each call selects its path first: all pay the same ctypes call)
+                for p in paths:
+                    fns[kind, p] = {
+                        "kernel": lambda p=p: (set_kernel(p), conv.run(planes, mult, bias, out=out, threads=th)),
+                        "layer": lambda p=p: (set_kernel(p), conv.run(conv.binarize(x, None, th), mult, bias, out=out,
+                                                                      threads=th)),
+                        "gemm": lambda p=p: (set_kernel(p), conv.run(planes, None, None, float_out=False, threads=th)),
+                    }[kind]
             t = interleaved_min(fns, repeat, clock=clock_for(th, cpu_time))
             set_kernel(path)
             for p in paths:
@@ -143,10 +153,11 @@ def bench_layers(threads: list[int], repeat: int, ghz: float, cpu_time: bool = F
                       f"{1e3 * t['layer', p]:8.3f} {t['float'] / t['kernel', p]:8.1f}x {t['float'] / t['layer', p]:7.1f}x "
                       f"{1e3 * t['gemm', p]:7.3f} {rate / 1e9:9.0f} {rate / (ghz * 1e9) / th:9.0f} "
                       f"{rate / (ghz * 1e9) / th / ceiling if ceiling else float('nan'):9.0%}")
-    if path == "amx":
+    if "amx" in paths:
         print("""
-amx: the word convolutions whose weights fit L2 as bytes run on the AMX int8 GEMM (TDPBSSD on +-1 bytes), the others
-(7x7x512) on the avx512 path's popcount GEMM; its rows "avx512" are the same layers on the popcount GEMM alone.""")
+amx: the stride-1 word convolutions of 18+ word rows whose weights take at most 1 MB as bytes (here 28x28x128 and
+14x14x256) run on the AMX int8 GEMM (TDPBSSD on +-1 bytes), the others on the avx512 path's popcount GEMM (the same
+numbers as its rows "avx512", up to noise). "of ceiling" is against the popcount ceiling for both.""")
     if path in ("avx512", "amx"):
         print(f"""
 Popcount ceiling of the avx512 path at {ghz:.2f} GHz, measured: the tile's vpxorq + vpopcntq + vpaddq (512 binary
@@ -195,7 +206,7 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
     from onebit.models import create_model
 
     path_in_use = get_kernel()
-    amx = path_in_use == "amx"  # then also the whole network on the avx512 path (popcount GEMM only), interleaved
+    other = word_path_pair(path_in_use)  # avx512 / amx: the network also on the other one, interleaved
     print("\n## 3. Bi-Real Net-18 (birealnet18, 224x224, 1000 classes), min of", repeat, "(batch 1; fewer at larger "
           "batches), ms per call and images/s")
     model = create_model("birealnet18", 1000).eval()
@@ -212,7 +223,8 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
     twin_cl = float_twin("birealnet18", 1000, 224).to(memory_format=torch.channels_last)
     print(f"{'threads':>7} {'batch':>5} {'onebit':>8} {'float NCHW':>11} {'float CL':>9} {'x NCHW':>7} {'x CL':>6} "
           f"{'x best':>7} {'onebit img/s':>13} {'float img/s':>12} {'chunked img/s':>14}"
-          f"{' previous ms  new/previous speed' if previous else ''}{'  avx512 ms  avx512/amx' if amx else ''}")
+          f"{' previous ms  new/previous speed' if previous else ''}"
+          f"{f' {other:>6} ms  {other}/{path_in_use} time' if other else ''}")
     for batch in batches:
         xb = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
         xb_cl = xb.contiguous(memory_format=torch.channels_last)
@@ -226,9 +238,9 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
             if before is not None:
                 before.threads = th
                 fns["previous"] = lambda: before(xb)
-            if amx:  # (both select their path first)
-                fns["onebit"] = lambda: (set_kernel("amx"), runtime(xb))
-                fns["avx512"] = lambda: (set_kernel("avx512"), runtime(xb))
+            if other:  # (both select their path first)
+                fns["onebit"] = lambda: (set_kernel(path_in_use), runtime(xb))
+                fns["other"] = lambda: (set_kernel(other), runtime(xb))
             with torch.no_grad():
                 t = interleaved_min(fns, rounds, warmup=1, clock=clock_for(th, cpu_time))
             best = min(t["nchw"], t["cl"])
@@ -237,7 +249,7 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
                   f"{batch / t['onebit']:13.1f} {batch / best:12.1f} "
                   f"{batch / t['chunked'] if 'chunked' in t else float('nan'):14.1f}"
                   + (f" {1e3 * t['previous']:12.2f} {t['previous'] / t['onebit']:17.2f}x" if before is not None else "")
-                  + (f" {1e3 * t['avx512']:10.2f} {t['avx512'] / t['onebit']:10.2f}x" if amx else ""))
+                  + (f" {1e3 * t['other']:9.2f} {t['other'] / t['onebit']:12.2f}x" if other else ""))
     set_kernel(path_in_use)
     if breakdown:
         for th in threads:
