@@ -112,6 +112,21 @@ def popcount_ceiling(ghz: float) -> float | None:
     return n * 16 * 512 / best / (ghz * 1e9)
 
 
+def amx_ceiling(ghz: float) -> float | None:
+    """int8 MACs per cycle of AMX TDPBSSD looped on 4 accumulators (None without AMX-INT8): the best of many short
+    runs. On +-1 bytes each int8 MAC is one binary MAC."""
+    from onebit.deploy.kernels import library
+
+    n, best = 20_000, float("inf")
+    if library().ob_amx_loop(1) < 0:
+        return None
+    for _ in range(200):
+        start = time.perf_counter()
+        library().ob_amx_loop(n)
+        best = min(best, time.perf_counter() - start)
+    return n * 4 * 16384 / best / (ghz * 1e9)
+
+
 def bench_layers(threads: list[int], repeat: int, ghz: float, cpu_time: bool = False) -> None:
     import torch
     import torch.nn.functional as F
@@ -154,10 +169,13 @@ def bench_layers(threads: list[int], repeat: int, ghz: float, cpu_time: bool = F
                       f"{1e3 * t['gemm', p]:7.3f} {rate / 1e9:9.0f} {rate / (ghz * 1e9) / th:9.0f} "
                       f"{rate / (ghz * 1e9) / th / ceiling if ceiling else float('nan'):9.0%}")
     if "amx" in paths:
-        print("""
+        tdp = amx_ceiling(ghz)
+        print(f"""
 amx: the stride-1 word convolutions of 18+ word rows whose weights take at most 1 MB as bytes (here 28x28x128 and
 14x14x256) run on the AMX int8 GEMM (TDPBSSD on +-1 bytes), the others on the avx512 path's popcount GEMM (the same
-numbers as its rows "avx512", up to noise). "of ceiling" is against the popcount ceiling for both.""")
+numbers as its rows "avx512", up to noise). "of ceiling" is against the popcount ceiling for both. AMX ceiling,
+measured: TDPBSSD on 4 accumulators looped on tiles in registers: {tdp:.0f} MACs/cycle per core ({tdp / ceiling:.1f}x the
+popcount ceiling below).""")
     if path in ("avx512", "amx"):
         print(f"""
 Popcount ceiling of the avx512 path at {ghz:.2f} GHz, measured: the tile's vpxorq + vpopcntq + vpaddq (512 binary

@@ -84,6 +84,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ob_float_conv2d": (i32, [p] + [i32] * 4 + [p] + [i32] * 7 + [p] + [i32] * 3 + [p, i32]),
         "ob_dependent_adds": (i64, [i64]),
         "ob_popcount_loop": (i64, [i64]),
+        "ob_amx_loop": (i64, [i64]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)

@@ -466,6 +466,15 @@ int64_t ob_popcount_loop(int64_t n) {
     return -1;
 }
 
+/* n rounds of 4 AMX TDPBSSD (16384 int8 MACs each) on tiles in registers (-1: this CPU or OS has no AMX-INT8) */
+int64_t ob_amx_loop(int64_t n) {
+#if defined(__x86_64__)
+    if (has_amx()) return ob_amx_loop_int8(n);
+#endif
+    (void)n;
+    return -1;
+}
+
 /* n (rounded up to 4) dependent integer additions: about n cycles, to estimate the clock from Python.
  * Register + register adds: recent Intel cores fold chains of add-immediate at rename (0 cycles). */
 int64_t ob_dependent_adds(int64_t n) {

@@ -167,6 +167,7 @@ extern const ob_word_ops ob_word_ops_scalar;
 extern const ob_word_ops ob_word_ops_avx512;
 extern const ob_amx_ops ob_amx_ops_int8;
 int ob_amx_permitted(void);
+int64_t ob_amx_loop_int8(int64_t n);
 #endif
 
 extern const ob_float_ops ob_float_ops_scalar;
