@@ -273,7 +273,11 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
         for th in threads:
             torch.set_num_threads(th)
             runtime.threads = th
-            step_breakdown(runtime, x, th, repeat)
+            for p in [path_in_use] + ([other] if other else []):  # (one path after the other)
+                set_kernel(p)
+                print(f"  {p} path:", end="")
+                step_breakdown(runtime, x, th, repeat)
+        set_kernel(path_in_use)
 
 
 WORKER = """
