@@ -423,27 +423,27 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* w, const
      * gains nothing; and a thread reads in the next layer the positions it wrote (its own L2). */
 #pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
     {
-    if (amx) amx->begin();
+        if (amx) amx->begin();
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < tasks; t++) {
-        const int64_t pb = t % s->pblocks, sp = (t / s->pblocks) % spans;
-        const int64_t grp = (t / s->pblocks / spans) % s->groups, n = n0 + t / s->pblocks / spans / s->groups;
-        const int64_t pos0 = pb * OB_PB;
-        const int width = s->positions - pos0 > OB_PB / 2 ? OB_PB : OB_PB / 2;
-        const uint8_t* a = planes + n * s->image_bytes + grp * s->q * s->plane_bytes + pos0 * s->unit;
-        uint16_t counts[OB_SPAN * OB_PB + 8]; /* + 8: the output transform loads 8 counts at a time */
-        const int64_t c0 = sp * span, c1 = c0 + span < s->cog ? c0 + span : s->cog;
-        if (amx)
-            amx->span(bytes + 8 * ((n - n0) * s->image_bytes + grp * s->q * s->plane_bytes + pos0 * s->unit), aoff, s->g,
-                      (const int8_t*)w + (grp * ceil_div(s->cog, 16) + c0 / 16) * s->g * 1024, (int)(c1 - c0), width,
-                      counts);
-        else
-            for (int64_t blk = c0 / s->nr; blk * s->nr < c1; blk++)
-                tile(a, aoff, s->g, w + (grp * s->ob + blk) * s->g * s->nr * s->unit, width,
-                     counts + (blk - c0 / s->nr) * s->nr * OB_PB);
-        if (writes) transform_tile(s, out, fix, n, grp * s->cog + c0, (int)(c1 - c0), counts, pos0, width);
-    }
-    if (amx) amx->end();
+        for (int64_t t = 0; t < tasks; t++) {
+            const int64_t pb = t % s->pblocks, sp = (t / s->pblocks) % spans;
+            const int64_t grp = (t / s->pblocks / spans) % s->groups, n = n0 + t / s->pblocks / spans / s->groups;
+            const int64_t pos0 = pb * OB_PB;
+            const int width = s->positions - pos0 > OB_PB / 2 ? OB_PB : OB_PB / 2;
+            const uint8_t* a = planes + n * s->image_bytes + grp * s->q * s->plane_bytes + pos0 * s->unit;
+            uint16_t counts[OB_SPAN * OB_PB + 8]; /* + 8: the output transform loads 8 counts at a time */
+            const int64_t c0 = sp * span, c1 = c0 + span < s->cog ? c0 + span : s->cog;
+            if (amx)
+                amx->span(bytes + 8 * ((n - n0) * s->image_bytes + grp * s->q * s->plane_bytes + pos0 * s->unit), aoff, s->g,
+                          (const int8_t*)w + (grp * ceil_div(s->cog, 16) + c0 / 16) * s->g * 1024, (int)(c1 - c0), width,
+                          counts);
+            else
+                for (int64_t blk = c0 / s->nr; blk * s->nr < c1; blk++)
+                    tile(a, aoff, s->g, w + (grp * s->ob + blk) * s->g * s->nr * s->unit, width,
+                         counts + (blk - c0 / s->nr) * s->nr * OB_PB);
+            if (writes) transform_tile(s, out, fix, n, grp * s->cog + c0, (int)(c1 - c0), counts, pos0, width);
+        }
+        if (amx) amx->end();
     }
     free(bytes);
     free(aoff);

@@ -5,7 +5,7 @@
  * padded dot product of K = 64 g bytes (tail channels are bit 0 on both sides: +1 * +1),
  * dot = K - 2 popcount(a ^ w), so count = (K - dot) / 2 is exactly the popcount the output transform takes.
  * TDPBSSD: C[16][16] int32 += A[16][64] int8 . B[64][16] int8, B in VNNI order (4 consecutive K bytes of one
- * column per dword): 16384 MACs per instruction, about 2.5x the binary MACs per cycle of vpopcntq.
+ * column per dword): 16384 MACs per instruction, 2.7-2.8x the binary MACs per cycle of vpopcntq (measured).
  *
  * A = the input positions: the input planes expanded once per call to bytes (64 per word, so a word row
  * k of 16 consecutive positions is 16 aligned rows of 64 bytes at 8 * aoff[k] + 64 p, one tile load).
@@ -35,12 +35,12 @@ int ob_amx_permitted(void) {
     return permitted;
 }
 
-/* The measured rule (Bi-Real-18 at 224 x 224, 1 thread, layer by layer against the avx512 path in one run:
- * benchmarks/deploy_bench.py and BENCHMARKS.md): AMX pays only where the GEMM is long enough for its fixed costs
- * per call and per tile (the planes expanded 64x, the counts transposed) and its weights (64 bytes a word) stream
- * from L2: stride 1 (a strided convolution expands 4x the input it reads), 18+ word rows (28 x 28 x 128:
- * 0.9x the avx512 kernel time; 56 x 56 x 64, 9 rows: 1.0-1.06x) and weights up to 1 MB as bytes (7 x 7 x 512:
- * 2.4 MB, each weight read for 56 positions only). */
+/* The measured rule (Bi-Real-18 at 224 x 224, 1 thread, each binary conv timed inside the network against the
+ * avx512 path; BENCHMARKS.md, "Fourth round"): the AMX GEMM needs a long enough K for its fixed costs (the planes
+ * expanded 64x per call, the counts transposed per tile) and weights (64 bytes a word) that stream from L2:
+ * stride 1 (a strided convolution expands 4x the input it reads: 1.08-1.23x the avx512 time), 18+ word rows
+ * (56 x 56 x 64, 9 rows: 1.0-1.13x; 28 x 28 x 128 and 14 x 14 x 256: 0.89-1.06x) and weights up to 1 MB as bytes
+ * (7 x 7 x 512: 2.4 MB, each weight read for 56 positions only). */
 static int amx_pays(const ob_conv* s) {
     return s->sh == 1 && s->sw == 1 && s->g >= 18 && (int64_t)s->cout * s->g * 64 <= (1 << 20);
 }
