@@ -16,7 +16,10 @@ the minimum over interleaved rounds (the machine may be shared), at batch 1 (lat
 interleaved). openvino is a benchmark-only dependency: ``pip install openvino``
 (or ``pip install -e .[openvino]``).
 
-Usage:  python benchmarks/deploy_vs_openvino.py [--threads 1,2] [--repeat 30] [--batches 1,8]
+``--breakdown`` adds where each one's time goes: OpenVINO's per-primitive times (its performance
+counters, fastest of ``--repeat`` profiled runs) beside onebit's per-step times.
+
+Usage:  python benchmarks/deploy_vs_openvino.py [--threads 1,2] [--repeat 30] [--batches 1,8] [--breakdown]
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deploy_bench import clock_for, cpu_line, interleaved_min, randomize_bn, word_path_pair  # noqa: E402
+from deploy_bench import (  # noqa: E402
+    clock_for, cpu_line, interleaved_min, randomize_bn, step_breakdown, word_path_pair,
+)
 
 
 def openvino_birealnet18(model, batch: int, side: int = 224):
@@ -86,6 +91,9 @@ def openvino_birealnet18(model, batch: int, side: int = 224):
     return ov.Model([logits], [x_in], "birealnet18")
 
 
+OPENVINO_CONFIG = {"NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+
+
 def primitives(compiled) -> dict[str, set[str]]:
     """Layer type -> the primitive names OpenVINO's CPU plugin chose (from its runtime model)."""
     found: dict[str, set[str]] = {}
@@ -96,11 +104,33 @@ def primitives(compiled) -> dict[str, set[str]]:
     return found
 
 
+def openvino_breakdown(core, graph, threads: int, x_np, repeat: int) -> None:
+    """OpenVINO's time per (layer type, primitive), from its performance counters: the profiled run with the
+    smallest total of ``repeat`` (a compiled model of its own: counting may slow the timed one)."""
+    compiled = core.compile_model(graph, "CPU", {**OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    best = None
+    for _ in range(repeat):
+        request.infer({0: x_np})
+        info = request.get_profiling_info()
+        total = sum(p.real_time.total_seconds() for p in info)
+        if best is None or total < best[0]:
+            best = (total, info)
+    by_kind: dict[str, float] = {}
+    for p in best[1]:
+        if p.real_time.total_seconds() > 0:
+            key = f"{p.node_type} {p.exec_type}"
+            by_kind[key] = by_kind.get(key, 0.0) + p.real_time.total_seconds()
+    print(f"  OpenVINO, {threads} thread(s), fastest profiled run (ms): " + ", ".join(
+        f"{k} {1e3 * v:.2f}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])) + f"; sum {1e3 * best[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeat", type=int, default=30, help="interleaved rounds; minimum reported (default 30)")
+    parser.add_argument("--breakdown", action="store_true", help="also where each one's time goes, per step / primitive")
     parser.add_argument("--cpu_time", action="store_true",
                         help="time 1-thread runs in process CPU time (for a shared machine; 2+ threads stay wall time)")
     args = parser.parse_args()
@@ -136,9 +166,7 @@ def main() -> None:
                 expected = model(x)
             rows = []
             for th in (int(t) for t in args.threads.split(",")):
-                compiled = core.compile_model(graph, "CPU", {"INFERENCE_NUM_THREADS": th, "NUM_STREAMS": 1,
-                                                             "INFERENCE_PRECISION_HINT": "f32",
-                                                             "PERFORMANCE_HINT": "LATENCY"})
+                compiled = core.compile_model(graph, "CPU", {**OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": th})
                 request = compiled.create_infer_request()
                 if th == 1:
                     kinds = primitives(compiled)
@@ -158,7 +186,12 @@ def main() -> None:
                     fns["onebit"] = lambda: (set_kernel(path_in_use), runtime(x))
                     fns["other"] = lambda: (set_kernel(other), runtime(x))
                 t = interleaved_min(fns, args.repeat, clock=clock_for(th, args.cpu_time))
+                if other:
+                    set_kernel(path_in_use)
                 rows.append((th, t))
+                if args.breakdown:
+                    step_breakdown(runtime, x, th, args.repeat)
+                    openvino_breakdown(core, graph, th, x_np, args.repeat)
             print(f"{'threads':>7} {'onebit ms':>10} {'OpenVINO ms':>12} {'onebit/OV speed':>16} {'onebit img/s':>13} "
                   f"{'OV img/s':>9}" + (f" {f'{other} ms':>10} {f'{other}/OV speed':>15}" if other else ""))
             for th, t in rows:

@@ -4,7 +4,9 @@ One training step = forward + backward + SGD step (+ the method's after-step hoo
 input, built the way ``onebit train`` builds it (onebit.train.speed): the default path
 compiles the forward and backward (torch.compile, inductor; forced here, where ``onebit train``
 compiles only runs long enough to pay for it) and trains channels-last;
-``--eager`` runs the plain float32 NCHW step, as the seeds' code does. Every method and path
+``--eager`` runs the plain float32 NCHW step, as the seeds' code does; ``--amp`` adds the
+default path with ``onebit train --amp`` (bfloat16 autocast; where the CPU has native
+bfloat16). Every method and path
 takes its turn in every round, so a busy machine slows them alike; the table gives medians
 over the rounds.
 
@@ -18,7 +20,7 @@ RBNN's rotation update (three alternating Procrustes iterations over every binar
 once per epoch, outside the step; it is timed separately per model on a warmed-up process.
 
     python benchmarks/train_throughput.py --cold                     # the table of BENCHMARKS.md
-    python benchmarks/train_throughput.py --configs resnet20_1w1a:32:256 --methods rbnn irnet --rounds 5
+    python benchmarks/train_throughput.py --configs resnet20_1w1a:32:256 --methods rbnn irnet --rounds 5 --amp
 """
 from __future__ import annotations
 
@@ -36,18 +38,20 @@ from torch.profiler import ProfilerActivity, profile
 from onebit.models import create_model
 from onebit.quant.rbnn import RbnnWeight
 from onebit.quant.schedules import after_step_hooks, set_epoch_temperature
-from onebit.train.precision import native_bfloat16
+from onebit.train.precision import MixedPrecision, native_bfloat16
 from onebit.train.speed import SpeedOptions
 
 ROTATION_MODELS = (("resnet20_1w1a", 32), ("vgg_small_1w1a", 32), ("resnet18_1w1a", 32), ("resnet18_1w1a", 224))
 PATHS = {"default": {"compile": True, "channels_last": True}, "eager": {"eager": True}}
+AMP_PATH = {"default --amp": {"compile": True, "channels_last": True, "amp": True}}
 EPOCH_IMAGES = {32: 50_000, 224: 1_281_167}  # CIFAR-10 / ImageNet training sets
 
 
-def make_step(method: str, model_name: str, batch: int, size: int, path: str, channels: int = 3):
-    """A training step of ``model_name`` with ``method`` on ``path`` ("default" or "eager")."""
+def make_step(method: str, model_name: str, batch: int, size: int, path: dict, channels: int = 3):
+    """A training step of ``model_name`` with ``method`` on ``path`` (options of ``onebit train``, as PATHS)."""
     torch.manual_seed(0)
-    speed = SpeedOptions(PATHS[path], torch.device("cpu"))
+    speed = SpeedOptions(path, torch.device("cpu"))
+    precision = MixedPrecision(path.get("amp", False), torch.device("cpu"))
     model = speed.prepare(create_model(model_name, 10, in_channels=channels, image_size=size, method=method))
     set_epoch_temperature(model, 0, 1, 1.0, 1.0)  # scheduled surrogates in a mid-training state
     forward = speed.training_forward(model, batch)
@@ -57,7 +61,9 @@ def make_step(method: str, model_name: str, batch: int, size: int, path: str, ch
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(forward(speed.images(x)), y).backward()
+        with precision.autocast():
+            loss = F.cross_entropy(forward(speed.images(x)), y)
+        loss.backward()
         opt.step()
         for hook in after_step:
             hook()
@@ -107,11 +113,11 @@ def rotation_update_seconds(model_name: str, image_size: int, repeats: int = 3) 
     return len(quantizers), times[0], statistics.median(times[1:])
 
 
-def compare_paths(model_name: str, size: int, batch: int, methods: list[str], args) -> None:
-    rows = [(m, p) for m in methods for p in PATHS]
+def compare_paths(model_name: str, size: int, batch: int, methods: list[str], paths: dict[str, dict], args) -> None:
+    rows = [(m, p) for m in methods for p in paths]
     steps, first = {}, {}
-    for row in rows:  # build and first call (compilation on the default path), one row at a time
-        steps[row] = make_step(row[0], model_name, batch, size, row[1])
+    for row in rows:  # build and first call (compilation on the compiled paths), one row at a time
+        steps[row] = make_step(row[0], model_name, batch, size, paths[row[1]])
         start = time.perf_counter()
         steps[row]()
         first[row] = time.perf_counter() - start
@@ -134,10 +140,11 @@ def compare_paths(model_name: str, size: int, batch: int, methods: list[str], ar
     for method in methods:
         eager = statistics.median(wall[(method, "eager")])
         eager_epoch = (full + tail / batch) * eager
-        for path in PATHS:
+        for path, options in paths.items():
             t = statistics.median(wall[(method, path)])
-            compile_s = max(first[(method, path)] - t, 0.0) if path == "default" else 0.0
-            epoch = compile_s + full * t + tail / batch * eager if path == "default" else eager_epoch
+            compiled = options.get("compile", False)
+            compile_s = max(first[(method, path)] - t, 0.0) if compiled else 0.0
+            epoch = compile_s + full * t + tail / batch * eager if compiled else eager_epoch
             print(f"| {method} | {path} | {t:.3f} | {batch / t:.0f} | {eager / t:.2f}x | "
                   f"{memory[(method, path)] / 2**20:.0f} | {compile_s:.1f} | {epoch:.0f} | "
                   f"{eager_epoch / epoch:.2f}x |")
@@ -155,6 +162,7 @@ def main() -> None:
                    help="images of the whole-epoch figure (default: 50,000 at 32x32, 1,281,167 at 224x224)")
     p.add_argument("--cold", action="store_true", help="bypass torch's on-disk compile caches (a first run)")
     p.add_argument("--no_rotation", action="store_true", help="skip the rotation-update table")
+    p.add_argument("--amp", action="store_true", help="also the default path with --amp (bfloat16 autocast)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.cold:
@@ -162,9 +170,15 @@ def main() -> None:
 
         inductor_config.force_disable_caches = True
     print(f"CPU: {cpu_description()}")
+    paths = dict(PATHS)
+    if args.amp:
+        if native_bfloat16(torch.device("cpu")):
+            paths.update(AMP_PATH)
+        else:
+            print("--amp: this CPU has no native bfloat16 (onebit train --amp trains in float32 here): no --amp row")
     for spec in args.configs:
         model_name, size, batch = spec.split(":")
-        compare_paths(model_name, int(size), int(batch), args.methods, args)
+        compare_paths(model_name, int(size), int(batch), args.methods, paths, args)
 
     if not args.no_rotation:
         print("\nRBNN rotation update, all binary layers, once per epoch (wall seconds)")

@@ -93,9 +93,24 @@ def test_float_conv_falls_back_where_the_sums_differ():
         return F.conv2d(v.double(), w.double()).float()
 
     assert torch.equal(floatconv.conv2d(x, w, reference=other), other(x))
-    key = next(k for k in floatconv._EXACT if k[:2] == ((1, 64, 6, 6), (32, 64, 1, 1)))
-    assert floatconv._EXACT[key] is False
+    key = next(k for k in floatconv._EXACT.answers if k[:2] == ((1, 64, 6, 6), (32, 64, 1, 1)))
+    assert floatconv._EXACT.answers[key] is False
     # and the kernels do not cover grouped, biased, dilated or non-float32 convolutions
     assert floatconv._case(x, w, torch.zeros(32), 1, 0, 1, 1, None) is None
     assert floatconv._case(x, w, None, 1, 0, 2, 1, None) is None
     assert floatconv._case(x.double(), w, None, 1, 0, 1, 1, None) is None
+
+
+def test_exactness_check_asks_once_per_case_and_forgets_past_its_limit():
+    from onebit.deploy.exactness import ExactnessCheck
+    check, calls = ExactnessCheck(limit=2), []
+
+    def fast(v):
+        calls.append(v.shape)
+        return v * 1.0
+
+    assert check("same", (3, 4), fast, lambda v: v) is True
+    assert check("same", (3, 4), fast, lambda v: v) is True and calls == [(3, 4)]  # remembered
+    assert check("off", (2,), fast, lambda v: v + 1e-3) is False
+    assert check("none", (2,), lambda v: None, lambda v: v) is False  # no fast result: not exact
+    assert list(check.answers) == ["none"]  # the limit of 2 answers was reached: started over

@@ -140,6 +140,17 @@ def test_reactnet_checkpoint_converts(tmp_path, step):
     same_logits(model, checkpoint, "reactnet", size=64)
 
 
+def test_evaluate_takes_the_data_set_of_the_file(tmp_path):
+    """``-e`` on an ImageNet-style file evaluates on imagenet, unless ``--dataset`` says otherwise."""
+    from onebit.train.config import resolve
+
+    model = randomised("reactnet_a", "reactnet", num_classes=1000, binary_type=(True, True))
+    src = tmp_path / "checkpoint.pth.tar"
+    torch.save({"epoch": 3, "state_dict": reactnet_layout(model, 2), "best_top1_acc": 12.0}, src)
+    assert resolve(["-e", str(src)])["dataset"] == "imagenet"
+    assert resolve(["-e", str(src), "--dataset", "cifar10"])["dataset"] == "cifar10"
+
+
 def test_evaluate_an_official_file_directly(tmp_path):
     import numpy as np
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from onebit.deploy import fileformat, floatconv
 from onebit.deploy.bitconv import BinaryConvKernel, BitPlanes, unpack_signs
+from onebit.deploy.exactness import ExactnessCheck
 from onebit.deploy.kernels import get_kernel
 from onebit.deploy.ops import FUNCTIONS, METHODS, batch_norm_affine
 from onebit.deploy.pooling import max_pool2d, signed_max_pool2d
@@ -75,7 +76,7 @@ def _max_pool_of_batch_norm(x: torch.Tensor, affine: torch.Tensor, *args, **kwar
     return batch_norm_affine(signed_max_pool2d(x, negative if bool(negative.any()) else None, *args, **kwargs), affine)
 
 
-_CHANNELS_LAST_EXACT: dict[tuple, bool] = {}  # (shapes, arguments, threads) -> same results as NCHW
+_CHANNELS_LAST_EXACT = ExactnessCheck()  # (shapes, arguments, threads) -> same results as NCHW
 
 
 def _channels_last_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stride=1, padding=0, dilation=1,
@@ -89,15 +90,10 @@ def _channels_last_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stri
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     key = (tuple(x.shape), tuple(weight.shape), bias is not None, repr((stride, padding, dilation, groups)),
            torch.get_num_threads())
-    exact = _CHANNELS_LAST_EXACT.get(key)
-    if exact is None:
-        probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-        exact = torch.equal(F.conv2d(probe, weight, bias, stride, padding, dilation, groups),
-                            F.conv2d(probe.contiguous(memory_format=torch.channels_last), weight, bias, stride, padding,
-                                     dilation, groups))
-        if len(_CHANNELS_LAST_EXACT) >= 256:
-            _CHANNELS_LAST_EXACT.clear()
-        _CHANNELS_LAST_EXACT[key] = exact
+    exact = _CHANNELS_LAST_EXACT(
+        key, tuple(x.shape),
+        lambda v: F.conv2d(v.contiguous(memory_format=torch.channels_last), weight, bias, stride, padding, dilation, groups),
+        lambda v: F.conv2d(v, weight, bias, stride, padding, dilation, groups))
     if exact:
         x = x.contiguous(memory_format=torch.channels_last)
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)

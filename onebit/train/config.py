@@ -81,7 +81,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
                    help="continue a run: its folder or checkpoint file (bare flag: results_dir/save, else the newest run)")
     g.add_argument("-e", "--evaluate", nargs="?", const=True, default=None, metavar="FILE",
-                   help="evaluate this checkpoint on the test set and exit (bare -e: the file given as --model FILE)")
+                   help="evaluate this checkpoint on the test set of its data set (or --dataset) and exit (bare -e: the file "
+                        "given as --model FILE)")
     g.add_argument("--save-dir", dest="save_dir", metavar="DIR",
                    help="the run folder itself (seed 003): sets --results_dir to its parent and --save to its name")
     g.add_argument("--save-every", dest="save_every", type=int, default=0, metavar="N",
@@ -290,7 +291,8 @@ def _method_temperature_defaults(config: dict[str, Any]) -> None:
 
 def _adopt_checkpoint_config(config: dict[str, Any], explicit: set[str]) -> None:
     """``--resume`` continues the saved run (its whole config, but for flags given now);
-    ``-e FILE`` rebuilds the saved network (its model keys, but for flags given now)."""
+    ``-e FILE`` rebuilds the saved network and evaluates it on its data set (its model keys and
+    ``dataset``, but for flags given now)."""
     from onebit.models.checkpoint import load
     from onebit.train import checkpoint as ckpt_io
 
@@ -299,7 +301,7 @@ def _adopt_checkpoint_config(config: dict[str, Any], explicit: set[str]) -> None
                                               config["model"], config["dataset"])
         keys = None
     elif config["evaluate"]:
-        path, keys = Path(config["evaluate"]), MODEL_KEYS
+        path, keys = Path(config["evaluate"]), MODEL_KEYS + ("dataset",)
     elif config["bn_retrain"]:
         path, keys = Path(config["bn_retrain"]), MODEL_KEYS + ("dataset",)
     else:

@@ -434,9 +434,9 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* w, const
             uint16_t counts[OB_SPAN * OB_PB + 8]; /* + 8: the output transform loads 8 counts at a time */
             const int64_t c0 = sp * span, c1 = c0 + span < s->cog ? c0 + span : s->cog;
             if (amx)
-                amx->span(bytes + 8 * ((n - n0) * s->image_bytes + grp * s->q * s->plane_bytes + pos0 * s->unit), aoff, s->g,
-                          (const int8_t*)w + (grp * ceil_div(s->cog, 16) + c0 / 16) * s->g * 1024, (int)(c1 - c0), width,
-                          counts);
+                amx->span(bytes + 8 * ((n - n0) * s->image_bytes + grp * s->q * s->plane_bytes + pos0 * s->unit),
+                          aoff, s->g, (const int8_t*)w + (grp * ceil_div(s->cog, 16) + c0 / 16) * s->g * 1024,
+                          (int)(c1 - c0), width, counts);
             else
                 for (int64_t blk = c0 / s->nr; blk * s->nr < c1; blk++)
                     tile(a, aoff, s->g, w + (grp * s->ob + blk) * s->g * s->nr * s->unit, width,
