@@ -47,10 +47,11 @@ static int has_avx512(void) {
     return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
 }
+#endif
+#ifdef OB_HAVE_AMX
 /* the amx path is the avx512 path with AMX int8 (CPUID, and the OS lets this process use the tile data) */
 static int has_amx(void) {
-    return has_avx512() && __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8") &&
-           ob_amx_permitted();
+    return has_avx512() && ob_amx_usable();
 }
 #endif
 
@@ -59,6 +60,8 @@ static const ob_kernel KERNELS[] = {
 #if defined(__x86_64__)
     {"avx2", ob_tile_avx2, &ob_float_ops_avx2, NULL, NULL, has_avx2, NULL},
     {"avx512", ob_tile_avx2, &ob_float_ops_avx2, &ob_word_ops_avx512, ob_fconv_row_avx512, has_avx512, NULL},
+#endif
+#ifdef OB_HAVE_AMX
     {"amx", ob_tile_avx2, &ob_float_ops_avx2, &ob_word_ops_avx512, ob_fconv_row_avx512, has_amx, &ob_amx_ops_int8},
 #endif
 };
@@ -468,7 +471,7 @@ int64_t ob_popcount_loop(int64_t n) {
 
 /* n rounds of 4 AMX TDPBSSD (16384 int8 MACs each) on tiles in registers (-1: this CPU or OS has no AMX-INT8) */
 int64_t ob_amx_loop(int64_t n) {
-#if defined(__x86_64__)
+#ifdef OB_HAVE_AMX
     if (has_amx()) return ob_amx_loop_int8(n);
 #endif
     (void)n;

@@ -162,11 +162,19 @@ typedef struct {
     void (*span)(const int8_t* a, const int64_t* aoff, int g, const int8_t* w, int nch, int width, uint16_t* counts);
 } ob_amx_ops;
 
+/* the amx path is compiled where Linux grants the tile registers and the compiler knows AMX (gcc 11, clang 12) */
+#if defined(__x86_64__) && defined(__linux__) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
+#define OB_HAVE_AMX 1
+#endif
+
 extern const ob_word_ops ob_word_ops_scalar;
 #if defined(__x86_64__)
 extern const ob_word_ops ob_word_ops_avx512;
+#endif
+#ifdef OB_HAVE_AMX
 extern const ob_amx_ops ob_amx_ops_int8;
-int ob_amx_permitted(void);
+int ob_amx_usable(void);
 int64_t ob_amx_loop_int8(int64_t n);
 #endif
 

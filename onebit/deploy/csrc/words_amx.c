@@ -13,13 +13,14 @@
  * tiles of [16 rows (channels 4 kk .. 4 kk + 3 of the word)][16 output channels][4].
  * The tiles give C[position][channel]; the span's counts are transposed to [channel][position] at the end.
  * Tiles: A0, A1 (32 positions), B0, B1 (32 channels), C 2x2 (positions x channels). */
-#if defined(__x86_64__)
+#include "onebit_kernels.h"
+
+#ifdef OB_HAVE_AMX
 #pragma GCC target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl")
+#include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-#include "onebit_kernels.h"
 
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
@@ -28,11 +29,16 @@
  * its second pair of position tiles (C is kept in memory between passes) */
 #define K_PASS 9
 
-/* the Linux permission to use the tile data (asked once per process; harmless if given before) */
-int ob_amx_permitted(void) {
-    static int permitted = -1;
-    if (permitted < 0) permitted = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-    return permitted;
+/* CPUID has AMX-TILE and AMX-INT8 (leaf 7: EDX bits 24, 25) and Linux lets this process use the tile data (asked
+ * once per process; harmless if given before) */
+int ob_amx_usable(void) {
+    static int usable = -1;
+    if (usable < 0) {
+        unsigned int a, b, c, d;
+        const int cpu = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) && (d >> 25 & 1);
+        usable = cpu && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    }
+    return usable;
 }
 
 /* The measured rule (Bi-Real-18 at 224 x 224, 1 thread, each binary conv timed inside the network against the
