@@ -21,7 +21,8 @@
 Times are the minimum over ``--repeat`` interleaved runs (the machine may be shared), in a plain
 process as a user runs it; ``--tuned_malloc`` re-executes the script with glibc told to keep freed
 memory (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), so that neither side pays page faults
-for re-allocating its activations each run. ``ONEBIT_KERNEL=avx2|avx512|scalar`` picks the kernel path.
+for re-allocating its activations each run. ``ONEBIT_KERNEL=avx2|avx512|amx|scalar`` picks the kernel path; on a CPU that runs both avx512 and amx, the
+layers and the network are timed on both in the same run.
 
 Usage:  python benchmarks/deploy_bench.py [--threads 1,2] [--repeat 30] [--batches 1,8,32] [--data_path /work/shared/data] [--breakdown] [--previous] [--task_transform] [--against CHECKOUT]
 """
@@ -39,15 +40,16 @@ RESNET18_3X3 = [(56, 64), (28, 128), (14, 256), (7, 512)]
 
 
 def interleaved_min(fns: dict, repeat: int, warmup: int = 2, clock=time.perf_counter) -> dict:
-    """Minimum time (s) of each function, the functions run in turn in every round. ``clock``: wall time,
-    or ``time.process_time`` (the process's CPU time: on a shared machine it leaves out the time the
+    """Minimum time (s) of each function, the functions run in turn in every round, in reverse order every other
+    round (so that each one follows both of its neighbours: a call finds the caches its predecessor left). ``clock``:
+    wall time, or ``time.process_time`` (the process's CPU time: on a shared machine it leaves out the time the
     process waits for a core, so with one thread it is the cost of the call itself)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     best = {name: float("inf") for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
+    for round_ in range(repeat):
+        for name, fn in list(fns.items())[::-1 if round_ % 2 else 1]:
             start = clock()
             fn()
             best[name] = min(best[name], clock() - start)
@@ -58,6 +60,14 @@ def clock_for(threads: int, cpu_time: bool):
     """The clock of the measurements on ``threads`` threads (CPU time only for one thread: with more, it
     would add the threads' times and their waits at barriers)."""
     return time.process_time if cpu_time and threads == 1 else time.perf_counter
+
+
+def word_path_pair(path: str) -> str | None:
+    """The other one of avx512 / amx when the path in use is one of them and the CPU runs both (timed side by side)."""
+    from onebit.deploy.kernels import available_kernels
+
+    other = {"avx512": "amx", "amx": "avx512"}.get(path)
+    return other if other in available_kernels() else None
 
 
 def clock_ghz() -> float:
@@ -83,7 +93,7 @@ def cpu_line() -> str:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    simd = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vpopcntdq") if f in flags]
+    simd = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vpopcntdq", "amx_int8") if f in flags]
     return f"{model}, {os.cpu_count()} CPUs, {' '.join(simd) or 'no AVX'}"
 
 
@@ -102,18 +112,34 @@ def popcount_ceiling(ghz: float) -> float | None:
     return n * 16 * 512 / best / (ghz * 1e9)
 
 
+def amx_ceiling(ghz: float) -> float | None:
+    """int8 MACs per cycle of AMX TDPBSSD looped on 4 accumulators (None without AMX-INT8): the best of many short
+    runs. On +-1 bytes each int8 MAC is one binary MAC."""
+    from onebit.deploy.kernels import library
+
+    n, best = 20_000, float("inf")
+    if library().ob_amx_loop(1) < 0:
+        return None
+    for _ in range(200):
+        start = time.perf_counter()
+        library().ob_amx_loop(n)
+        best = min(best, time.perf_counter() - start)
+    return n * 4 * 16384 / best / (ghz * 1e9)
+
+
 def bench_layers(threads: list[int], repeat: int, ghz: float, cpu_time: bool = False) -> None:
     import torch
     import torch.nn.functional as F
 
-    from onebit.deploy import get_kernel
+    from onebit.deploy import get_kernel, set_kernel
     from onebit.deploy.bitconv import BinaryConvKernel
 
     path = get_kernel()
-    ceiling = popcount_ceiling(ghz) if path == "avx512" else 192.0 if path == "avx2" else None
+    ceiling = popcount_ceiling(ghz) if path in ("avx512", "amx") else 192.0 if path == "avx2" else None
+    paths = [path] + ([other] if (other := word_path_pair(path)) else [])
 
     print("\n## 1-2. Binary 3x3 convolutions (ResNet-18 shapes, batch 1, zero padding), min of", repeat, "(ms)")
-    print(f"{'layer':>12} {'thr':>3} {'F.conv2d':>9} {'kernel':>8} {'layer':>8} {'x kernel':>9} {'x layer':>8} "
+    print(f"{'layer':>12} {'thr':>3} {'path':>6} {'F.conv2d':>9} {'kernel':>8} {'layer':>8} {'x kernel':>9} {'x layer':>8} "
           f"{'GEMM':>7} {'G bMAC/s':>9} {'bMAC/cyc':>9} {'of ceiling':>10}")
     g = torch.Generator().manual_seed(0)
     for side, c in RESNET18_3X3:
@@ -125,18 +151,32 @@ def bench_layers(threads: list[int], repeat: int, ghz: float, cpu_time: bool = F
         for th in threads:
             torch.set_num_threads(th)
             planes = conv.binarize(x, None, th)
-            t = interleaved_min({
-                "float": lambda: F.conv2d(x, w, padding=1),
-                "kernel": lambda: conv.run(planes, mult, bias, out=out, threads=th),
-                "layer": lambda: conv.run(conv.binarize(x, None, th), mult, bias, out=out, threads=th),
-                "gemm": lambda: conv.run(planes, None, None, float_out=False, threads=th),
-            }, repeat, clock=clock_for(th, cpu_time))
-            rate = macs / t["gemm"]
-            print(f"{f'{side}x{side}x{c}':>12} {th:>3} {1e3 * t['float']:9.3f} {1e3 * t['kernel']:8.3f} "
-                  f"{1e3 * t['layer']:8.3f} {t['float'] / t['kernel']:8.1f}x {t['float'] / t['layer']:7.1f}x "
-                  f"{1e3 * t['gemm']:7.3f} {rate / 1e9:9.0f} {rate / (ghz * 1e9) / th:9.0f} "
-                  f"{rate / (ghz * 1e9) / th / ceiling if ceiling else float('nan'):9.0%}")
-    if path == "avx512":
+            fns = {"float": lambda: F.conv2d(x, w, padding=1)}
+            for kind in ("kernel", "layer", "gemm"):  # (each call selects its path first: all pay the same ctypes call)
+                for p in paths:
+                    fns[kind, p] = {
+                        "kernel": lambda p=p: (set_kernel(p), conv.run(planes, mult, bias, out=out, threads=th)),
+                        "layer": lambda p=p: (set_kernel(p), conv.run(conv.binarize(x, None, th), mult, bias, out=out,
+                                                                      threads=th)),
+                        "gemm": lambda p=p: (set_kernel(p), conv.run(planes, None, None, float_out=False, threads=th)),
+                    }[kind]
+            t = interleaved_min(fns, repeat, clock=clock_for(th, cpu_time))
+            set_kernel(path)
+            for p in paths:
+                rate = macs / t["gemm", p]
+                print(f"{f'{side}x{side}x{c}':>12} {th:>3} {p:>6} {1e3 * t['float']:9.3f} {1e3 * t['kernel', p]:8.3f} "
+                      f"{1e3 * t['layer', p]:8.3f} {t['float'] / t['kernel', p]:8.1f}x {t['float'] / t['layer', p]:7.1f}x "
+                      f"{1e3 * t['gemm', p]:7.3f} {rate / 1e9:9.0f} {rate / (ghz * 1e9) / th:9.0f} "
+                      f"{rate / (ghz * 1e9) / th / ceiling if ceiling else float('nan'):9.0%}")
+    if "amx" in paths:
+        tdp = amx_ceiling(ghz)
+        print(f"""
+amx: the stride-1 word convolutions of 18+ word rows whose weights take at most 1 MB as bytes (here 28x28x128 and
+14x14x256) run on the AMX int8 GEMM (TDPBSSD on +-1 bytes), the others on the avx512 path's popcount GEMM (the same
+numbers as its rows "avx512", up to noise). "of ceiling" is against the popcount ceiling for both. AMX ceiling,
+measured: TDPBSSD on 4 accumulators looped on tiles in registers: {tdp:.0f} MACs/cycle per core ({tdp / ceiling:.1f}x the
+popcount ceiling below).""")
+    if path in ("avx512", "amx"):
         print(f"""
 Popcount ceiling of the avx512 path at {ghz:.2f} GHz, measured: the tile's vpxorq + vpopcntq + vpaddq (512 binary
 MACs per triple, 16 independent chains) looped in registers: {ceiling:.0f} binary MACs/cycle per core. "of ceiling"
@@ -249,9 +289,11 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
                   batches: tuple[int, ...] = (1,), cpu_time: bool = False, previous: bool = False) -> None:
     import torch
 
-    from onebit.deploy import export, load
+    from onebit.deploy import export, get_kernel, load, set_kernel
     from onebit.models import create_model
 
+    path_in_use = get_kernel()
+    other = word_path_pair(path_in_use)  # avx512 / amx: the network also on the other one, interleaved
     print("\n## 3. Bi-Real Net-18 (birealnet18, 224x224, 1000 classes), min of", repeat, "(batch 1; fewer at larger "
           "batches), ms per call and images/s")
     model = create_model("birealnet18", 1000).eval()
@@ -268,7 +310,8 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
     twin_cl = float_twin("birealnet18", 1000, 224).to(memory_format=torch.channels_last)
     print(f"{'threads':>7} {'batch':>5} {'onebit':>8} {'float NCHW':>11} {'float CL':>9} {'x NCHW':>7} {'x CL':>6} "
           f"{'x best':>7} {'onebit img/s':>13} {'float img/s':>12} {'chunked img/s':>14}"
-          f"{' previous ms  new/previous speed' if previous else ''}")
+          f"{' previous ms  new/previous speed' if previous else ''}"
+          f"{f' {other:>6} ms  {other}/{path_in_use} time' if other else ''}")
     for batch in batches:
         xb = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
         xb_cl = xb.contiguous(memory_format=torch.channels_last)
@@ -282,6 +325,9 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
             if before is not None:
                 before.threads = th
                 fns["previous"] = lambda: before(xb)
+            if other:  # (both select their path first)
+                fns["onebit"] = lambda: (set_kernel(path_in_use), runtime(xb))
+                fns["other"] = lambda: (set_kernel(other), runtime(xb))
             with torch.no_grad():
                 t = interleaved_min(fns, rounds, warmup=1, clock=clock_for(th, cpu_time))
             best = min(t["nchw"], t["cl"])
@@ -289,12 +335,18 @@ def bench_network(threads: list[int], repeat: int, workdir: Path, breakdown: boo
                   f"{t['nchw'] / t['onebit']:6.1f}x {t['cl'] / t['onebit']:5.1f}x {best / t['onebit']:6.1f}x "
                   f"{batch / t['onebit']:13.1f} {batch / best:12.1f} "
                   f"{batch / t['chunked'] if 'chunked' in t else float('nan'):14.1f}"
-                  + (f" {1e3 * t['previous']:12.2f} {t['previous'] / t['onebit']:17.2f}x" if before is not None else ""))
+                  + (f" {1e3 * t['previous']:12.2f} {t['previous'] / t['onebit']:17.2f}x" if before is not None else "")
+                  + (f" {1e3 * t['other']:9.2f} {t['other'] / t['onebit']:12.2f}x" if other else ""))
+    set_kernel(path_in_use)
     if breakdown:
         for th in threads:
             torch.set_num_threads(th)
             runtime.threads = th
-            step_breakdown(runtime, x, th, repeat)
+            for p in [path_in_use] + ([other] if other else []):  # (one path after the other)
+                set_kernel(p)
+                print(f"  {p} path:", end="")
+                step_breakdown(runtime, x, th, repeat)
+        set_kernel(path_in_use)
 
 
 WORKER = """

@@ -12,7 +12,8 @@ bf16 on CPUs with AMX / AVX-512 BF16).
 
 Both run with the same thread count (OpenVINO: one stream, ``INFERENCE_NUM_THREADS``); times are
 the minimum over interleaved rounds (the machine may be shared), at batch 1 (latency) and batch 8
-(throughput in images/s). openvino is a benchmark-only dependency: ``pip install openvino``
+(throughput in images/s). On a CPU that runs both of onebit's avx512 and amx paths, onebit runs on both (also
+interleaved). openvino is a benchmark-only dependency: ``pip install openvino``
 (or ``pip install -e .[openvino]``).
 
 ``--breakdown`` adds where each one's time goes: OpenVINO's per-primitive times (its performance
@@ -29,7 +30,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deploy_bench import clock_for, cpu_line, interleaved_min, randomize_bn, step_breakdown  # noqa: E402
+from deploy_bench import (  # noqa: E402
+    clock_for, cpu_line, interleaved_min, randomize_bn, step_breakdown, word_path_pair,
+)
 
 
 def openvino_birealnet18(model, batch: int, side: int = 224):
@@ -138,8 +141,11 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from onebit.deploy import export, get_kernel, load
+    from onebit.deploy import export, get_kernel, load, set_kernel
     from onebit.models import create_model
+
+    path_in_use = get_kernel()
+    other = word_path_pair(path_in_use)  # avx512 / amx: onebit on both
 
     print(f"# onebit vs OpenVINO, Bi-Real Net-18 (224x224, 1000 classes)\n{cpu_line()}; onebit kernel path "
           f"{get_kernel()}; OpenVINO {ov.__version__}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}"
@@ -175,17 +181,23 @@ def main() -> None:
                               f"on {100 * agree:.0f}%")
                 torch.set_num_threads(th)
                 runtime.threads = th
-                t = interleaved_min({"onebit": lambda: runtime(x), "openvino": lambda: request.infer({0: x_np})},
-                                    args.repeat, clock=clock_for(th, args.cpu_time))
+                fns = {"onebit": lambda: runtime(x), "openvino": lambda: request.infer({0: x_np})}
+                if other:  # (both onebit paths select theirs first)
+                    fns["onebit"] = lambda: (set_kernel(path_in_use), runtime(x))
+                    fns["other"] = lambda: (set_kernel(other), runtime(x))
+                t = interleaved_min(fns, args.repeat, clock=clock_for(th, args.cpu_time))
+                if other:
+                    set_kernel(path_in_use)
                 rows.append((th, t))
                 if args.breakdown:
                     step_breakdown(runtime, x, th, args.repeat)
                     openvino_breakdown(core, graph, th, x_np, args.repeat)
             print(f"{'threads':>7} {'onebit ms':>10} {'OpenVINO ms':>12} {'onebit/OV speed':>16} {'onebit img/s':>13} "
-                  f"{'OV img/s':>9}")
+                  f"{'OV img/s':>9}" + (f" {f'{other} ms':>10} {f'{other}/OV speed':>15}" if other else ""))
             for th, t in rows:
                 print(f"{th:>7} {1e3 * t['onebit']:10.2f} {1e3 * t['openvino']:12.2f} {t['openvino'] / t['onebit']:15.2f}x "
-                      f"{batch / t['onebit']:13.1f} {batch / t['openvino']:9.1f}")
+                      f"{batch / t['onebit']:13.1f} {batch / t['openvino']:9.1f}"
+                      + (f" {1e3 * t['other']:10.2f} {t['openvino'] / t['other']:14.2f}x" if other else ""))
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -1,10 +1,11 @@
 """The compiled 1-bit convolution kernels against PyTorch's float convolution on +-1 tensors.
 
-Every code path the CPU runs (``scalar`` always, ``avx2`` and ``avx512`` where the CPU has them), on
-each of its layouts (channel words on ``scalar`` and ``avx512``, nibble planes on all), is tested on
+Every code path the CPU runs (``scalar`` always, ``avx2``, ``avx512`` and ``amx`` where the CPU has them),
+on each of its layouts (channel words on ``scalar``, ``avx512`` and ``amx``, nibble planes on all), is tested on
 the same fuzzed shapes: the integer dot products must be exactly those of ``F.conv2d``. Paths the CPU
 lacks are skipped with the reason in pytest's summary.
 """
+import ctypes
 import os
 import subprocess
 import sys
@@ -18,9 +19,10 @@ from onebit.deploy import kernels
 from onebit.deploy.bitconv import BinaryConvKernel, kernel_weights, pack_signs, unpack_signs
 
 PATHS = kernels.available_kernels()
-NEEDS = {"avx2": "AVX2 + FMA + BMI2", "avx512": "AVX-512 F/BW/VL + VPOPCNTDQ"}
-# (avx512 on nibble planes runs the avx2 code; it is tested where a word layer feeds a nibble one)
-LAYOUTS = [("scalar", "words"), ("scalar", "nibbles"), ("avx2", "nibbles"), ("avx512", "words")]
+NEEDS = {"avx2": "AVX2 + FMA + BMI2", "avx512": "AVX-512 F/BW/VL + VPOPCNTDQ",
+         "amx": "AVX-512 VPOPCNTDQ + AMX-INT8 with the OS permission to use the tiles"}
+# (avx512 and amx on nibble planes run the avx2 code; it is tested where a word layer feeds a nibble one)
+LAYOUTS = [("scalar", "words"), ("scalar", "nibbles"), ("avx2", "nibbles"), ("avx512", "words"), ("amx", "words")]
 
 
 def use_path(name: str, layout: str, monkeypatch) -> None:
@@ -87,6 +89,51 @@ def test_resnet_shapes_and_channel_tails(kernel):
         conv = BinaryConvKernel((w < 0).numpy(), stride=(1, 1), padding=(1, 1), zero_padding=True)
         got = conv.run(conv.binarize(x), torch.ones(cout), torch.zeros(cout))
         assert torch.equal(got, F.conv2d(signs(x), signs(w), padding=1))
+
+
+@pytest.mark.parametrize("cin, cout, side, groups, bits", [
+    (200, 40, 5, 1, False),   # 36 word rows (4 passes of the AMX GEMM), 3 channel tiles (one alone), 32-position tiles
+    (128, 17, 12, 1, False),  # 18 word rows, one channel past a tile of 16
+    (260, 66, 9, 2, False),   # groups: 130 input channels (3 words, 2 channels in the last) and 33 outputs per group
+    (65, 130, 10, 1, True),   # 130 outputs as the next layer's words: 3 spans of 64, the last of 2 channels
+])
+def test_word_gemm_shapes(kernel, cin, cout, side, groups, bits):
+    """Word rows not a multiple of the AMX GEMM's pass, partial tiles of positions and channels."""
+    torch.manual_seed(cin + cout)
+    x, w = torch.randn(2, cin, side, side + 1), torch.randn(cout, cin // groups, 3, 3)
+    conv = BinaryConvKernel((w < 0).numpy(), padding=(1, 1), groups=groups, zero_padding=True)
+    planes = conv.binarize(x)
+    if kernel == "amx":  # these shapes run on the AMX GEMM, not on the word tile
+        assert kernels.library().ob_conv_amx(ctypes.byref(planes.shape)) == 1
+    expected = F.conv2d(signs(x), signs(w), padding=1, groups=groups)
+    if not bits:
+        for threads in (1, 2):
+            assert torch.equal(conv.run(planes, torch.ones(cout), torch.zeros(cout), threads=threads), expected), threads
+        return
+    second = BinaryConvKernel(np.ones((8, cout, 1, 1), dtype=bool))  # all -1: its output is -(sum of its input)
+    thresh, flip = torch.zeros(cout, dtype=torch.int32), torch.zeros(cout, dtype=torch.uint8)
+    hidden = conv.run(planes, None, None, float_out=False, bits_for=second, thresh=thresh, flip=flip)
+    got = second.run(hidden, torch.ones(8), torch.zeros(8))
+    assert torch.equal(got, -torch.where(expected < 0, -1.0, 1.0).sum(1, keepdim=True).expand(2, 8, side, side + 1))
+
+
+def test_amx_rule_leaves_short_strided_and_large_convolutions_to_the_word_tile():
+    """The amx path runs stride-1 convolutions of 18+ word rows whose weights take at most 1 MB as bytes."""
+    if "amx" not in PATHS:
+        pytest.skip(f"this CPU has no {NEEDS['amx']}: the amx path is not tested here")
+
+    def on_amx(c, side, stride=1):
+        conv = BinaryConvKernel(np.zeros((c, c, 3, 3), dtype=bool), stride=(stride, stride), padding=(1, 1))
+        return kernels.library().ob_conv_amx(ctypes.byref(conv.layout(1, side, side).shape)) == 1
+
+    try:
+        kernels.set_kernel("amx")
+        assert on_amx(128, 28) and on_amx(256, 14)  # 18 and 36 word rows, 147 KB and 590 KB of byte weights
+        assert not on_amx(64, 56) and not on_amx(128, 28, stride=2) and not on_amx(512, 7)  # 9 rows, strided, 2.4 MB
+        kernels.set_kernel("avx512")
+        assert not on_amx(256, 14)
+    finally:
+        kernels.set_kernel("auto")
 
 
 def test_output_transform_scale_bias_residual(kernel):
@@ -290,8 +337,8 @@ def test_kernel_choice_and_errors():
     out = subprocess.run([sys.executable, "-c", "from onebit.deploy import get_kernel; print(get_kernel())"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "scalar"
-    # the best path the CPU runs is the default; a path it lacks is refused with a clear error
-    assert kernels.get_kernel() == PATHS[-1]
+    # the best path the CPU runs is the default (amx is opt-in); a path it lacks is refused with a clear error
+    assert kernels.get_kernel() == [p for p in PATHS if p != "amx"][-1]
     if "avx512" in PATHS:
         kernels.set_kernel("avx512")
         kernels.set_kernel("auto")

@@ -16,7 +16,7 @@ import torch
 
 from onebit.deploy.kernels import ConvOutput, ConvShape, Padding, constant, kernel_has_words, library
 
-__all__ = ["pack_signs", "unpack_signs", "kernel_weights", "tap_sums", "BinaryConvKernel", "BitPlanes"]
+__all__ = ["pack_signs", "unpack_signs", "kernel_weights", "amx_weights", "tap_sums", "BinaryConvKernel", "BitPlanes"]
 
 
 
@@ -56,6 +56,21 @@ def kernel_weights(negative: np.ndarray, groups: int, words: bool = False) -> np
     padded = np.zeros((groups, blocks * nr, q * kh * kw), dtype=units.dtype)
     padded[:, :cog] = units.reshape(groups, cog, q * kh * kw)
     return np.ascontiguousarray(padded.reshape(groups, blocks, nr, -1).transpose(0, 1, 3, 2))
+
+
+def amx_weights(words: np.ndarray) -> np.ndarray:
+    """The AMX GEMM's weights (``csrc/words_amx.c``) from the channel-word ones of :func:`kernel_weights`:
+    +-1 bytes (bit 1 -> -1) ``[groups, ceil(cog/16), G, 16, 16, 4]`` int8: per tile of 16 output channels
+    and word row, row ``i`` holds channels ``4i .. 4i+3`` of the word for each output channel (AMX's VNNI
+    order). Output channels past the last one (and of the word tile's padding) are +1."""
+    groups, blocks, g, nr = words.shape
+    per_group = np.ascontiguousarray(words.transpose(0, 1, 3, 2)).reshape(groups, blocks * nr, g)
+    tiles = -(-(blocks * nr) // 16)
+    padded = np.zeros((groups, tiles * 16, g), dtype="<u8")
+    padded[:, : blocks * nr] = per_group
+    bits = np.unpackbits(padded.view(np.uint8).reshape(groups, tiles, 16, g, 8), axis=-1, bitorder="little")
+    signs = (1 - 2 * bits.astype(np.int8)).reshape(groups, tiles, 16, g, 16, 4)  # [.., channel, g, row, 4]
+    return np.ascontiguousarray(signs.transpose(0, 1, 3, 4, 2, 5))
 
 
 def tap_sums(negative: np.ndarray) -> np.ndarray:
@@ -139,6 +154,7 @@ class BinaryConvKernel:
         self.zero_padding = bool(zero_padding) and any(self.padding)
         self.weights = {words: torch.from_numpy(kernel_weights(negative, groups, words)) for words in (False, True)}
         self._weight_ptr = {words: w.data_ptr() for words, w in self.weights.items()}
+        self._amx_weights: torch.Tensor | None = None  # made at the first run on the amx path
         self._outputs: dict[tuple, tuple] = {}  # run()'s output descriptions, by the pointers they hold
         self.tap_sums = tap_sums(negative).reshape(self.cout, self.kh, self.kw)
         self._layouts: dict[tuple[int, int, int, bool], Layout] = {}
@@ -171,6 +187,14 @@ class BinaryConvKernel:
         fix = Padding(n_rows=len(row_masks), n_cols=len(col_masks), row_class=rows.ctypes.data,
                       col_class=cols.ctypes.data, value=value.ctypes.data)
         return Layout(s, fix, (rows, cols, value))
+
+    def _weights_for(self, s: ConvShape) -> int:
+        """The weights of the code path in use for this layout (their pointer)."""
+        if not library().ob_conv_amx(ctypes.byref(s)):
+            return self._weight_ptr[bool(s.words)]
+        if self._amx_weights is None:
+            self._amx_weights = torch.from_numpy(amx_weights(self.weights[True].numpy()))
+        return self._amx_weights.data_ptr()
 
     def new_planes(self, n: int, h: int, w: int) -> BitPlanes:
         """Planes for an ``n x cin x h x w`` input with zero (+1) padding."""
@@ -239,7 +263,7 @@ class BinaryConvKernel:
             spec, nxt, _ = cached
         fix = planes.layout.padding
         first, last = images if images is not None else (0, s.n)
-        code = library().ob_conv_run(ctypes.byref(s), planes.data.data_ptr(), self._weight_ptr[bool(s.words)],
+        code = library().ob_conv_run(ctypes.byref(s), planes.data.data_ptr(), self._weights_for(s),
                                      ctypes.byref(fix) if fix is not None else None, ctypes.byref(spec), first, last,
                                      threads)
         _check(code, "binary conv")

@@ -3,10 +3,13 @@
 The shared library is built by ``pip install -e .`` (``setup.py``) with the system C compiler;
 it does not link against PyTorch. Code paths: ``scalar`` (portable C: 64-bit SWAR on the nibble
 layout, 64-bit popcount on the channel-word layout), ``avx2`` (x86-64 with AVX2: nibble table
-lookups) and ``avx512`` (AVX-512 F/BW/VL + VPOPCNTDQ: ``vpopcntq`` on the channel-word layout,
-AVX2 for the rest). Each is compiled for its instruction set only and chosen at run time from
-CPUID, so one build runs on any x86-64. The best path the CPU runs is used unless
-``ONEBIT_KERNEL=scalar|avx2|avx512`` or :func:`set_kernel` forces one.
+lookups), ``avx512`` (AVX-512 F/BW/VL + VPOPCNTDQ: ``vpopcntq`` on the channel-word layout,
+AVX2 for the rest) and ``amx`` (the avx512 path with an AMX int8 GEMM on +-1 bytes for the long
+stride-1 word convolutions, see ``csrc/words_amx.c``; needs AMX-INT8 and Linux's permission to use
+the tile registers). Each is compiled for its instruction set only and chosen at run time from
+CPUID, so one build runs on any x86-64. The best path the CPU runs is used, except ``amx``, which is
+opt-in (on Bi-Real-18 it measured no faster than ``avx512``), unless
+``ONEBIT_KERNEL=scalar|avx2|avx512|amx`` or :func:`set_kernel` forces one.
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from pathlib import Path
 
 __all__ = ["KernelsUnavailable", "library", "constant", "available_kernels", "set_kernel", "get_kernel", "ConvShape", "Padding", "ConvOutput"]
 
-ABI_VERSION = 7
-KERNEL_NAMES = ("scalar", "avx2", "avx512")
+ABI_VERSION = 8
+KERNEL_NAMES = ("scalar", "avx2", "avx512", "amx")
 _HERE = Path(__file__).resolve().parent
 _lib: ctypes.CDLL | None = None
 _words = False  # does the selected code path have the channel-word layout (kept by set_kernel)
@@ -71,6 +74,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ob_set_kernel": (i32, [ctypes.c_char_p]),
         "ob_kernel_name": (ctypes.c_char_p, []),
         "ob_kernel_words": (i32, []),
+        "ob_conv_amx": (i32, [shape]),
         "ob_conv_init": (i32, [shape]),
         "ob_binarize": (i32, [shape, p, p, i64, p, i32]),
         "ob_conv_run": (i32, [shape, p, p, ctypes.POINTER(Padding), ctypes.POINTER(ConvOutput), i64, i64, i32]),
@@ -81,6 +85,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ob_dependent_adds": (i64, [i64]),
         "ob_popcount_loop": (i64, [i64]),
         "ob_task_transform": (i32, [i32]),
+        "ob_amx_loop": (i64, [i64]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -123,7 +128,8 @@ def available_kernels() -> list[str]:
 
 
 def set_kernel(name: str) -> None:
-    """Force a code path (``"scalar"``, ``"avx2"``, ``"avx512"``) or go back to the best one (``"auto"``)."""
+    """Force a code path (``"scalar"``, ``"avx2"``, ``"avx512"``, ``"amx"``) or go back to the best one (``"auto"``,
+    never ``amx``)."""
     code = library().ob_set_kernel(name.encode())
     if code == -1:
         raise ValueError(f"unknown kernel {name!r} (ONEBIT_KERNEL / set_kernel): choose from auto, {', '.join(KERNEL_NAMES)}")

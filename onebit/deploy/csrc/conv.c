@@ -11,7 +11,7 @@
 
 #include "onebit_kernels.h"
 
-#define OB_ABI_VERSION 7 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
+#define OB_ABI_VERSION 8 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
 
 #define POP4(x) (((x) & 1) + (((x) >> 1) & 1) + (((x) >> 2) & 1) + (((x) >> 3) & 1))
 #define ROW(b)                                                                               \
@@ -24,7 +24,8 @@ const uint8_t ob_nibble_popcount[16][16] __attribute__((aligned(64))) = {
 
 /* ---------------------------------------------------------------- kernel selection */
 
-/* A code path: its nibble tile and float loops, and its channel-word layout (NULL: none). */
+/* A code path: its nibble tile and float loops, its channel-word layout (NULL: none) and its AMX GEMM of
+ * channel words (NULL: none). */
 typedef struct {
     const char* name;
     ob_tile_fn tile;
@@ -32,6 +33,7 @@ typedef struct {
     const ob_word_ops* words;
     ob_fconv_row_fn fconv_row;
     int (*supported)(void);
+    const ob_amx_ops* amx;
 } ob_kernel;
 
 static int always(void) { return 1; }
@@ -46,21 +48,32 @@ static int has_avx512(void) {
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
 }
 #endif
+#ifdef OB_HAVE_AMX
+/* the amx path is the avx512 path with AMX int8 (CPUID, and the OS lets this process use the tile data) */
+static int has_amx(void) {
+    return has_avx512() && ob_amx_usable();
+}
+#endif
 
 static const ob_kernel KERNELS[] = {
-    {"scalar", ob_tile_scalar, &ob_float_ops_scalar, &ob_word_ops_scalar, NULL, always},
+    {"scalar", ob_tile_scalar, &ob_float_ops_scalar, &ob_word_ops_scalar, NULL, always, NULL},
 #if defined(__x86_64__)
-    {"avx2", ob_tile_avx2, &ob_float_ops_avx2, NULL, NULL, has_avx2},
-    {"avx512", ob_tile_avx2, &ob_float_ops_avx2, &ob_word_ops_avx512, ob_fconv_row_avx512, has_avx512},
+    {"avx2", ob_tile_avx2, &ob_float_ops_avx2, NULL, NULL, has_avx2, NULL},
+    {"avx512", ob_tile_avx2, &ob_float_ops_avx2, &ob_word_ops_avx512, ob_fconv_row_avx512, has_avx512, NULL},
+#endif
+#ifdef OB_HAVE_AMX
+    {"amx", ob_tile_avx2, &ob_float_ops_avx2, &ob_word_ops_avx512, ob_fconv_row_avx512, has_amx, &ob_amx_ops_int8},
 #endif
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
 
 static const ob_kernel* current = NULL;
 
+/* "auto": the last path the CPU runs, except amx (opt-in: on Bi-Real-18 it measured no faster than avx512,
+ * see words_amx.c) */
 static const ob_kernel* best_kernel(void) {
     for (int i = N_KERNELS - 1; i >= 0; i--)
-        if (KERNELS[i].supported()) return &KERNELS[i];
+        if (!KERNELS[i].amx && KERNELS[i].supported()) return &KERNELS[i];
     return &KERNELS[0];
 }
 
@@ -113,6 +126,9 @@ const char* ob_kernel_name(void) { return kernel()->name; }
 
 /* 1 if the selected code path has the channel-word layout */
 int ob_kernel_words(void) { return kernel()->words != NULL; }
+
+/* 1 if the selected code path runs convolution s on its AMX GEMM (its weights in the AMX layout, see ob_conv_run) */
+int ob_conv_amx(const ob_conv* s) { return s->words && kernel()->amx && kernel()->amx->pays(s); }
 
 /* ---------------------------------------------------------------- layout */
 
@@ -381,7 +397,8 @@ static void transform_tile(const ob_conv* s, const ob_output* out, const ob_padd
 /* ---------------------------------------------------------------- convolution */
 
 /* Run the convolution on planes laid out for s. w: [groups][ob][g][nr] weight nibbles << 4 (uint8) or
- * weight words (uint64), g = (plane, ky, kx); fix: the zero-padding correction (NULL for +1 padding).
+ * weight words (uint64), g = (plane, ky, kx), or when ob_conv_amx(s): [groups][ceil(cog / 16)] tiles of the
+ * AMX layout (ob_amx_ops); fix: the zero-padding correction (NULL for +1 padding).
  * A task is a span of output channels (2 weight blocks, or one whole word of the next layer's planes
  * when they are channel words) on one tile of OB_PB positions. Bits output requires whole output
  * nibbles per task: groups == 1 or cog % 4 == 0, and the next layer's groups == 1 or cg % 4 == 0
@@ -399,6 +416,7 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* w, const
                        !(out->next->groups == 1 || out->next->cg % 64 == 0)))
         return -1;
     const ob_tile_fn tile = s->words ? kern->words->tile : kern->tile;
+    const ob_amx_ops* amx = ob_conv_amx(s) ? kern->amx : NULL;
     int64_t* aoff = (int64_t*)malloc(sizeof(int64_t) * s->g);
     if (!aoff) return -3;
     for (int64_t qi = 0, i = 0; qi < s->q; qi++)
@@ -410,24 +428,49 @@ int ob_conv_run(const ob_conv* s, const uint8_t* planes, const uint8_t* w, const
     const int span = next_words ? OB_SPAN : 2 * s->nr;
     const int64_t spans = ceil_div(s->cog, span);
     const int64_t tasks = (n1 - n0) * s->groups * s->pblocks * spans;
+    int8_t* bytes = NULL; /* AMX: the planes of images [n0, n1) and the read slack after them, 64 bytes per word */
+    if (amx) {
+        const int64_t first = n0 * s->image_bytes / 8;
+        const int64_t count = ((n1 - n0) * s->image_bytes + s->input_bytes - s->n * s->image_bytes) / 8;
+        const int64_t chunk = 4096;
+        bytes = (int8_t*)aligned_alloc(64, 64 * count);
+        if (!bytes) {
+            free(aoff);
+            return -3;
+        }
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && count > chunk)
+        for (int64_t i = 0; i < count; i += chunk)
+            amx->expand(planes + 8 * (first + i), count - i < chunk ? count - i : chunk, bytes + 64 * i);
+    }
     /* one thread: a plain loop (no scheduling calls per task); several: one contiguous run of tasks per
      * thread. Neighbouring tiles share cache lines of every output plane (NCHW) and of the next layer's
      * planes: handed out in turn (dynamic), two cores write the same lines at once and the second core
      * gains nothing; and a thread reads in the next layer the positions it wrote (its own L2). */
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && tasks > 1)
-    for (int64_t t = 0; t < tasks; t++) {
-        const int64_t pb = t % s->pblocks, sp = (t / s->pblocks) % spans;
-        const int64_t grp = (t / s->pblocks / spans) % s->groups, n = n0 + t / s->pblocks / spans / s->groups;
-        const int64_t pos0 = pb * OB_PB;
-        const int width = s->positions - pos0 > OB_PB / 2 ? OB_PB : OB_PB / 2;
-        const uint8_t* a = planes + n * s->image_bytes + grp * s->q * s->plane_bytes + pos0 * s->unit;
-        uint16_t counts[OB_SPAN * OB_PB + 8]; /* + 8: the output transform loads 8 counts at a time */
-        const int64_t c0 = sp * span, c1 = c0 + span < s->cog ? c0 + span : s->cog;
-        for (int64_t blk = c0 / s->nr; blk * s->nr < c1; blk++)
-            tile(a, aoff, s->g, w + (grp * s->ob + blk) * s->g * s->nr * s->unit, width,
-                 counts + (blk - c0 / s->nr) * s->nr * OB_PB);
-        if (writes) transform_tile(s, out, fix, n, grp * s->cog + c0, (int)(c1 - c0), counts, pos0, width);
+#pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
+    {
+        if (amx) amx->begin();
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tasks; t++) {
+            const int64_t pb = t % s->pblocks, sp = (t / s->pblocks) % spans;
+            const int64_t grp = (t / s->pblocks / spans) % s->groups, n = n0 + t / s->pblocks / spans / s->groups;
+            const int64_t pos0 = pb * OB_PB;
+            const int width = s->positions - pos0 > OB_PB / 2 ? OB_PB : OB_PB / 2;
+            const uint8_t* a = planes + n * s->image_bytes + grp * s->q * s->plane_bytes + pos0 * s->unit;
+            uint16_t counts[OB_SPAN * OB_PB + 8]; /* + 8: the output transform loads 8 counts at a time */
+            const int64_t c0 = sp * span, c1 = c0 + span < s->cog ? c0 + span : s->cog;
+            if (amx)
+                amx->span(bytes + 8 * ((n - n0) * s->image_bytes + grp * s->q * s->plane_bytes + pos0 * s->unit),
+                          aoff, s->g, (const int8_t*)w + (grp * ceil_div(s->cog, 16) + c0 / 16) * s->g * 1024,
+                          (int)(c1 - c0), width, counts);
+            else
+                for (int64_t blk = c0 / s->nr; blk * s->nr < c1; blk++)
+                    tile(a, aoff, s->g, w + (grp * s->ob + blk) * s->g * s->nr * s->unit, width,
+                         counts + (blk - c0 / s->nr) * s->nr * OB_PB);
+            if (writes) transform_tile(s, out, fix, n, grp * s->cog + c0, (int)(c1 - c0), counts, pos0, width);
+        }
+        if (amx) amx->end();
     }
+    free(bytes);
     free(aoff);
     return 0;
 }
@@ -443,6 +486,15 @@ int64_t ob_popcount_loop_avx512(int64_t n);
 int64_t ob_popcount_loop(int64_t n) {
 #if defined(__x86_64__)
     if (has_avx512()) return ob_popcount_loop_avx512(n);
+#endif
+    (void)n;
+    return -1;
+}
+
+/* n rounds of 4 AMX TDPBSSD (16384 int8 MACs each) on tiles in registers (-1: this CPU or OS has no AMX-INT8) */
+int64_t ob_amx_loop(int64_t n) {
+#ifdef OB_HAVE_AMX
+    if (has_amx()) return ob_amx_loop_int8(n);
 #endif
     (void)n;
     return -1;

@@ -159,9 +159,34 @@ typedef struct {
     ob_transform_fn transform;
 } ob_word_ops;
 
+/* The AMX int8 GEMM of the channel-word layout (words_amx.c). pays: does convolution s run on it (else on the
+ * word tile). expand: count words -> 64 bytes each (+1 for bit 0, -1 for bit 1), out 64-byte aligned. begin / end:
+ * configure / release the tile registers (each thread, around its tasks). span: counts[r][p] (r < nch rounded up
+ * to 16, p < width) of the positions a (expanded planes at the task's first position; word row k at 8 * aoff[k])
+ * and the weights w: ceil(nch / 16) tiles of 16 channels, [tile][g][16][16 channels][4] bytes (+1 / -1), word k's
+ * channels 4 i .. 4 i + 3 in row i. */
+typedef struct {
+    int (*pays)(const ob_conv* s);
+    void (*expand)(const uint8_t* words, int64_t count, int8_t* out);
+    void (*begin)(void);
+    void (*end)(void);
+    void (*span)(const int8_t* a, const int64_t* aoff, int g, const int8_t* w, int nch, int width, uint16_t* counts);
+} ob_amx_ops;
+
+/* the amx path is compiled where Linux grants the tile registers and the compiler knows AMX (gcc 11, clang 12) */
+#if defined(__x86_64__) && defined(__linux__) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
+#define OB_HAVE_AMX 1
+#endif
+
 extern const ob_word_ops ob_word_ops_scalar;
 #if defined(__x86_64__)
 extern const ob_word_ops ob_word_ops_avx512;
+#endif
+#ifdef OB_HAVE_AMX
+extern const ob_amx_ops ob_amx_ops_int8;
+int ob_amx_usable(void);
+int64_t ob_amx_loop_int8(int64_t n);
 #endif
 
 extern const ob_float_ops ob_float_ops_scalar;
