@@ -97,34 +97,33 @@ def cpu_line() -> str:
     return f"{model}, {os.cpu_count()} CPUs, {' '.join(simd) or 'no AVX'}"
 
 
-def popcount_ceiling(ghz: float) -> float | None:
-    """Binary MACs per cycle of the avx512 tile's instruction mix looped in registers (None without
-    AVX-512 VPOPCNTDQ): the best of many short runs."""
-    from onebit.deploy.kernels import library
-
+def _loop_ceiling(loop, macs_per_round: int, ghz: float) -> float | None:
+    """MACs per cycle of a kernel's instruction loop (``loop(n)``: n rounds, -1 where the CPU lacks it): the best
+    of many short runs."""
     n, best = 20_000, float("inf")
-    if library().ob_popcount_loop(1) < 0:
+    if loop(1) < 0:
         return None
     for _ in range(200):
         start = time.perf_counter()
-        library().ob_popcount_loop(n)
+        loop(n)
         best = min(best, time.perf_counter() - start)
-    return n * 16 * 512 / best / (ghz * 1e9)
+    return n * macs_per_round / best / (ghz * 1e9)
+
+
+def popcount_ceiling(ghz: float) -> float | None:
+    """Binary MACs per cycle of the avx512 tile's instruction mix looped in registers (None without
+    AVX-512 VPOPCNTDQ)."""
+    from onebit.deploy.kernels import library
+
+    return _loop_ceiling(library().ob_popcount_loop, 16 * 512, ghz)
 
 
 def amx_ceiling(ghz: float) -> float | None:
-    """int8 MACs per cycle of AMX TDPBSSD looped on 4 accumulators (None without AMX-INT8): the best of many short
-    runs. On +-1 bytes each int8 MAC is one binary MAC."""
+    """int8 MACs per cycle of AMX TDPBSSD looped on 4 accumulators (None without AMX-INT8). On +-1 bytes each int8
+    MAC is one binary MAC."""
     from onebit.deploy.kernels import library
 
-    n, best = 20_000, float("inf")
-    if library().ob_amx_loop(1) < 0:
-        return None
-    for _ in range(200):
-        start = time.perf_counter()
-        library().ob_amx_loop(n)
-        best = min(best, time.perf_counter() - start)
-    return n * 4 * 16384 / best / (ghz * 1e9)
+    return _loop_ceiling(library().ob_amx_loop, 4 * 16384, ghz)
 
 
 def bench_layers(threads: list[int], repeat: int, ghz: float, cpu_time: bool = False) -> None:
