@@ -1,8 +1,9 @@
-"""Build of the compiled 1-bit kernels; all package metadata lives in pyproject.toml.
+"""Build of the compiled kernels; all package metadata lives in pyproject.toml.
 
-The kernels are a plain C shared library (loaded with ctypes by onebit.deploy.kernels, no
-Python or PyTorch headers needed). The extension is optional: without a C compiler the
-package still installs and imports, and only the deploy runtime reports what is missing.
+Two plain C shared libraries (loaded with ctypes, no Python or PyTorch headers needed): the
+1-bit deploy kernels (onebit.deploy.kernels) and the training kernels (onebit.quant.kernels).
+Both extensions are optional: without a C compiler the package still installs and imports,
+the deploy runtime reports what is missing and training runs its torch-op code.
 """
 import platform
 from glob import glob
@@ -20,4 +21,12 @@ kernels = Extension(
     optional=True,
 )
 
-setup(ext_modules=[kernels])
+training_kernels = Extension(
+    "onebit.quant._kernels",
+    sources=sorted(glob("onebit/quant/csrc/*.c")),
+    extra_compile_args=["-O3", "-std=gnu11", "-ffp-contract=off", *openmp],
+    extra_link_args=[*openmp, "-lm"],
+    optional=True,
+)
+
+setup(ext_modules=[kernels, training_kernels])

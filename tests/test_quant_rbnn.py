@@ -6,7 +6,7 @@ import torch
 
 from onebit.layers import BinaryConv2d
 from onebit.models import create_model
-from onebit.quant import get_method
+from onebit.quant import get_method, kernels
 from onebit.quant.functional import sign, sign_with_surrogate, standardize, training_aware_grad
 from onebit.quant.rbnn import RbnnInput, RbnnWeight, bi_rotation, get_ab, random_orthogonal, rotation_objective
 from onebit.quant.schedules import log_linear_temperature
@@ -188,6 +188,81 @@ def test_activation_forward_and_fused_backward():
     a32 = RbnnInput(a32=True)
     assert a32.precision == 32 and q.precision == 1
     assert torch.allclose(a32(x.float()), standardize(x.float()))
+
+
+needs_kernels = pytest.mark.skipif(not kernels.available(), reason=f"no compiled kernels: {kernels.unavailable_reason()}")
+
+
+def standardized_sign_reference(x, g, q):
+    """Autograd through standardize then the surrogate, in float64: (output, dL/dx)."""
+    x64 = x.detach().double().requires_grad_()
+    out = sign_with_surrogate(standardize(x64), training_aware_grad, q.k.double(), q.t.double())
+    return out, torch.autograd.grad(out, x64, g.double())[0]
+
+
+@needs_kernels
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_compiled_activation_kernel_equals_the_formula(channels_last):
+    """The compiled kernel of RbnnInput against the float64 formula, on every code path this CPU runs
+    and on 1 and 2 threads, which all give the same bits; NCHW and channels-last, the gradient in
+    either layout."""
+    torch.manual_seed(8)
+    x = torch.randn(5, 6, 7, 9) * 2 + 1  # 378 values per sample: whole blocks of 16 and a tail
+    g = torch.randn(5, 6, 7, 9)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    q = RbnnInput()
+    q.set_temperature(1.6)
+    assert q.use_fused_kernel()
+    expected_out, expected_dx = standardized_sign_reference(x, g, q)
+    results = []
+    try:
+        for path in kernels.paths():
+            kernels.set_path(path)
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                for grad in (g, g.contiguous(memory_format=torch.channels_last)):
+                    out = q(x)
+                    results.append((out, torch.autograd.grad(out, x, grad)[0]))
+    finally:
+        kernels.set_path("auto")
+        torch.set_num_threads(1)
+    out, dx = results[0]
+    assert out.dtype == dx.dtype == torch.float32 and out.stride() == dx.stride() == x.stride()
+    assert torch.equal(out, expected_out.float())
+    assert torch.allclose(dx.double(), expected_dx, rtol=1e-4, atol=1e-6)
+    for other_out, other_dx in results[1:]:
+        assert torch.equal(other_out, out) and torch.equal(other_dx, dx)
+
+
+@needs_kernels
+def test_compiled_activation_kernel_takes_bfloat16_and_leaves_float64_to_torch():
+    torch.manual_seed(9)
+    x, g = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)
+    q = RbnnInput()
+    q.use_fused_kernel()
+    x16 = x.bfloat16().requires_grad_()
+    out = q(x16)
+    (dx,) = torch.autograd.grad(out, x16, g.bfloat16())
+    expected_out, expected_dx = standardized_sign_reference(x16, g.bfloat16(), q)
+    assert out.dtype == dx.dtype == torch.bfloat16
+    assert torch.equal(out.double(), expected_out) and torch.allclose(dx.double(), expected_dx, rtol=2e-2, atol=1e-3)
+    x64 = x.double().requires_grad_()  # not a kernel dtype: the torch ops, to float64 precision
+    (dx,) = torch.autograd.grad(q.double()(x64), x64, g.double())
+    assert torch.allclose(dx, standardized_sign_reference(x64, g, q)[1], rtol=1e-12, atol=1e-12)
+
+
+def test_activation_without_compiled_kernels_runs_the_torch_ops(monkeypatch):
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    q = RbnnInput()
+    assert not q.use_fused_kernel() and not q.fused
+    torch.manual_seed(10)
+    x, g = torch.randn(3, 4, 5, 5, requires_grad=True), torch.randn(3, 4, 5, 5)
+    expected_out, expected_dx = standardized_sign_reference(x, g, q)
+    out = q(x)
+    assert torch.equal(out, expected_out.float())
+    assert torch.allclose(torch.autograd.grad(out, x, g)[0].double(), expected_dx, rtol=1e-4, atol=1e-6)
 
 
 def test_rotation_update_period_determinism_and_state_dict():

@@ -14,11 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from onebit.models import create_model
+from onebit.quant import kernels
 from onebit.quant.functional import ede_grad, sign_with_surrogate, standardize, training_aware_grad
 from onebit.train.engine import Trainer
 from onebit.train.precision import MixedPrecision, native_bfloat16
 from onebit.train.speed import COMPILE_MIN_MACS, SpeedOptions
-from test_quant_rbnn import rbnn_conv, rbnn_weight_formula
+from test_quant_rbnn import needs_kernels, rbnn_conv, rbnn_weight_formula
 from helpers import assert_same_weights
 from test_train import ONEBIT, train_cmd
 
@@ -74,6 +76,44 @@ def test_compiled_binary_conv_equals_the_formulas(method, formula, compile_on):
         assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
         for a, b in zip(torch.autograd.grad(got, params, g), torch.autograd.grad(expected, params, g)):
             assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@needs_kernels
+def test_compiled_kernel_stays_one_opaque_op_under_torch_compile(compile_on):
+    """RbnnInput on its compiled kernel: torch.compile (one graph, no break) calls the same kernel, same bits."""
+    torch.manual_seed(12)
+    conv = rbnn_conv()
+    assert conv.input_quantizer.use_fused_kernel()
+    x = torch.randn(4, 16, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn(4, 8, 6, 6)
+    quantizer = conv.input_quantizer
+    compiled = torch.compile(quantizer, dynamic=False, fullgraph=True)
+    got, expected = compiled(x), quantizer(x)
+    assert torch.equal(got, expected)
+    assert torch.equal(torch.autograd.grad(got, x, x)[0], torch.autograd.grad(expected, x, x)[0])
+    got, expected = torch.compile(conv, dynamic=False)(x), conv(x)  # in a graph with the weight path
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(got, [x, *conv.parameters()], g),
+                    torch.autograd.grad(expected, [x, *conv.parameters()], g)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_kernels_on_the_default_path_only(monkeypatch):
+    model = create_model("resnet20_1w1a", 10, method="rbnn")
+    activations = [m for m in model.modules() if hasattr(m, "use_fused_kernel")]
+    assert len(activations) == 18
+    SpeedOptions({"eager": True}, torch.device("cpu")).prepare(model)
+    assert not any(m.fused for m in activations)
+    speed = SpeedOptions({"channels_last": True}, torch.device("cpu"))
+    speed.prepare(model)
+    assert all(m.fused for m in activations) == kernels.available() and speed.fused == 18 * kernels.available()
+    assert ("18 quantizers on compiled CPU kernels" in speed.describe()) == kernels.available()
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    monkeypatch.setattr(kernels, "unavailable_reason", lambda: "the training kernels are not built")
+    speed = SpeedOptions({"channels_last": True}, torch.device("cpu"))
+    speed.prepare(model)
+    assert not any(m.fused for m in activations) and "compiled CPU kernels" not in speed.describe()
+    assert "the training kernels are not built: the quantizers run their torch ops" in speed.notes
 
 
 @pytest.mark.slow

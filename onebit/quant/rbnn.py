@@ -46,6 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from onebit.quant import kernels
 from onebit.quant.base import Quantizer, register_quantizer
 from onebit.quant.functional import channel_mean_abs, channel_shape, sign, sign_, standardize, training_aware_grad
 from onebit.quant.owner import LayerBoundQuantizer
@@ -259,6 +260,49 @@ class _StandardizedSign(torch.autograd.Function):
         return d.addcmul_(g, inv_std.view(view)), None, None
 
 
+FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+"""Input dtypes the compiled kernel takes (computed in float32; autocast hands it bfloat16)."""
+
+
+@torch.library.custom_op("onebit::rbnn_standardized_sign", mutates_args=(), device_types="cpu")
+def _fused_standardized_sign(x: torch.Tensor, k: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`_StandardizedSign` in the compiled kernel (``onebit.quant.kernels``): ``(sign(x - mean), mean)``,
+    one opaque op to ``torch.compile``."""
+    out, mean = kernels.standardized_sign_forward(kernels.sample_major(x).float())
+    return out.to(x.dtype), mean
+
+
+@_fused_standardized_sign.register_fake
+def _(x, k, t):
+    return torch.empty_like(kernels.sample_major(x)), x.new_empty(x.shape[0], dtype=torch.float32)
+
+
+@torch.library.custom_op("onebit::rbnn_standardized_sign_backward", mutates_args=(), device_types="cpu")
+def _fused_standardized_sign_backward(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, k: torch.Tensor,
+                                      t: torch.Tensor) -> torch.Tensor:
+    x32 = kernels.sample_major(x).float()
+    grad32 = grad.float() if grad.stride() == x32.stride() else torch.empty_like(x32).copy_(grad)
+    return kernels.standardized_sign_backward(grad32, x32, mean, float(k), float(t)).to(x.dtype)
+
+
+@_fused_standardized_sign_backward.register_fake
+def _(grad, x, mean, k, t):
+    return torch.empty_like(kernels.sample_major(x))
+
+
+def _fused_setup_context(ctx, inputs, output):
+    x, k, t = inputs
+    ctx.save_for_backward(x, output[1], k, t)
+
+
+def _fused_backward(ctx, grad_output, grad_mean):
+    x, mean, k, t = ctx.saved_tensors
+    return _fused_standardized_sign_backward(grad_output, x, mean, k, t), None, None
+
+
+_fused_standardized_sign.register_autograd(_fused_backward, setup_context=_fused_setup_context)
+
+
 @register_quantizer("rbnn_input")
 class RbnnInput(Quantizer):
     """RBNN's activation binarization: per-sample standardisation, then sign with the
@@ -266,11 +310,15 @@ class RbnnInput(Quantizer):
 
     Args:
         a32: keep the standardised activations real (``--a32``, W1A32 as in the reference).
+
+    :meth:`use_fused_kernel` switches a quantizer to the compiled kernel (on CPU tensors of
+    :data:`FUSED_DTYPES`; the torch-op code otherwise): the training default path does, ``--eager`` does not.
     """
 
     def __init__(self, a32: bool = False):
         super().__init__()
         self.a32 = bool(a32)
+        self.fused = False
         self.register_buffer("t", torch.tensor(1.0), persistent=False)
         self.register_buffer("k", torch.tensor(1.0), persistent=False)
 
@@ -281,9 +329,16 @@ class RbnnInput(Quantizer):
     def set_temperature(self, t: float) -> None:
         self.t.fill_(max(t, 1.0))
 
+    def use_fused_kernel(self, enabled: bool = True) -> bool:
+        """Binarize with the compiled kernel when ``enabled`` and it is built; returns whether it is used."""
+        self.fused = bool(enabled) and not self.a32 and kernels.available()
+        return self.fused
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.a32:
             return standardize(x)
+        if self.fused and x.device.type == "cpu" and x.dtype in FUSED_DTYPES:
+            return _fused_standardized_sign(x, self.k, self.t)[0]
         return _StandardizedSign.apply(x, self.k, self.t)
 
     def export_threshold(self) -> str:

@@ -11,6 +11,10 @@ rotate, sign, surrogate gradients) that eager PyTorch runs one at a time. The de
   (forward, over all epochs); ``--compile``/``--no-compile`` force the choice. The rule
   depends on the config alone, so a resumed run takes the same path.
 * channels-last memory format of the model and its input images (``--no-channels_last``).
+* compiled CPU kernels (``onebit.quant.kernels``) for the quantizers that have one
+  (``use_fused_kernel``: RBNN's activations), which ``torch.compile`` keeps as opaque ops: its
+  own code for their per-sample reductions is slower than eager PyTorch's. Where the kernels
+  are not built, or on another device, the quantizers run their torch ops.
 * metrics summed on the device and read every ``--print_freq`` batches and at the end of the
   epoch: no host synchronisation per step (the engine's loop).
 
@@ -23,6 +27,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from onebit.quant import kernels
 
 __all__ = ["COMPILE_MIN_MACS", "SpeedOptions"]
 
@@ -43,6 +49,7 @@ class SpeedOptions:
         self.why = "" if eager else "(--compile)" if requested else "(--no-compile)"
         self.channels_last = bool(config.get("channels_last", False)) and not eager
         self.device = device
+        self.fused = 0  # quantizers running a compiled kernel (prepare)
         self.notes: list[str] = []
         if self.compile is not False and torch._dynamo.config.disable:
             self.compile = False
@@ -50,7 +57,13 @@ class SpeedOptions:
             self.notes.append("torch.compile is disabled in this process (TORCH_COMPILE_DISABLE=1): training eagerly")
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        """The model in the memory format the run trains in."""
+        """The model in the memory format the run trains in, its quantizers on their compiled kernels
+        (except with ``--eager``)."""
+        fusable = [m for m in model.modules() if hasattr(m, "use_fused_kernel")]
+        wanted = not self.eager and self.device.type == "cpu"
+        self.fused = sum(m.use_fused_kernel(wanted) for m in fusable)
+        if fusable and wanted and not kernels.available():
+            self.notes.append(f"{kernels.unavailable_reason()}: the quantizers run their torch ops")
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def images(self, images: torch.Tensor) -> torch.Tensor:
@@ -90,4 +103,6 @@ class SpeedOptions:
             return "eager path (--eager): no torch.compile, NCHW, metrics read every batch"
         parts = [("torch.compile " if self.compile else "no torch.compile ") + self.why,
                  "channels-last" if self.channels_last else "NCHW (--no-channels_last)"]
+        if self.fused:
+            parts.append(f"{self.fused} quantizers on compiled CPU kernels ({kernels.path_name()})")
         return "training path: " + ", ".join(parts) + ", metrics read every --print_freq batches"
