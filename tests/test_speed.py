@@ -118,12 +118,16 @@ def test_compiled_kernels_on_the_default_path_only(monkeypatch):
 
 @pytest.mark.slow
 def test_default_path_sigkill_then_resume_is_bit_identical(tmp_path):
-    """The default path (torch.compile on): a run killed after its first epoch and resumed ends
-    with the weights of an uninterrupted one, bit for bit."""
+    """The default path (torch.compile on; RBNN: its activations on the compiled kernels where they are
+    built): a run killed after its first epoch and resumed ends with the weights of an uninterrupted
+    one, bit for bit."""
     run = lambda *a, **k: subprocess.run(*a, check=True, capture_output=True, text=True, env=COMPILE_ENV, **k)  # noqa: E731
-    run(train_cmd(tmp_path, "--epochs", "2", "--compile", "--save", "full"))
-    assert "training path: torch.compile (--compile), channels-last" in (tmp_path / "full" / "log.txt").read_text()
-    proc = subprocess.Popen(train_cmd(tmp_path, "--epochs", "2", "--compile", "--save", "killed"), env=COMPILE_ENV,
+    options = ["--method", "rbnn", "--epochs", "2", "--compile"]
+    run(train_cmd(tmp_path, *options, "--save", "full"))
+    log = (tmp_path / "full" / "log.txt").read_text()
+    assert "training path: torch.compile (--compile), channels-last" in log
+    assert ("quantizers on compiled CPU kernels" in log) == kernels.available()
+    proc = subprocess.Popen(train_cmd(tmp_path, *options, "--save", "killed"), env=COMPILE_ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "killed" / "metrics.jsonl"
     deadline = time.time() + 300
