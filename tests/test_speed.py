@@ -19,7 +19,7 @@ from onebit.quant import kernels
 from onebit.quant.functional import ede_grad, sign_with_surrogate, standardize, training_aware_grad
 from onebit.train.engine import Trainer
 from onebit.train.precision import MixedPrecision, native_bfloat16
-from onebit.train.speed import COMPILE_MIN_MACS, SpeedOptions
+from onebit.train.speed import COMPILE_MIN_MACS, SpeedOptions, hardtanh_backward
 from test_quant_rbnn import needs_kernels, rbnn_conv, rbnn_weight_formula
 from helpers import assert_same_weights
 from test_train import ONEBIT, train_cmd
@@ -96,6 +96,19 @@ def test_compiled_kernel_stays_one_opaque_op_under_torch_compile(compile_on):
     for a, b in zip(torch.autograd.grad(got, [x, *conv.parameters()], g),
                     torch.autograd.grad(expected, [x, *conv.parameters()], g)):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_float_hardtanh_backward_equals_aten(compile_on):
+    x = torch.tensor([[-3.0, -1.0, -0.999, -0.5, 0.0, 0.5, 0.999, 1.0, 3.0]])
+    g = torch.linspace(-2, 2, x.numel()).view_as(x)
+    for low, high in ((-1.0, 1.0), (-0.5, 2.0)):
+        assert torch.equal(hardtanh_backward(g, x, low, high), torch.ops.aten.hardtanh_backward(g, x, low, high))
+    model = torch.nn.Sequential(torch.nn.Hardtanh())
+    forward = SpeedOptions({"compile": True}, torch.device("cpu")).training_forward(model, 1)  # registers it
+    compiled, eager = x.clone().requires_grad_(), x.clone().requires_grad_()
+    forward(compiled).backward(g)
+    model(eager).backward(g)
+    assert torch.equal(compiled.grad, eager.grad)
 
 
 def test_compiled_kernels_on_the_default_path_only(monkeypatch):
