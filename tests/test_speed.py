@@ -19,7 +19,7 @@ from onebit.quant import kernels
 from onebit.quant.functional import ede_grad, sign_with_surrogate, standardize, training_aware_grad
 from onebit.train.engine import Trainer
 from onebit.train.precision import MixedPrecision, native_bfloat16
-from onebit.train.speed import COMPILE_MIN_MACS, SpeedOptions, hardtanh_backward
+from onebit.train.speed import COMPILE_MIN_MACS, SpeedOptions, hardtanh_backward, use_float_hardtanh_backward
 from test_quant_rbnn import needs_kernels, rbnn_conv, rbnn_weight_formula
 from helpers import assert_same_weights
 from test_train import ONEBIT, train_cmd
@@ -104,7 +104,8 @@ def test_float_hardtanh_backward_equals_aten(compile_on):
     for low, high in ((-1.0, 1.0), (-0.5, 2.0)):
         assert torch.equal(hardtanh_backward(g, x, low, high), torch.ops.aten.hardtanh_backward(g, x, low, high))
     model = torch.nn.Sequential(torch.nn.Hardtanh())
-    forward = SpeedOptions({"compile": True}, torch.device("cpu")).training_forward(model, 1)  # registers it
+    use_float_hardtanh_backward()
+    forward = torch.compile(model, dynamic=False)
     compiled, eager = x.clone().requires_grad_(), x.clone().requires_grad_()
     forward(compiled).backward(g)
     model(eager).backward(g)

@@ -15,7 +15,8 @@ rotate, sign, surrogate gradients) that eager PyTorch runs one at a time. The de
   (``use_fused_kernel``: RBNN's activations), which ``torch.compile`` keeps as opaque ops: its
   own code for their per-sample reductions is slower than eager PyTorch's. Where the kernels
   are not built, or on another device, the quantizers run their torch ops.
-* hardtanh's gradient without boolean masks in compiled graphs (:func:`use_float_hardtanh_backward`).
+* with those kernels, hardtanh's gradient without boolean masks in compiled graphs
+  (:func:`use_float_hardtanh_backward`).
 * metrics summed on the device and read every ``--print_freq`` batches and at the end of the
   epoch: no host synchronisation per step (the engine's loop).
 
@@ -50,8 +51,10 @@ def use_float_hardtanh_backward() -> None:
     Its own decomposition is a ``where`` on a boolean mask, which the partitioner computes in the
     forward graph and saves for the backward; inductor's vectorised CPU code for boolean tensors is
     slow (4M values: 38 ms, against 2.5 ms for the same mask in float32, torch 2.14, 1 thread). The
-    binary ResNets put a hardtanh after every block, so this costs the compiled RBNN step ~10%.
-    Compiled graphs only (eager runs aten's kernel); takes effect for graphs compiled afterwards.
+    binary ResNets put a hardtanh after every block. Used where quantizers run compiled kernels
+    (RBNN: the step gets ~20% faster; its kernel saves the hardtanh's output anyway); on IR-Net's graph
+    it measured 0-9% slower, so not there. Compiled graphs only (eager runs aten's kernel); takes
+    effect for graphs compiled afterwards in the process.
     """
     from torch._inductor import decomposition
 
@@ -113,7 +116,8 @@ class SpeedOptions:
             self.notes.append(f"torch.compile is off with {eager_reason}: training eagerly")
         if not self.compile:
             return model
-        use_float_hardtanh_backward()
+        if self.fused:
+            use_float_hardtanh_backward()
         compiled = torch.compile(model, dynamic=False)
 
         def forward(images: torch.Tensor) -> torch.Tensor:
