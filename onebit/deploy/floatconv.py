@@ -5,10 +5,13 @@ PyTorch's x86 CPU convolution (oneDNN) computes each output as one chain of fuse
 taps in (ky, kx, c) order, and its eval BatchNorm as ``fma(x, alpha, beta)``; the kernels' avx512 path does
 the same, without PyTorch's per-call overheads and layout reorders, and with the BatchNorm and a following max
 pool in the same pass (a ResNet stem: one pass over the 112x112 maps instead of three). Whether oneDNN sums in
-that order depends on the algorithm it picks for a shape and thread count, not on the values (with 2 threads
-it splits some 1x1 convolutions' sums), so each case (shapes, arguments, threads, kernel path) is checked
-once on a random input against the PyTorch computation it replaces; that computation runs wherever they
-differ, and on the paths without a float convolution (avx2, scalar).
+that order depends on the algorithm it picks for a shape and thread count, not on the values: its 1x1 kernel
+sums the input channels in reduce blocks (each block's chain from 0, added to the sum of the blocks before),
+whose size it chooses by shape and thread count (with 2 threads, 128 channels on 14x14 as 80 + 48). So each
+case (shapes, arguments, threads, kernel path) is checked once on a random input against the PyTorch
+computation it replaces, a 1x1 convolution with each reduce block size (one chain first, then multiples of 16
+channels); that computation runs wherever none matches, and on the paths without a float convolution (avx2,
+scalar).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from onebit.deploy.kernels import get_kernel, library
 
 __all__ = ["conv2d"]
 
-_EXACT = ExactnessCheck()  # case -> the kernels give PyTorch's results
+_EXACT = ExactnessCheck()  # case -> the index in _reduce_blocks of the kernels' sums that give PyTorch's results
 _PACKED: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}  # (weight pointer, 1x1) -> (weight, packed)
 _CACHE_LIMIT = 256
 
@@ -65,8 +68,16 @@ def _packed(weight: torch.Tensor, one_by_one: bool) -> torch.Tensor:
     return cached[1]
 
 
-def _run(x: torch.Tensor, weight: torch.Tensor, case: tuple, affine: torch.Tensor | None) -> torch.Tensor | None:
-    """The kernels' result, or None where the code path in use has no float convolution."""
+def _reduce_blocks(c: int, case: tuple) -> list[int]:
+    """The input channels per reduce block to try for a case (0: one chain); the 1x1 convolutions (stride 1, no
+    padding, no pool) also in blocks of each multiple of 16 below ``c``, largest first."""
+    return [0, *range((c - 1) // 16 * 16, 0, -16)] if case[:7] == (1, 1, 1, 1, 0, 0, 0) else [0]
+
+
+def _run(x: torch.Tensor, weight: torch.Tensor, case: tuple, affine: torch.Tensor | None,
+         reduce_block: int = 0) -> torch.Tensor | None:
+    """The kernels' result (a 1x1 convolution's input channels summed in blocks of ``reduce_block``, 0: one
+    chain), or None where the code path in use has no float convolution."""
     kh, kw, sh, sw, ph, pw, pk, ps, pp = case
     n, c, h, w = x.shape
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
@@ -79,7 +90,7 @@ def _run(x: torch.Tensor, weight: torch.Tensor, case: tuple, affine: torch.Tenso
     affine = affine.contiguous() if affine is not None else None
     code = library().ob_float_conv2d(x.data_ptr(), n, c, h, w, packed.data_ptr(), weight.shape[0], kh, kw, sh, sw,
                                      ph, pw, affine.data_ptr() if affine is not None else None, pk, ps, pp,
-                                     out.data_ptr(), torch.get_num_threads())
+                                     reduce_block, out.data_ptr(), torch.get_num_threads())
     if code == -3:
         raise MemoryError("float conv2d: out of memory")
     return out if code == 0 else None
@@ -95,6 +106,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stride=1, padding=0
     if case is None:
         return reference(x)
     key = (tuple(x.shape), tuple(weight.shape), case, affine is not None, torch.get_num_threads(), get_kernel())
-    exact = _EXACT(key, tuple(x.shape), lambda probe: _run(probe, weight, case, affine), reference)
-    out = _run(x, weight, case, affine) if exact else None
+    blocks = _reduce_blocks(x.shape[1], case)
+    found = _EXACT.first(key, tuple(x.shape), ((lambda probe, kb=kb: _run(probe, weight, case, affine, kb)) for kb in blocks),
+                         reference)
+    out = _run(x, weight, case, affine, blocks[found]) if found is not None else None
     return out if out is not None else reference(x)

@@ -1,5 +1,7 @@
 /* Float convolutions with the rounding of PyTorch's x86 CPU convolution (oneDNN): each output is one chain of
- * fma over its taps in (ky, kx, c) order, from 0 (padded taps add fma(w, 0, acc) = acc); then, optionally, an
+ * fma over its taps in (ky, kx, c) order, from 0 (padded taps add fma(w, 0, acc) = acc), or for a 1x1
+ * convolution the sum, in order, of such chains over reduce blocks of the input channels (oneDNN's 1x1 kernel
+ * adds each block's chain to the sum so far; its block size depends on the shape and threads); then, optionally, an
  * eval BatchNorm as fma(v, alpha, beta) (PyTorch's CPU batch norm with mean 0, variance 1, eps 0) and a max
  * pool. The runtime checks once per shape and thread count that the results equal PyTorch's before it uses
  * them. Only the avx512 code path has the row kernel (fconv_avx512.c). */
@@ -15,10 +17,12 @@ static void conv_row(const ob_fconv_row* r, ob_fconv_row_fn fn, const float* src
 }
 
 /* x NCHW [n][c][h][w]; wt [kh][kw][c][cout]; affine [2][cout] or NULL; pk > 0: then max pool (kernel pk, stride
- * ps, padding pp, floor mode, 2 pp <= pk). out NCHW. -1: a shape this code does not cover (cout % 16),
- * -2: the code path in use has no float convolution, -3: out of memory. */
+ * ps, padding pp, floor mode, 2 pp <= pk); kb: input channels per reduce block of a 1x1 convolution (stride 1, no
+ * padding, no pool), 0 for one chain. out NCHW. -1: a shape this code does not cover (cout % 16, or kb of another
+ * convolution), -2: the code path in use has no float convolution, -3: out of memory. */
 int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt, int cout, int kh, int kw, int sh,
-                    int sw, int ph, int pw, const float* affine, int pk, int ps, int pp, float* out, int threads) {
+                    int sw, int ph, int pw, const float* affine, int pk, int ps, int pp, int kb, float* out,
+                    int threads) {
     const ob_fconv_row_fn fn = ob_current_fconv_row();
     if (!fn) return -2;
     if (cout % 16 || n < 1 || c < 1 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0) return -1;
@@ -31,7 +35,9 @@ int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt,
         pho = (ho + 2 * pp - pk) / ps + 1;
         pwo = (wo + 2 * pp - pk) / ps + 1;
     }
-    if (kh == 1 && kw == 1 && sh == 1 && sw == 1 && !ph && !pw && !pk) {
+    const int one_by_one = kh == 1 && kw == 1 && sh == 1 && sw == 1 && !ph && !pw && !pk;
+    if (kb < 0 || (kb && !one_by_one)) return -1;
+    if (one_by_one) {
 #if defined(__x86_64__)
         /* positions on the vector lanes: NCHW in and out with no transposition; jobs of 64 positions x 96 channels */
         const int64_t plane = (int64_t)h * w, pblocks = (plane + 63) / 64, oblocks = (cout + 95) / 96;
@@ -39,7 +45,7 @@ int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt,
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
             for (int64_t job = 0; job < pblocks * oblocks; job++) {
                 const int64_t p0 = 64 * (job % pblocks), o0 = 96 * (job / pblocks);
-                ob_fconv1x1_avx512(x + (int64_t)b * c * plane, plane, c, wt, cout, affine, p0,
+                ob_fconv1x1_avx512(x + (int64_t)b * c * plane, plane, c, kb ? kb : c, wt, cout, affine, p0,
                                    (int)(plane - p0 < 64 ? plane - p0 : 64), (int)o0, (int)(o0 + 96 < cout ? o0 + 96 : cout),
                                    out + (int64_t)b * cout * plane, plane);
             }

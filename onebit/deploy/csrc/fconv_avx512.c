@@ -58,28 +58,36 @@ void ob_fconv_row_avx512(const ob_fconv_row* r, const float* in, int o_first, in
 #if defined(__x86_64__)
 #define OB_MASK(v) ((v) == 0 ? m0 : (v) == 1 ? m1 : (v) == 2 ? m2 : m3)
 
-/* J output channels from o0 by V vectors of 16 positions from p0 (lanes past `count` masked) */
+/* J output channels from o0 by V vectors of 16 positions from p0 (lanes past `count` masked); the input channels in
+ * reduce blocks of kb, each a chain of fma from 0 added to the sum of the blocks before it (kept in out) */
 #define OB_FCONV1X1_BLOCK(J, V)                                                                               \
     do {                                                                                                      \
-        __m512 acc[J][V];                                                                                     \
-        for (int j = 0; j < J; j++)                                                                           \
-            for (int v = 0; v < V; v++) acc[j][v] = _mm512_setzero_ps();                                      \
-        const float* xs = x + p0;                                                                             \
-        const float* wk = wt + (int64_t)o0 * c;                                                               \
-        for (int ci = 0; ci < c; ci++, xs += plane_in, wk++) {                                                \
-            __m512 xv[V];                                                                                     \
-            for (int v = 0; v < V; v++) xv[v] = _mm512_maskz_loadu_ps(OB_MASK(v), xs + 16 * v);               \
-            for (int j = 0; j < J; j++) {                                                                     \
-                const __m512 wv = _mm512_set1_ps(wk[(int64_t)j * c]);                                         \
-                for (int v = 0; v < V; v++) acc[j][v] = _mm512_fmadd_ps(xv[v], wv, acc[j][v]);                \
+        for (int k0 = 0; k0 < c; k0 += kb) {                                                                  \
+            const int k1 = k0 + kb < c ? k0 + kb : c;                                                         \
+            __m512 acc[J][V];                                                                                 \
+            for (int j = 0; j < J; j++)                                                                       \
+                for (int v = 0; v < V; v++) acc[j][v] = _mm512_setzero_ps();                                  \
+            const float* xs = x + p0 + (int64_t)k0 * plane_in;                                                \
+            const float* wk = wt + (int64_t)o0 * c + k0;                                                      \
+            for (int ci = k0; ci < k1; ci++, xs += plane_in, wk++) {                                          \
+                __m512 xv[V];                                                                                 \
+                for (int v = 0; v < V; v++) xv[v] = _mm512_maskz_loadu_ps(OB_MASK(v), xs + 16 * v);           \
+                for (int j = 0; j < J; j++) {                                                                 \
+                    const __m512 wv = _mm512_set1_ps(wk[(int64_t)j * c]);                                     \
+                    for (int v = 0; v < V; v++) acc[j][v] = _mm512_fmadd_ps(xv[v], wv, acc[j][v]);            \
+                }                                                                                             \
             }                                                                                                 \
-        }                                                                                                     \
-        for (int j = 0; j < J; j++) {                                                                         \
-            float* o = out + (int64_t)(o0 + j) * plane_out + p0;                                              \
-            const __m512 a = _mm512_set1_ps(affine ? affine[o0 + j] : 1.0f);                                  \
-            const __m512 b = _mm512_set1_ps(affine ? affine[cout + o0 + j] : 0.0f);                           \
-            for (int v = 0; v < V; v++)                                                                       \
-                _mm512_mask_storeu_ps(o + 16 * v, OB_MASK(v), affine ? _mm512_fmadd_ps(acc[j][v], a, b) : acc[j][v]); \
+            for (int j = 0; j < J; j++) {                                                                     \
+                float* o = out + (int64_t)(o0 + j) * plane_out + p0;                                          \
+                const __m512 a = _mm512_set1_ps(affine ? affine[o0 + j] : 1.0f);                              \
+                const __m512 b = _mm512_set1_ps(affine ? affine[cout + o0 + j] : 0.0f);                       \
+                for (int v = 0; v < V; v++) {                                                                 \
+                    __m512 sum = acc[j][v];                                                                   \
+                    if (k0) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(OB_MASK(v), o + 16 * v));          \
+                    if (affine && k1 == c) sum = _mm512_fmadd_ps(sum, a, b);                                  \
+                    _mm512_mask_storeu_ps(o + 16 * v, OB_MASK(v), sum);                                       \
+                }                                                                                             \
+            }                                                                                                 \
         }                                                                                                     \
     } while (0)
 
@@ -92,8 +100,9 @@ void ob_fconv_row_avx512(const ob_fconv_row* r, const float* in, int o_first, in
 
 /* A 1x1 convolution (stride 1, no padding) of one image on positions [p0, p0 + count), count <= 64, output
  * channels [o_first, o_last): x [c][plane_in] -> out [cout][plane_out] (NCHW planes), weights [cout][c]; each
- * output one chain of fma over c, then fma(v, alpha, beta) with affine [2][cout] if given. */
-void ob_fconv1x1_avx512(const float* x, int64_t plane_in, int c, const float* wt, int cout, const float* affine,
+ * output the sum, in order, of chains of fma over reduce blocks of kb >= 1 input channels (one chain if kb >= c),
+ * then fma(v, alpha, beta) with affine [2][cout] if given. */
+void ob_fconv1x1_avx512(const float* x, int64_t plane_in, int c, int kb, const float* wt, int cout, const float* affine,
                         int64_t p0, int count, int o_first, int o_last, float* out, int64_t plane_out) {
 #define OB_LANES(left) ((left) >= 16 ? (__mmask16)0xffff : (left) > 0 ? (__mmask16)((1u << (left)) - 1) : (__mmask16)0)
     const __mmask16 m0 = OB_LANES(count), m1 = OB_LANES(count - 16), m2 = OB_LANES(count - 32), m3 = OB_LANES(count - 48);

@@ -209,7 +209,7 @@ typedef struct {
 typedef void (*ob_fconv_row_fn)(const ob_fconv_row* r, const float* in, int o_first, int o_last, float* dst, int ld);
 #if defined(__x86_64__)
 void ob_fconv_row_avx512(const ob_fconv_row* r, const float* in, int o_first, int o_last, float* dst, int ld);
-void ob_fconv1x1_avx512(const float* x, int64_t plane_in, int c, const float* wt, int cout, const float* affine,
+void ob_fconv1x1_avx512(const float* x, int64_t plane_in, int c, int kb, const float* wt, int cout, const float* affine,
                         int64_t p0, int count, int o_first, int o_last, float* out, int64_t plane_out);
 #endif
 
