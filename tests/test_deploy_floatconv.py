@@ -135,3 +135,57 @@ def test_exactness_check_asks_once_per_case_and_forgets_past_its_limit():
     assert check("off", (2,), fast, lambda v: v + 1e-3) is False
     assert check("none", (2,), lambda v: None, lambda v: v) is False  # no fast result: not exact
     assert list(check.answers) == ["none"]  # the limit of 2 answers was reached: started over
+
+
+def avg_pool_formula(x):
+    """2x2/2 average pool (floor) as PyTorch sums it: ((((0 + x00) + x01) + x10) + x11) / 4, in float32."""
+    v = x.numpy()[:, :, : x.shape[2] // 2 * 2, : x.shape[3] // 2 * 2]
+    s = np.float32(0) + v[:, :, 0::2, 0::2]
+    for part in (v[:, :, 0::2, 1::2], v[:, :, 1::2, 0::2], v[:, :, 1::2, 1::2]):
+        s = s + part
+    return torch.from_numpy(s / np.float32(4))
+
+
+AVG_CASES = [  # (input shape, output channels, avg_pool2d arguments after the input)
+    ((2, 40, 10, 14), 48, (2, 2, 0, True, False, None)),  # a Bi-Real shortcut's pool: 35 positions
+    ((1, 20, 11, 13), 32, (2, None, 0, False, True, None)),  # odd sides: the last row and column dropped
+]
+
+
+@needs_avx512
+@pytest.mark.parametrize("case", AVG_CASES, ids=["even", "odd"])
+def test_avx512_avg_pool_1x1_conv_is_its_formula(case):
+    shape, cout, pool = case
+    g = torch.Generator().manual_seed(cout)
+    x, w, affine = torch.randn(shape, generator=g), torch.randn(cout, shape[1], 1, 1, generator=g), torch.randn(2, cout, generator=g)
+    kernels.set_kernel("avx512")
+    try:
+        got = floatconv._run(x, w, floatconv._case(x, w, None, 1, 0, 1, 1, None, pool), affine)
+    finally:
+        kernels.set_kernel("auto")
+    assert torch.equal(got, fma_chain(avg_pool_formula(x), w, 1, 0, affine))
+
+
+@pytest.mark.parametrize("case", AVG_CASES, ids=["even", "odd"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_avg_pool_1x1_convs_give_pytorchs_results(case, threads):
+    shape, cout, pool = case
+    g = torch.Generator().manual_seed(3)
+    x, w, affine = torch.randn(shape, generator=g), torch.randn(cout, shape[1], 1, 1, generator=g), torch.randn(2, cout, generator=g)
+
+    def reference(v):
+        return batch_norm_affine(F.conv2d(F.avg_pool2d(v, *pool), w), affine)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for path in kernels.available_kernels():
+            kernels.set_kernel(path)
+            assert torch.equal(floatconv.conv2d(x, w, affine=affine, avg_pool=pool, reference=reference), reference(x)), path
+    finally:
+        kernels.set_kernel("auto")
+        torch.set_num_threads(previous)
+    # pools the kernels do not cover: padding, a divisor, ceil mode on odd sides
+    for other in ((2, 2, 1), (2, 2, 0, False, True, 3), (3,)):
+        assert floatconv._case(x, w, None, 1, 0, 1, 1, None, other) is None
+    assert floatconv._case(x[..., :-1], w, None, 1, 0, 1, 1, None, (2, 2, 0, True)) is None

@@ -1,12 +1,16 @@
 /* Float convolutions with the rounding of PyTorch's x86 CPU convolution (oneDNN): each output is one chain of
  * fma over its taps in (ky, kx, c) order, from 0 (padded taps add fma(w, 0, acc) = acc), or for a 1x1
  * convolution the sum, in order, of such chains over reduce blocks of the input channels (oneDNN's 1x1 kernel
- * adds each block's chain to the sum so far; its block size depends on the shape and threads); then, optionally, an
- * eval BatchNorm as fma(v, alpha, beta) (PyTorch's CPU batch norm with mean 0, variance 1, eps 0) and a max
- * pool. The runtime checks once per shape and thread count that the results equal PyTorch's before it uses
- * them. Only the avx512 code path has the row kernel (fconv_avx512.c). */
+ * adds each block's chain to the sum so far; it picks the block size by shape and thread count); then,
+ * optionally, an eval BatchNorm as fma(v, alpha, beta) (PyTorch's CPU batch norm with mean 0, variance 1, eps 0)
+ * and a max pool. A 1x1 convolution may read the 2x2/2 average pool of its input (a downsampling shortcut). The
+ * runtime checks once per shape and thread count that the results equal PyTorch's before it uses them. Only the
+ * avx512 code path has these kernels (fconv_avx512.c). */
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "onebit_kernels.h"
 
@@ -17,12 +21,10 @@ static void conv_row(const ob_fconv_row* r, ob_fconv_row_fn fn, const float* src
 }
 
 /* x NCHW [n][c][h][w]; wt [kh][kw][c][cout]; affine [2][cout] or NULL; pk > 0: then max pool (kernel pk, stride
- * ps, padding pp, floor mode, 2 pp <= pk); kb: input channels per reduce block of a 1x1 convolution (stride 1, no
- * padding, no pool), 0 for one chain. out NCHW. -1: a shape this code does not cover (cout % 16, or kb of another
- * convolution), -2: the code path in use has no float convolution, -3: out of memory. */
+ * ps, padding pp, floor mode, 2 pp <= pk). out NCHW. -1: a shape this code does not cover (cout % 16),
+ * -2: the code path in use has no float convolution, -3: out of memory. */
 int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt, int cout, int kh, int kw, int sh,
-                    int sw, int ph, int pw, const float* affine, int pk, int ps, int pp, int kb, float* out,
-                    int threads) {
+                    int sw, int ph, int pw, const float* affine, int pk, int ps, int pp, float* out, int threads) {
     const ob_fconv_row_fn fn = ob_current_fconv_row();
     if (!fn) return -2;
     if (cout % 16 || n < 1 || c < 1 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0) return -1;
@@ -34,24 +36,6 @@ int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt,
         if (ps < 1 || pp < 0 || 2 * pp > pk || ho + 2 * pp < pk || wo + 2 * pp < pk) return -1;
         pho = (ho + 2 * pp - pk) / ps + 1;
         pwo = (wo + 2 * pp - pk) / ps + 1;
-    }
-    const int one_by_one = kh == 1 && kw == 1 && sh == 1 && sw == 1 && !ph && !pw && !pk;
-    if (kb < 0 || (kb && !one_by_one)) return -1;
-    if (one_by_one) {
-#if defined(__x86_64__)
-        /* positions on the vector lanes: NCHW in and out with no transposition; jobs of 64 positions x 96 channels */
-        const int64_t plane = (int64_t)h * w, pblocks = (plane + 63) / 64, oblocks = (cout + 95) / 96;
-        for (int b = 0; b < n; b++) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-            for (int64_t job = 0; job < pblocks * oblocks; job++) {
-                const int64_t p0 = 64 * (job % pblocks), o0 = 96 * (job / pblocks);
-                ob_fconv1x1_avx512(x + (int64_t)b * c * plane, plane, c, kb ? kb : c, wt, cout, affine, p0,
-                                   (int)(plane - p0 < 64 ? plane - p0 : 64), (int)o0, (int)(o0 + 96 < cout ? o0 + 96 : cout),
-                                   out + (int64_t)b * cout * plane, plane);
-            }
-        }
-        return 0;
-#endif
     }
     const int padded = ph || pw;
     const int64_t cstride = (int64_t)hp * wp;
@@ -137,5 +121,50 @@ int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt,
     free(xp);
     free(ones);
     free(off);
+    return failed ? -3 : 0;
+}
+
+/* x NCHW [n][c][h][w]; avg: convolve the 2x2/2 average pool of x (h / 2 x w / 2, floor) instead of x; wt [cout][c];
+ * affine [2][cout] or NULL; kb: input channels per reduce block, 0 for one chain. out NCHW. -1: a bad shape, -2: the
+ * code path in use has no float convolution, -3: out of memory. */
+int ob_float_conv1x1(const float* x, int n, int c, int h, int w, int avg, const float* wt, int cout,
+                     const float* affine, int kb, float* out, int threads) {
+    if (!ob_current_fconv_row()) return -2;
+    if (n < 1 || c < 1 || cout < 1 || kb < 0 || (avg != 0 && avg != 1) || h < 1 + avg || w < 1 + avg) return -1;
+    int failed = 0;
+#if defined(__x86_64__)
+    const int64_t plane = (int64_t)(h >> avg) * (w >> avg), vectors = (plane + 15) / 16;
+    /* Work units: 16 positions of an image with all output channels, each thread a contiguous run of them (the
+     * positions a thread wrote in the layer before, on a split by positions); where there are too few positions
+     * to give each thread two units, the output channels are split in one part per thread too. */
+    const int64_t parts = (int64_t)n * vectors >= 2 * threads ? 1 : threads;
+    const int64_t units = n * parts * vectors;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#ifdef _OPENMP
+        const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int64_t t = 0, nt = 1;
+#endif
+        float* tile = (float*)aligned_alloc(64, sizeof(float) * OB_1X1_POSITIONS * c);
+        if (!tile) failed = 1;
+        for (int64_t u = units * t / nt, end = units * (t + 1) / nt; tile && u < end;) {
+            const int64_t b = u / (parts * vectors), part = u / vectors % parts, vec = u % vectors;
+            int64_t take = OB_1X1_POSITIONS / 16; /* vectors of this tile: in one image and part */
+            if (take > end - u) take = end - u;
+            if (take > vectors - vec) take = vectors - vec;
+            const int64_t p0 = 16 * vec;
+            const int count = (int)(16 * take < plane - p0 ? 16 * take : plane - p0);
+            ob_fconv1x1_tile_avx512(x + b * c * (int64_t)h * w, c, h, w, avg, p0, count, tile);
+            ob_fconv1x1_avx512(tile, c, kb ? kb : c, wt, cout, affine, count, (int)(cout * part / parts / 4 * 4),
+                               (int)(part + 1 == parts ? cout : cout * (part + 1) / parts / 4 * 4),
+                               out + b * cout * plane + p0, plane);
+            u += take;
+        }
+        free(tile);
+    }
+#else
+    (void)x, (void)wt, (void)affine, (void)out, (void)threads;
+#endif
     return failed ? -3 : 0;
 }
