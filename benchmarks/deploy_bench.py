@@ -39,20 +39,26 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": 
 RESNET18_3X3 = [(56, 64), (28, 128), (14, 256), (7, 512)]
 
 
-def interleaved_min(fns: dict, repeat: int, warmup: int = 2, clock=time.perf_counter) -> dict:
+def interleaved_min(fns: dict, repeat: int, warmup: int = 2, clock=time.perf_counter, block: int = 1,
+                    idle: float = 0.0) -> dict:
     """Minimum time (s) of each function, the functions run in turn in every round, in reverse order every other
     round (so that each one follows both of its neighbours: a call finds the caches its predecessor left). ``clock``:
     wall time, or ``time.process_time`` (the process's CPU time: on a shared machine it leaves out the time the
-    process waits for a core, so with one thread it is the cost of the call itself)."""
+    process waits for a core, so with one thread it is the cost of the call itself). ``block``: each function
+    runs that many times in a row per round (every call but the first of a block follows a call of its own);
+    ``idle``: seconds of sleep before each timed call (a call after a pause: idle threads asleep)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     best = {name: float("inf") for name in fns}
     for round_ in range(repeat):
         for name, fn in list(fns.items())[::-1 if round_ % 2 else 1]:
-            start = clock()
-            fn()
-            best[name] = min(best[name], clock() - start)
+            for _ in range(block):
+                if idle:
+                    time.sleep(idle)
+                start = clock()
+                fn()
+                best[name] = min(best[name], clock() - start)
     return best
 
 

@@ -12,14 +12,19 @@ bf16 on CPUs with AMX / AVX-512 BF16).
 
 Both run with the same thread count (OpenVINO: one stream, ``INFERENCE_NUM_THREADS``); times are
 the minimum over interleaved rounds (the machine may be shared), at batch 1 (latency) and batch 8
-(throughput in images/s). On a CPU that runs both of onebit's avx512 and amx paths, onebit runs on both (also
+(throughput in images/s). Each round runs each runtime twice in a row: after a call, a runtime's idle
+threads keep cores busy for a while (onebit's OpenMP threads, libgomp's default, spin ~5 ms before they
+sleep), and a call of the other runtime started in that time runs on fewer free cores (on 2 cores,
+OpenVINO right after onebit measured ~1.6x its time); the minimum is then a call that follows its own
+runtime's. ``--idle_ms`` adds a second table: each call after that long a pause (idle threads asleep, as
+for requests that come now and then). On a CPU that runs both of onebit's avx512 and amx paths, onebit runs on both (also
 interleaved). openvino is a benchmark-only dependency: ``pip install openvino``
 (or ``pip install -e .[openvino]``).
 
 ``--breakdown`` adds where each one's time goes: OpenVINO's per-primitive times (its performance
 counters, fastest of ``--repeat`` profiled runs) beside onebit's per-step times.
 
-Usage:  python benchmarks/deploy_vs_openvino.py [--threads 1,2] [--repeat 30] [--batches 1,8] [--breakdown]
+Usage:  python benchmarks/deploy_vs_openvino.py [--threads 1,2] [--repeat 30] [--batches 1,8] [--breakdown] [--idle_ms 20]
 """
 from __future__ import annotations
 
@@ -125,12 +130,23 @@ def openvino_breakdown(core, graph, threads: int, x_np, repeat: int) -> None:
         f"{k} {1e3 * v:.2f}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])) + f"; sum {1e3 * best[0]:.2f}")
 
 
+def print_table(rows: list, batch: int, other: str | None) -> None:
+    print(f"{'threads':>7} {'onebit ms':>10} {'OpenVINO ms':>12} {'onebit/OV speed':>16} {'onebit img/s':>13} "
+          f"{'OV img/s':>9}" + (f" {f'{other} ms':>10} {f'{other}/OV speed':>15}" if other else ""))
+    for th, t in rows:
+        print(f"{th:>7} {1e3 * t['onebit']:10.2f} {1e3 * t['openvino']:12.2f} {t['openvino'] / t['onebit']:15.2f}x "
+              f"{batch / t['onebit']:13.1f} {batch / t['openvino']:9.1f}"
+              + (f" {1e3 * t['other']:10.2f} {t['openvino'] / t['other']:14.2f}x" if other else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeat", type=int, default=30, help="interleaved rounds; minimum reported (default 30)")
     parser.add_argument("--breakdown", action="store_true", help="also where each one's time goes, per step / primitive")
+    parser.add_argument("--idle_ms", type=float, default=0.0,
+                        help="also time each call after a pause of this many ms (a second table)")
     parser.add_argument("--cpu_time", action="store_true",
                         help="time 1-thread runs in process CPU time (for a shared machine; 2+ threads stay wall time)")
     args = parser.parse_args()
@@ -185,19 +201,19 @@ def main() -> None:
                 if other:  # (both onebit paths select theirs first)
                     fns["onebit"] = lambda: (set_kernel(path_in_use), runtime(x))
                     fns["other"] = lambda: (set_kernel(other), runtime(x))
-                t = interleaved_min(fns, args.repeat, clock=clock_for(th, args.cpu_time))
+                clock = clock_for(th, args.cpu_time)
+                t = interleaved_min(fns, args.repeat, clock=clock, block=2)
+                after_idle = interleaved_min(fns, args.repeat, clock=clock, idle=args.idle_ms / 1e3) if args.idle_ms else None
                 if other:
                     set_kernel(path_in_use)
-                rows.append((th, t))
+                rows.append((th, t, after_idle))
                 if args.breakdown:
                     step_breakdown(runtime, x, th, args.repeat)
                     openvino_breakdown(core, graph, th, x_np, args.repeat)
-            print(f"{'threads':>7} {'onebit ms':>10} {'OpenVINO ms':>12} {'onebit/OV speed':>16} {'onebit img/s':>13} "
-                  f"{'OV img/s':>9}" + (f" {f'{other} ms':>10} {f'{other}/OV speed':>15}" if other else ""))
-            for th, t in rows:
-                print(f"{th:>7} {1e3 * t['onebit']:10.2f} {1e3 * t['openvino']:12.2f} {t['openvino'] / t['onebit']:15.2f}x "
-                      f"{batch / t['onebit']:13.1f} {batch / t['openvino']:9.1f}"
-                      + (f" {1e3 * t['other']:10.2f} {t['openvino'] / t['other']:14.2f}x" if other else ""))
+            print_table([(th, t) for th, t, _ in rows], batch, other)
+            if args.idle_ms:
+                print(f"each call after {args.idle_ms:g} ms idle:")
+                print_table([(th, t) for th, _, t in rows], batch, other)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
