@@ -387,7 +387,8 @@ def bench_against(checkout: Path, threads: list[int], repeat: int, workdir: Path
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     here = Path(__file__).resolve().parents[1]
     workers = {name: subprocess.Popen([sys.executable, "-c", WORKER, str(path)], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True, env={**env, "PYTHONPATH": str(root)})
+                                      stdout=subprocess.PIPE, text=True, env={**env, "PYTHONPATH": str(root)},
+                                      cwd=root)  # (python -c puts its working directory first on sys.path)
                for name, root in (("this", here), ("other", checkout.resolve()))}
     print(f"\n## Bi-Real Net-18 against {checkout} (separate processes, calls interleaved), min of {repeat} (ms)")
     print(f"{'threads':>7} {'batch':>5} {'this':>8} {'other':>8} {'other/this':>10}")
