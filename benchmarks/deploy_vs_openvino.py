@@ -12,7 +12,7 @@ bf16 on CPUs with AMX / AVX-512 BF16).
 
 Both run with the same thread count (OpenVINO: one stream, ``INFERENCE_NUM_THREADS``); times are
 the minimum over interleaved rounds (the machine may be shared), at batch 1 (latency) and batch 8
-(throughput in images/s). Each round runs each runtime twice in a row: after a call, a runtime's idle
+(throughput in images/s). Each round runs each runtime twice in a row (``--block``): after a call, a runtime's idle
 threads keep cores busy for a while (onebit's OpenMP threads, libgomp's default, spin ~5 ms before they
 sleep), and a call of the other runtime started in that time runs on fewer free cores (on 2 cores,
 OpenVINO right after onebit measured ~1.6x its time); the minimum is then a call that follows its own
@@ -24,7 +24,8 @@ interleaved). openvino is a benchmark-only dependency: ``pip install openvino``
 ``--breakdown`` adds where each one's time goes: OpenVINO's per-primitive times (its performance
 counters, fastest of ``--repeat`` profiled runs) beside onebit's per-step times.
 
-Usage:  python benchmarks/deploy_vs_openvino.py [--threads 1,2] [--repeat 30] [--batches 1,8] [--breakdown] [--idle_ms 20]
+Usage:  python benchmarks/deploy_vs_openvino.py [--threads 1,2] [--repeat 30] [--batches 1,8] [--breakdown] [--block 2]
+        [--idle_ms 20]
 """
 from __future__ import annotations
 
@@ -145,6 +146,8 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeat", type=int, default=30, help="interleaved rounds; minimum reported (default 30)")
     parser.add_argument("--breakdown", action="store_true", help="also where each one's time goes, per step / primitive")
+    parser.add_argument("--block", type=int, default=2,
+                        help="calls of each runtime in a row per round (default 2; 1: each call after the other's)")
     parser.add_argument("--idle_ms", type=float, default=0.0,
                         help="also time each call after a pause of this many ms (a second table)")
     parser.add_argument("--cpu_time", action="store_true",
@@ -202,7 +205,7 @@ def main() -> None:
                     fns["onebit"] = lambda: (set_kernel(path_in_use), runtime(x))
                     fns["other"] = lambda: (set_kernel(other), runtime(x))
                 clock = clock_for(th, args.cpu_time)
-                t = interleaved_min(fns, args.repeat, clock=clock, block=2)
+                t = interleaved_min(fns, args.repeat, clock=clock, block=args.block)
                 after_idle = interleaved_min(fns, args.repeat, clock=clock, idle=args.idle_ms / 1e3) if args.idle_ms else None
                 if other:
                     set_kernel(path_in_use)
