@@ -40,20 +40,16 @@ int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt,
     const int padded = ph || pw;
     const int64_t cstride = (int64_t)hp * wp;
     float* xp = padded ? (float*)malloc(sizeof(float) * c * cstride) : NULL;
-    float* ones = (float*)malloc(sizeof(float) * cout);
     int64_t* off = (int64_t*)malloc(sizeof(int64_t) * kh * kw * c);
-    if ((padded && !xp) || !ones || !off) {
+    if ((padded && !xp) || !off) {
         free(xp);
-        free(ones);
         free(off);
         return -3;
     }
-    for (int o = 0; o < cout; o++) ones[o] = 1.0f;
     for (int ky = 0, t = 0; ky < kh; ky++)
         for (int kx = 0; kx < kw; kx++)
             for (int ci = 0; ci < c; ci++, t++) off[t] = (int64_t)ky * wp + kx + ci * cstride;
     const ob_fconv_row r = {wt, affine, off, kh * kw * c, cout, sw, wo};
-    const ob_float_ops* ops = ob_current_float_ops();
     const int blocks = (cout + 63) / 64;
     int failed = 0;
     for (int b = 0; b < n && !failed; b++) {
@@ -110,8 +106,10 @@ int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt,
                         }
                         rows[nr++] = slot;
                     }
-                    ops->max_pool_row_nhwc(rows, nr, wo, cout, pk, ps, pp, pwo, ones, ring + (int64_t)pk * wo * cout,
-                                           out + (int64_t)b * cout * plane + (int64_t)py * pwo, plane);
+#if defined(__x86_64__) /* (fn exists on the avx512 path only) */
+                    ob_max_pool_row_nhwc_avx512(rows, nr, wo, cout, pk, ps, pp, pwo, ring + (int64_t)pk * wo * cout,
+                                                out + (int64_t)b * cout * plane + (int64_t)py * pwo, plane);
+#endif
                 }
                 free(ring);
                 free(tag);
@@ -119,7 +117,6 @@ int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt,
         }
     }
     free(xp);
-    free(ones);
     free(off);
     return failed ? -3 : 0;
 }

@@ -152,3 +152,34 @@ void ob_fconv1x1_avx512(const float* tile, int c, int kb, const float* wt, int c
         OB_FCONV1X1_CHANNELS(1);
 }
 #endif
+
+#if defined(__x86_64__)
+/* Max pooling of one output row of a float convolution's NHWC rows into NCHW, as float_ops.h's
+ * max_pool_row_nhwc with every sign +1: rows[0..n) the window's input rows (w positions x c channels, c % 16 == 0),
+ * each window's maximum in PyTorch's order (row by row, NaN propagating), acc: wo * c floats;
+ * out[ch * plane + ox], ox < wo. */
+void ob_max_pool_row_nhwc_avx512(const float* const* rows, int n, int w, int c, int kw, int sw, int pw, int wo,
+                                 float* acc, float* out, int64_t plane) {
+    for (int ox = 0; ox < wo; ox++) {
+        const int x0 = ox * sw - pw > 0 ? ox * sw - pw : 0, x1 = ox * sw - pw + kw < w ? ox * sw - pw + kw : w;
+        for (int ch = 0; ch < c; ch += 16) {
+            __m512 m = _mm512_loadu_ps(rows[0] + (int64_t)x0 * c + ch);
+            for (int k = 0; k < n; k++)
+                for (int ix = k ? x0 : x0 + 1; ix < x1; ix++) {
+                    const __m512 a = _mm512_loadu_ps(rows[k] + (int64_t)ix * c + ch);
+                    /* a > m || a != a ? a : m (vmaxps(a, m) gives m where a is NaN) */
+                    m = _mm512_mask_mov_ps(_mm512_max_ps(a, m), _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), a);
+                }
+            _mm512_storeu_ps(acc + (int64_t)ox * c + ch, m);
+        }
+    }
+    const __m512i column = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                              _mm512_set1_epi32(c));
+    for (int ox = 0; ox < wo; ox += 16) { /* the transposition, 16 positions of one channel per gather */
+        const __mmask16 m = OB_LANES(wo - ox);
+        for (int ch = 0; ch < c; ch++)
+            _mm512_mask_storeu_ps(out + ch * plane + ox, m,
+                                  _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, column, acc + (int64_t)ox * c + ch, 4));
+    }
+}
+#endif

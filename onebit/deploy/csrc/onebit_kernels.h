@@ -211,6 +211,8 @@ typedef struct {
 typedef void (*ob_fconv_row_fn)(const ob_fconv_row* r, const float* in, int o_first, int o_last, float* dst, int ld);
 #if defined(__x86_64__)
 void ob_fconv_row_avx512(const ob_fconv_row* r, const float* in, int o_first, int o_last, float* dst, int ld);
+void ob_max_pool_row_nhwc_avx512(const float* const* rows, int n, int w, int c, int kw, int sw, int pw, int wo,
+                                 float* acc, float* out, int64_t plane);
 void ob_fconv1x1_tile_avx512(const float* x, int c, int h, int w, int avg, int64_t p0, int count, float* tile);
 void ob_fconv1x1_avx512(const float* tile, int c, int kb, const float* wt, int cout, const float* affine, int count,
                         int o_first, int o_last, float* out, int64_t plane_out);
