@@ -411,9 +411,9 @@ def bench_against(checkout: Path, threads: list[int], repeat: int, workdir: Path
             worker.wait()
 
 
-def step_breakdown(runtime, x, threads: int, repeat: int) -> None:
-    """Minimum wall time of each step of the runtime (the whole network run in order, repeat times),
-    grouped by kind; the rest of a call is the runtime's Python between steps."""
+def step_breakdown(runtime, x, threads: int, repeat: int) -> dict[str, float]:
+    """Minimum wall time (s) of each step of the runtime (the whole network run in order, repeat times),
+    grouped by kind, printed and returned; the rest of a call is the runtime's Python between steps."""
     import torch
 
     steps, free = runtime._steps, runtime._last_use
@@ -436,6 +436,7 @@ def step_breakdown(runtime, x, threads: int, repeat: int) -> None:
         groups[group] = groups.get(group, 0.0) + t
     print(f"  {threads} thread(s), minimum per step over {repeat} runs (ms): " +
           ", ".join(f"{k} {1e3 * v:.2f}" for k, v in groups.items()) + f"; sum {1e3 * sum(best):.2f}")
+    return groups
 
 
 def randomize_bn(model, seed: int):

@@ -22,7 +22,11 @@ interleaved). openvino is a benchmark-only dependency: ``pip install openvino``
 (or ``pip install -e .[openvino]``).
 
 ``--breakdown`` adds where each one's time goes: OpenVINO's per-primitive times (its performance
-counters, fastest of ``--repeat`` profiled runs) beside onebit's per-step times.
+counters, fastest of ``--repeat`` profiled runs) beside onebit's per-step times, and onebit's floor: its
+steps other than the binary convolutions as measured (the stem and shortcut convs are PyTorch's, kept
+for bit-exact logits) plus the network's binary MACs at the popcount ceiling measured by
+``deploy_bench.py`` (and at the AMX int8 ceiling where the CPU has it), no time between steps, perfect
+scaling over threads: the fastest onebit could be without faster float parts.
 
 Usage:  python benchmarks/deploy_vs_openvino.py [--threads 1,2] [--repeat 30] [--batches 1,8] [--breakdown] [--block 2]
         [--idle_ms 20]
@@ -37,7 +41,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_bench import (  # noqa: E402
-    clock_for, cpu_line, interleaved_min, randomize_bn, step_breakdown, word_path_pair,
+    amx_ceiling, clock_for, clock_ghz, cpu_line, interleaved_min, popcount_ceiling, randomize_bn, step_breakdown,
+    word_path_pair,
 )
 
 
@@ -131,13 +136,31 @@ def openvino_breakdown(core, graph, threads: int, x_np, repeat: int) -> None:
         f"{k} {1e3 * v:.2f}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])) + f"; sum {1e3 * best[0]:.2f}")
 
 
-def print_table(rows: list, batch: int, other: str | None) -> None:
+def binary_mac_rates() -> dict[str, float]:
+    """Binary MACs per second and core at the measured ceilings: 'popcount' (avx512 path) and 'amx', where the CPU
+    runs them."""
+    ghz = clock_ghz()
+    rates = {name: ceiling(ghz) for name, ceiling in (("popcount", popcount_ceiling), ("amx", amx_ceiling))}
+    return {name: per_cycle * ghz * 1e9 for name, per_cycle in rates.items() if per_cycle}
+
+
+def floors(steps: dict[str, float], binary_macs: float, threads: int, rates: dict[str, float]) -> dict[str, float]:
+    """Seconds per call of onebit with its non-binary ``steps`` as measured, nothing between steps, and its
+    ``binary_macs`` at each ceiling ``rates``, scaled perfectly over ``threads``."""
+    rest = sum(t for name, t in steps.items() if name != "binary convs")
+    return {name: rest + binary_macs / (rate * threads) for name, rate in rates.items()}
+
+
+def print_table(rows: list, batch: int, other: str | None, rates: dict[str, float]) -> None:
+    """rows: (threads, times by runtime, floors by ceiling name: may be empty)."""
     print(f"{'threads':>7} {'onebit ms':>10} {'OpenVINO ms':>12} {'onebit/OV speed':>16} {'onebit img/s':>13} "
-          f"{'OV img/s':>9}" + (f" {f'{other} ms':>10} {f'{other}/OV speed':>15}" if other else ""))
-    for th, t in rows:
+          f"{'OV img/s':>9}" + (f" {f'{other} ms':>10} {f'{other}/OV speed':>15}" if other else "")
+          + "".join(f" {f'{name} floor ms':>17} {'floor/OV speed':>15}" for name in rates if any(r[2] for r in rows)))
+    for th, t, floor in rows:
         print(f"{th:>7} {1e3 * t['onebit']:10.2f} {1e3 * t['openvino']:12.2f} {t['openvino'] / t['onebit']:15.2f}x "
               f"{batch / t['onebit']:13.1f} {batch / t['openvino']:9.1f}"
-              + (f" {1e3 * t['other']:10.2f} {t['openvino'] / t['other']:14.2f}x" if other else ""))
+              + (f" {1e3 * t['other']:10.2f} {t['openvino'] / t['other']:14.2f}x" if other else "")
+              + "".join(f" {1e3 * f:17.2f} {t['openvino'] / f:14.2f}x" for f in floor.values()))
 
 
 def main() -> None:
@@ -160,6 +183,7 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from onebit.analysis import summary
     from onebit.deploy import export, get_kernel, load, set_kernel
     from onebit.models import create_model
 
@@ -172,6 +196,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = randomize_bn(create_model("birealnet18", 1000), 1)
     core = ov.Core()
+    rates = binary_mac_rates() if args.breakdown else {}
+    macs_per_image = summary(model, (1, 3, 224, 224)).totals["bops"]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "birealnet18.onebit"
         export(model, torch.randn(1, 3, 224, 224), path, check=False)
@@ -209,14 +235,18 @@ def main() -> None:
                 after_idle = interleaved_min(fns, args.repeat, clock=clock, idle=args.idle_ms / 1e3) if args.idle_ms else None
                 if other:
                     set_kernel(path_in_use)
-                rows.append((th, t, after_idle))
+                floor = {}
                 if args.breakdown:
-                    step_breakdown(runtime, x, th, args.repeat)
+                    floor = floors(step_breakdown(runtime, x, th, args.repeat), batch * macs_per_image, th, rates)
                     openvino_breakdown(core, graph, th, x_np, args.repeat)
-            print_table([(th, t) for th, t, _ in rows], batch, other)
+                rows.append((th, t, floor, after_idle))
+            print_table([(th, t, floor) for th, t, floor, _ in rows], batch, other, rates)
+            if rates:
+                print(f"(floors: binary MACs {macs_per_image:.3g} per image at " + ", ".join(
+                    f"{name} {rate / 1e9:.0f} G/s per core" for name, rate in rates.items()) + ")")
             if args.idle_ms:
                 print(f"each call after {args.idle_ms:g} ms idle:")
-                print_table([(th, t) for th, _, t in rows], batch, other)
+                print_table([(th, t, {}) for th, _, _, t in rows], batch, other, rates)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
