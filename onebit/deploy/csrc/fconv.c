@@ -56,18 +56,18 @@ int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt,
         const float* src = x + (int64_t)b * c * h * w;
 #pragma omp parallel num_threads(threads) if (threads > 1)
         {
-            if (padded) {
+            if (padded) { /* by padded rows (an image has few channels: a ResNet stem's 3 over 2 threads) */
 #pragma omp for schedule(static)
-                for (int ci = 0; ci < c; ci++) {
-                    float* dp = xp + ci * cstride;
-                    memset(dp, 0, sizeof(float) * ((int64_t)ph * wp));
-                    for (int iy = 0; iy < h; iy++) {
-                        float* row = dp + (int64_t)(iy + ph) * wp;
-                        memset(row, 0, sizeof(float) * pw);
-                        memcpy(row + pw, src + ((int64_t)ci * h + iy) * w, sizeof(float) * w);
-                        memset(row + pw + w, 0, sizeof(float) * pw);
+                for (int64_t job = 0; job < (int64_t)c * hp; job++) {
+                    const int64_t ci = job / hp, iy = job % hp - ph;
+                    float* row = xp + ci * cstride + (iy + ph) * wp;
+                    if (iy < 0 || iy >= h) {
+                        memset(row, 0, sizeof(float) * wp);
+                        continue;
                     }
-                    memset(dp + (int64_t)(h + ph) * wp, 0, sizeof(float) * ((int64_t)ph * wp));
+                    memset(row, 0, sizeof(float) * pw);
+                    memcpy(row + pw, src + (ci * h + iy) * w, sizeof(float) * w);
+                    memset(row + pw + w, 0, sizeof(float) * pw);
                 }
             }
             const float* in = padded ? xp : src;
