@@ -39,20 +39,26 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": 
 RESNET18_3X3 = [(56, 64), (28, 128), (14, 256), (7, 512)]
 
 
-def interleaved_min(fns: dict, repeat: int, warmup: int = 2, clock=time.perf_counter) -> dict:
+def interleaved_min(fns: dict, repeat: int, warmup: int = 2, clock=time.perf_counter, block: int = 1,
+                    idle: float = 0.0) -> dict:
     """Minimum time (s) of each function, the functions run in turn in every round, in reverse order every other
     round (so that each one follows both of its neighbours: a call finds the caches its predecessor left). ``clock``:
     wall time, or ``time.process_time`` (the process's CPU time: on a shared machine it leaves out the time the
-    process waits for a core, so with one thread it is the cost of the call itself)."""
+    process waits for a core, so with one thread it is the cost of the call itself). ``block``: each function
+    runs that many times in a row per round (every call but the first of a block follows a call of its own);
+    ``idle``: seconds of sleep before each timed call (a call after a pause: idle threads asleep)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     best = {name: float("inf") for name in fns}
     for round_ in range(repeat):
         for name, fn in list(fns.items())[::-1 if round_ % 2 else 1]:
-            start = clock()
-            fn()
-            best[name] = min(best[name], clock() - start)
+            for _ in range(block):
+                if idle:
+                    time.sleep(idle)
+                start = clock()
+                fn()
+                best[name] = min(best[name], clock() - start)
     return best
 
 
@@ -381,7 +387,8 @@ def bench_against(checkout: Path, threads: list[int], repeat: int, workdir: Path
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     here = Path(__file__).resolve().parents[1]
     workers = {name: subprocess.Popen([sys.executable, "-c", WORKER, str(path)], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True, env={**env, "PYTHONPATH": str(root)})
+                                      stdout=subprocess.PIPE, text=True, env={**env, "PYTHONPATH": str(root)},
+                                      cwd=root)  # (python -c puts its working directory first on sys.path)
                for name, root in (("this", here), ("other", checkout.resolve()))}
     print(f"\n## Bi-Real Net-18 against {checkout} (separate processes, calls interleaved), min of {repeat} (ms)")
     print(f"{'threads':>7} {'batch':>5} {'this':>8} {'other':>8} {'other/this':>10}")
@@ -391,10 +398,11 @@ def bench_against(checkout: Path, threads: list[int], repeat: int, workdir: Path
                 best = {name: float("inf") for name in workers}
                 for _ in range(2 + max(3, repeat // batch)):  # the first 2 rounds warm up
                     for name, worker in workers.items():
-                        worker.stdin.write(f"{th} {batch}\n")
-                        worker.stdin.flush()
-                        wall, cpu = map(float, worker.stdout.readline().split())
-                        best[name] = min(best[name], cpu if clock_for(th, cpu_time) is time.process_time else wall)
+                        for _ in range(2):  # twice in a row: the other process's idle OpenMP threads spin ~5 ms
+                            worker.stdin.write(f"{th} {batch}\n")
+                            worker.stdin.flush()
+                            wall, cpu = map(float, worker.stdout.readline().split())
+                            best[name] = min(best[name], cpu if clock_for(th, cpu_time) is time.process_time else wall)
                 print(f"{th:>7} {batch:>5} {1e3 * best['this']:8.2f} {1e3 * best['other']:8.2f} "
                       f"{best['other'] / best['this']:9.2f}x")
     finally:
@@ -403,9 +411,9 @@ def bench_against(checkout: Path, threads: list[int], repeat: int, workdir: Path
             worker.wait()
 
 
-def step_breakdown(runtime, x, threads: int, repeat: int) -> None:
-    """Minimum wall time of each step of the runtime (the whole network run in order, repeat times),
-    grouped by kind; the rest of a call is the runtime's Python between steps."""
+def step_breakdown(runtime, x, threads: int, repeat: int) -> dict[str, float]:
+    """Minimum wall time (s) of each step of the runtime (the whole network run in order, repeat times),
+    grouped by kind, printed and returned; the rest of a call is the runtime's Python between steps."""
     import torch
 
     steps, free = runtime._steps, runtime._last_use
@@ -428,6 +436,7 @@ def step_breakdown(runtime, x, threads: int, repeat: int) -> None:
         groups[group] = groups.get(group, 0.0) + t
     print(f"  {threads} thread(s), minimum per step over {repeat} runs (ms): " +
           ", ".join(f"{k} {1e3 * v:.2f}" for k, v in groups.items()) + f"; sum {1e3 * sum(best):.2f}")
+    return groups
 
 
 def randomize_bn(model, seed: int):

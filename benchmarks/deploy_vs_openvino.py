@@ -12,14 +12,24 @@ bf16 on CPUs with AMX / AVX-512 BF16).
 
 Both run with the same thread count (OpenVINO: one stream, ``INFERENCE_NUM_THREADS``); times are
 the minimum over interleaved rounds (the machine may be shared), at batch 1 (latency) and batch 8
-(throughput in images/s). On a CPU that runs both of onebit's avx512 and amx paths, onebit runs on both (also
+(throughput in images/s). Each round runs each runtime twice in a row (``--block``): after a call, a runtime's idle
+threads keep cores busy for a while (onebit's OpenMP threads, libgomp's default, spin ~5 ms before they
+sleep), and a call of the other runtime started in that time runs on fewer free cores (on 2 cores,
+OpenVINO right after onebit measured ~1.6x its time); the minimum is then a call that follows its own
+runtime's. ``--idle_ms`` adds a second table: each call after that long a pause (idle threads asleep, as
+for requests that come now and then). On a CPU that runs both of onebit's avx512 and amx paths, onebit runs on both (also
 interleaved). openvino is a benchmark-only dependency: ``pip install openvino``
 (or ``pip install -e .[openvino]``).
 
 ``--breakdown`` adds where each one's time goes: OpenVINO's per-primitive times (its performance
-counters, fastest of ``--repeat`` profiled runs) beside onebit's per-step times.
+counters, fastest of ``--repeat`` profiled runs) beside onebit's per-step times, and onebit's floor: its
+steps other than the binary convolutions as measured (the stem and shortcut convs are PyTorch's, kept
+for bit-exact logits) plus the network's binary MACs at the popcount ceiling measured by
+``deploy_bench.py`` (and at the AMX int8 ceiling where the CPU has it), no time between steps, perfect
+scaling over threads: the fastest onebit could be without faster float parts.
 
-Usage:  python benchmarks/deploy_vs_openvino.py [--threads 1,2] [--repeat 30] [--batches 1,8] [--breakdown]
+Usage:  python benchmarks/deploy_vs_openvino.py [--threads 1,2] [--repeat 30] [--batches 1,8] [--breakdown] [--block 2]
+        [--idle_ms 20]
 """
 from __future__ import annotations
 
@@ -31,7 +41,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_bench import (  # noqa: E402
-    clock_for, cpu_line, interleaved_min, randomize_bn, step_breakdown, word_path_pair,
+    amx_ceiling, clock_for, clock_ghz, cpu_line, interleaved_min, popcount_ceiling, randomize_bn, step_breakdown,
+    word_path_pair,
 )
 
 
@@ -125,12 +136,43 @@ def openvino_breakdown(core, graph, threads: int, x_np, repeat: int) -> None:
         f"{k} {1e3 * v:.2f}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])) + f"; sum {1e3 * best[0]:.2f}")
 
 
+def binary_mac_rates() -> dict[str, float]:
+    """Binary MACs per second and core at the measured ceilings: 'popcount' (avx512 path) and 'amx', where the CPU
+    runs them."""
+    ghz = clock_ghz()
+    rates = {name: ceiling(ghz) for name, ceiling in (("popcount", popcount_ceiling), ("amx", amx_ceiling))}
+    return {name: per_cycle * ghz * 1e9 for name, per_cycle in rates.items() if per_cycle}
+
+
+def floors(steps: dict[str, float], binary_macs: float, threads: int, rates: dict[str, float]) -> dict[str, float]:
+    """Seconds per call of onebit with its non-binary ``steps`` as measured, nothing between steps, and its
+    ``binary_macs`` at each ceiling ``rates``, scaled perfectly over ``threads``."""
+    rest = sum(t for name, t in steps.items() if name != "binary convs")
+    return {name: rest + binary_macs / (rate * threads) for name, rate in rates.items()}
+
+
+def print_table(rows: list, batch: int, other: str | None, rates: dict[str, float]) -> None:
+    """rows: (threads, times by runtime, floors by ceiling name: may be empty)."""
+    print(f"{'threads':>7} {'onebit ms':>10} {'OpenVINO ms':>12} {'onebit/OV speed':>16} {'onebit img/s':>13} "
+          f"{'OV img/s':>9}" + (f" {f'{other} ms':>10} {f'{other}/OV speed':>15}" if other else "")
+          + "".join(f" {f'{name} floor ms':>17} {'floor/OV speed':>15}" for name in rates if any(r[2] for r in rows)))
+    for th, t, floor in rows:
+        print(f"{th:>7} {1e3 * t['onebit']:10.2f} {1e3 * t['openvino']:12.2f} {t['openvino'] / t['onebit']:15.2f}x "
+              f"{batch / t['onebit']:13.1f} {batch / t['openvino']:9.1f}"
+              + (f" {1e3 * t['other']:10.2f} {t['openvino'] / t['other']:14.2f}x" if other else "")
+              + "".join(f" {1e3 * f:17.2f} {t['openvino'] / f:14.2f}x" for f in floor.values()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeat", type=int, default=30, help="interleaved rounds; minimum reported (default 30)")
     parser.add_argument("--breakdown", action="store_true", help="also where each one's time goes, per step / primitive")
+    parser.add_argument("--block", type=int, default=2,
+                        help="calls of each runtime in a row per round (default 2; 1: each call after the other's)")
+    parser.add_argument("--idle_ms", type=float, default=0.0,
+                        help="also time each call after a pause of this many ms (a second table)")
     parser.add_argument("--cpu_time", action="store_true",
                         help="time 1-thread runs in process CPU time (for a shared machine; 2+ threads stay wall time)")
     args = parser.parse_args()
@@ -141,6 +183,7 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from onebit.analysis import summary
     from onebit.deploy import export, get_kernel, load, set_kernel
     from onebit.models import create_model
 
@@ -153,6 +196,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = randomize_bn(create_model("birealnet18", 1000), 1)
     core = ov.Core()
+    rates = binary_mac_rates() if args.breakdown else {}
+    macs_per_image = summary(model, (1, 3, 224, 224)).totals["bops"]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "birealnet18.onebit"
         export(model, torch.randn(1, 3, 224, 224), path, check=False)
@@ -185,19 +230,23 @@ def main() -> None:
                 if other:  # (both onebit paths select theirs first)
                     fns["onebit"] = lambda: (set_kernel(path_in_use), runtime(x))
                     fns["other"] = lambda: (set_kernel(other), runtime(x))
-                t = interleaved_min(fns, args.repeat, clock=clock_for(th, args.cpu_time))
+                clock = clock_for(th, args.cpu_time)
+                t = interleaved_min(fns, args.repeat, clock=clock, block=args.block)
+                after_idle = interleaved_min(fns, args.repeat, clock=clock, idle=args.idle_ms / 1e3) if args.idle_ms else None
                 if other:
                     set_kernel(path_in_use)
-                rows.append((th, t))
+                floor = {}
                 if args.breakdown:
-                    step_breakdown(runtime, x, th, args.repeat)
+                    floor = floors(step_breakdown(runtime, x, th, args.repeat), batch * macs_per_image, th, rates)
                     openvino_breakdown(core, graph, th, x_np, args.repeat)
-            print(f"{'threads':>7} {'onebit ms':>10} {'OpenVINO ms':>12} {'onebit/OV speed':>16} {'onebit img/s':>13} "
-                  f"{'OV img/s':>9}" + (f" {f'{other} ms':>10} {f'{other}/OV speed':>15}" if other else ""))
-            for th, t in rows:
-                print(f"{th:>7} {1e3 * t['onebit']:10.2f} {1e3 * t['openvino']:12.2f} {t['openvino'] / t['onebit']:15.2f}x "
-                      f"{batch / t['onebit']:13.1f} {batch / t['openvino']:9.1f}"
-                      + (f" {1e3 * t['other']:10.2f} {t['openvino'] / t['other']:14.2f}x" if other else ""))
+                rows.append((th, t, floor, after_idle))
+            print_table([(th, t, floor) for th, t, floor, _ in rows], batch, other, rates)
+            if rates:
+                print(f"(floors: binary MACs {macs_per_image:.3g} per image at " + ", ".join(
+                    f"{name} {rate / 1e9:.0f} G/s per core" for name, rate in rates.items()) + ")")
+            if args.idle_ms:
+                print(f"each call after {args.idle_ms:g} ms idle:")
+                print_table([(th, t, {}) for th, _, _, t in rows], batch, other, rates)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 

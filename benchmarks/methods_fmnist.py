@@ -99,7 +99,7 @@ def main() -> int:
     print(f"\n{args.model} on Fashion-MNIST ({args.train_size} train / {args.test_size} test images, "
           f"{28 // args.pool}x{28 // args.pool}, batch {args.batch_size}, {args.optimizer} lr {args.lr} {args.extra}, "
           f"{args.threads} threads)")
-    print(f"| method | epochs | top-1 (%) | best (%) | seconds |\n|---|---|---|---|---|")
+    print("| method | epochs | top-1 (%) | best (%) | seconds |\n|---|---|---|---|---|")
     for method, epochs, top1, best, seconds in rows:
         print(f"| {method} | {epochs} | {top1:.2f} | {best:.2f} | {seconds:.0f} |")
     missed = [r[0] for r in rows if r[2] < args.floor and r[0] != "broken" and r[0] != "dorefa"]

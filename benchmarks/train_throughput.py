@@ -3,10 +3,10 @@
 One training step = forward + backward + SGD step (+ the method's after-step hooks) on random
 input, built the way ``onebit train`` builds it (onebit.train.speed): the default path
 compiles the forward and backward (torch.compile, inductor; forced here, where ``onebit train``
-compiles only runs long enough to pay for it) and trains channels-last;
-``--eager`` runs the plain float32 NCHW step, as the seeds' code does; ``--amp`` adds the
-default path with ``onebit train --amp`` (bfloat16 autocast; where the CPU has native
-bfloat16). Every method and path
+compiles only runs long enough to pay for it), trains channels-last and, where the CPU has
+native bfloat16, under bfloat16 autocast; ``--eager`` runs the plain float32 NCHW step, as the
+seeds' code does. On a CPU with native bfloat16 the row "default --no-amp" is the default path in
+float32 (``onebit train --no-amp``). Every method and path
 takes its turn in every round, so a busy machine slows them alike; the table gives medians
 over the rounds.
 
@@ -20,12 +20,11 @@ RBNN's rotation update (three alternating Procrustes iterations over every binar
 once per epoch, outside the step; it is timed separately per model on a warmed-up process.
 
     python benchmarks/train_throughput.py --cold                     # the table of BENCHMARKS.md
-    python benchmarks/train_throughput.py --configs resnet20_1w1a:32:256 --methods rbnn irnet --rounds 5 --amp
+    python benchmarks/train_throughput.py --configs resnet20_1w1a:32:256 --methods rbnn irnet --rounds 5
 """
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import statistics
 import time
@@ -43,7 +42,7 @@ from onebit.train.speed import SpeedOptions
 
 ROTATION_MODELS = (("resnet20_1w1a", 32), ("vgg_small_1w1a", 32), ("resnet18_1w1a", 32), ("resnet18_1w1a", 224))
 PATHS = {"default": {"compile": True, "channels_last": True}, "eager": {"eager": True}}
-AMP_PATH = {"default --amp": {"compile": True, "channels_last": True, "amp": True}}
+FLOAT32_PATH = {"default --no-amp": {"compile": True, "channels_last": True, "amp": False}}
 EPOCH_IMAGES = {32: 50_000, 224: 1_281_167}  # CIFAR-10 / ImageNet training sets
 
 
@@ -51,7 +50,7 @@ def make_step(method: str, model_name: str, batch: int, size: int, path: dict, c
     """A training step of ``model_name`` with ``method`` on ``path`` (options of ``onebit train``, as PATHS)."""
     torch.manual_seed(0)
     speed = SpeedOptions(path, torch.device("cpu"))
-    precision = MixedPrecision(path.get("amp", False), torch.device("cpu"))
+    precision = MixedPrecision(path.get("amp"), torch.device("cpu"), eager=path.get("eager", False))
     model = speed.prepare(create_model(model_name, 10, in_channels=channels, image_size=size, method=method))
     set_epoch_temperature(model, 0, 1, 1.0, 1.0)  # scheduled surrogates in a mid-training state
     forward = speed.training_forward(model, batch)
@@ -162,7 +161,6 @@ def main() -> None:
                    help="images of the whole-epoch figure (default: 50,000 at 32x32, 1,281,167 at 224x224)")
     p.add_argument("--cold", action="store_true", help="bypass torch's on-disk compile caches (a first run)")
     p.add_argument("--no_rotation", action="store_true", help="skip the rotation-update table")
-    p.add_argument("--amp", action="store_true", help="also the default path with --amp (bfloat16 autocast)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.cold:
@@ -171,11 +169,11 @@ def main() -> None:
         inductor_config.force_disable_caches = True
     print(f"CPU: {cpu_description()}")
     paths = dict(PATHS)
-    if args.amp:
-        if native_bfloat16(torch.device("cpu")):
-            paths.update(AMP_PATH)
-        else:
-            print("--amp: this CPU has no native bfloat16 (onebit train --amp trains in float32 here): no --amp row")
+    if native_bfloat16(torch.device("cpu")):
+        paths.update(FLOAT32_PATH)
+        print("default path: bfloat16 autocast (native here); 'default --no-amp': the same in float32")
+    else:
+        print("default path: float32 (no native bfloat16 on this CPU: onebit train's default and --amp train in float32)")
     for spec in args.configs:
         model_name, size, batch = spec.split(":")
         compare_paths(model_name, int(size), int(batch), args.methods, paths, args)

@@ -103,6 +103,16 @@ def test_stem_max_pool_runs_before_its_batch_norm():
     assert fused[1]["args"] == [*conv["args"], {"tensor": "a"}, 3, 2, 1, 1, False]
     nodes = [nodes[0], conv, {**nodes[3], "args": [{"node": "conv"}, 3, 2, 1, 1, False]}, nodes[4]]
     assert [n.get("fn") for n in _fuse(nodes)] == [None, "runtime.channels_last_conv2d", "max_pool2d", None]
+    # a downsampling shortcut: avg_pool2d -> 1x1 conv2d -> batch_norm_affine, each read only by the next, one step
+    pool = {"name": "pool", "op": "call", "fn": "avg_pool2d", "args": [{"node": "x"}, 2, 2, 0, True, False, None]}
+    conv = {**conv, "args": [{"node": "pool"}, {"tensor": "w"}]}
+    nodes = [nodes[0], pool, conv, {"name": "bn", "op": "call", "fn": "onebit.batch_norm_affine",
+                                    "args": [{"node": "conv"}, {"tensor": "a"}]}, {"name": "out", "op": "output", "inputs": ["bn"]}]
+    fused = _fuse(nodes)
+    assert [(n["name"], n.get("fn")) for n in fused] == [("x", None), ("bn", "runtime.avg_pool_conv_batch_norm"), ("out", None)]
+    assert fused[1]["args"] == [{"node": "x"}, {"tensor": "w"}, None, 1, 0, 1, 1, {"tensor": "a"}, 2, 2, 0, True, False, None]
+    nodes.insert(4, {"name": "other", "op": "call", "fn": "relu", "args": [{"node": "pool"}]})  # pool read twice
+    assert [n.get("fn") for n in _fuse(nodes)] == [None, "avg_pool2d", "runtime.conv_batch_norm", "relu", None]
 
 
 def test_channels_last_stem_conv_equals_nchw_or_is_not_used():
@@ -113,7 +123,7 @@ def test_channels_last_stem_conv_equals_nchw_or_is_not_used():
     got = _channels_last_conv2d(x, w, None, 2, 3, 1, 1)
     assert torch.equal(got, torch.nn.functional.conv2d(x, w, None, 2, 3))
     exact = [v for k, v in _CHANNELS_LAST_EXACT.answers.items() if k[0] == (2, 3, 40, 40)]
-    assert exact == [got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()]
+    assert exact == [0 if got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous() else None]
 
 
 class ResidualIsInput(nn.Module):
@@ -295,7 +305,7 @@ def test_binary_conv_chains_run_image_by_image_with_the_same_values(kernel, tmp_
     got, expected = roundtrip(model, torch.randn(3, 3, 32, 32), tmp_path)
     assert torch.equal(got, expected)
     by_image, batched = load(tmp_path / "m.onebit"), load(tmp_path / "m.onebit")
-    assert list(by_image._chains.items()) == [(1, 5), (7, 11), (13, 17), (19, 23)]  # the 4 stages' 4 convs
+    assert list(by_image._chains.items()) == [(1, 5), (6, 10), (11, 15), (16, 20)]  # the 4 stages' 4 convs
     batched._chains = {}
     x = torch.randn(3, 3, 32, 32)
     assert torch.equal(by_image(x), batched(x))

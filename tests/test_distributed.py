@@ -82,6 +82,27 @@ def test_global_batchnorm_keeps_the_parameter_objects():
     assert all(a is b for a, b in zip(before, model.parameters(), strict=True))
 
 
+def test_global_batchnorm_under_bfloat16_autocast_keeps_float32_statistics():
+    from onebit.train.distributed import GlobalBatchNorm, set_active_shards
+
+    x = torch.randn(2, 4, 5, 6, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    reference = torch.nn.BatchNorm2d(4).train()
+    expected = reference(x.bfloat16().float())
+    shards = TurnShards(2)
+    norms = [GlobalBatchNorm(4).train() for _ in range(2)]  # a replica per shard, as the trainer has
+    set_active_shards(shards)
+    try:  # the two shards hold one image each; their statistics are the whole batch's
+        outs = shards.run(lambda i: norms[i](x[i:i + 1].bfloat16()))
+    finally:
+        set_active_shards(None)
+    norm = norms[0]
+    assert all(out.dtype == torch.bfloat16 for out in outs)
+    assert norm.running_mean.dtype == torch.float32
+    torch.testing.assert_close(norm.running_mean, reference.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(norm.running_var, reference.running_var, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.cat(outs).float(), expected, rtol=1e-2, atol=1e-2)
+
+
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     """Every mode of distributed_steps.py under one torchrun launch of 2 processes: rank -> results."""

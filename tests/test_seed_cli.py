@@ -32,7 +32,7 @@ def test_seed003_command_line_resolves(tmp_path):
     assert c["epochs"] == 200 and c["save_every"] == 5 and c["amp"] and c["warm_up"] is True
     assert c["batch_size"] == 128 and c["print_freq"] == 100 and "save_dir" not in c
     assert resolve(["--warm_up", "False"])["warm_up"] is False and resolve(["--warm_up"])["warm_up"] is True
-    assert resolve([])["amp"] is False and resolve(["--amp"])["amp"] is True
+    assert resolve([])["amp"] is None and resolve(["--amp"])["amp"] is True and resolve(["--no-amp"])["amp"] is False
 
 
 @pytest.mark.parametrize("argv, message", [

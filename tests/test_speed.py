@@ -169,15 +169,33 @@ def test_compilation_is_chosen_from_the_run_length_unless_forced(flag, macs, com
     assert why in speed.describe() and speed.describe().startswith("training path: " + ("torch.compile" if compiles else "no"))
 
 
-def test_amp_falls_back_to_float32_without_native_bfloat16(monkeypatch):
+@pytest.mark.parametrize("requested", [True, None])
+def test_amp_falls_back_to_float32_without_native_bfloat16(monkeypatch, requested):
     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         monkeypatch.setattr(torch.cpu, name, lambda: False)
     cpu = torch.device("cpu")
     assert not native_bfloat16(cpu)
-    precision = MixedPrecision(True, cpu)
+    precision = MixedPrecision(requested, cpu)
     assert not precision.enabled and "no native bfloat16" in precision.describe()
     with precision.autocast():
         assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("requested, eager, enabled", [
+    (None, False, True),   # the default path: bfloat16 where native
+    (None, True, False),   # --eager: float32
+    (False, False, False),  # --no-amp
+    (True, True, True),    # --eager --amp
+])
+def test_amp_is_on_by_default_where_bfloat16_is_native(monkeypatch, requested, eager, enabled):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    precision = MixedPrecision(requested, torch.device("cpu"), eager=eager)
+    assert precision.enabled is enabled and not precision.fallback
+    assert ("bfloat16" in precision.describe()) is enabled
+    if enabled:
+        assert ("--amp" in precision.describe()) is bool(requested)
+        with precision.autocast():
+            assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.bfloat16
 
 
 def test_a_non_finite_loss_is_caught_where_the_metrics_are_read():

@@ -7,30 +7,42 @@ the answer is remembered; the reference runs for the cases where they differ.
 """
 from __future__ import annotations
 
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Iterable
 
 import torch
 
 __all__ = ["ExactnessCheck"]
 
+Fast = Callable[[torch.Tensor], "torch.Tensor | None"]
+
 
 class ExactnessCheck:
     """``check(key, shape, fast, reference)``: does ``fast(probe)`` equal ``reference(probe)`` bit for bit, for
-    a random ``probe`` of ``shape`` (``fast`` may return None: not available, counts as different)? Asked
-    once per ``key``; at most ``limit`` answers are kept (``answers``: those so far, by key)."""
+    a random ``probe`` of ``shape`` (``fast`` may return None: not available, counts as different)?
+    ``check.first(key, shape, candidates, reference)``: the index of the first candidate that does (None: none).
+    Asked once per ``key``; at most ``limit`` answers are kept (``answers``: the indices so far, by key)."""
 
     def __init__(self, limit: int = 256):
         self.limit = limit
-        self.answers: dict[Hashable, bool] = {}
+        self.answers: dict[Hashable, int | None] = {}
 
-    def __call__(self, key: Hashable, shape: tuple[int, ...], fast: Callable[[torch.Tensor], torch.Tensor | None],
+    def __call__(self, key: Hashable, shape: tuple[int, ...], fast: Fast,
                  reference: Callable[[torch.Tensor], torch.Tensor]) -> bool:
-        exact = self.answers.get(key)
-        if exact is None:
-            probe = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        return self.first(key, shape, (fast,), reference) == 0
+
+    def first(self, key: Hashable, shape: tuple[int, ...], candidates: Iterable[Fast],
+              reference: Callable[[torch.Tensor], torch.Tensor]) -> int | None:
+        if key in self.answers:
+            return self.answers[key]
+        probe = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        expected = reference(probe)
+        found = None
+        for i, fast in enumerate(candidates):
             got = fast(probe)
-            exact = got is not None and torch.equal(got, reference(probe))
-            if len(self.answers) >= self.limit:
-                self.answers.clear()
-            self.answers[key] = exact
-        return exact
+            if got is not None and torch.equal(got, expected):
+                found = i
+                break
+        if len(self.answers) >= self.limit:
+            self.answers.clear()
+        self.answers[key] = found
+        return found

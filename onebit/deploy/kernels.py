@@ -21,7 +21,7 @@ from pathlib import Path
 
 __all__ = ["KernelsUnavailable", "library", "constant", "available_kernels", "set_kernel", "get_kernel", "ConvShape", "Padding", "ConvOutput"]
 
-ABI_VERSION = 8
+ABI_VERSION = 9
 KERNEL_NAMES = ("scalar", "avx2", "avx512", "amx")
 _HERE = Path(__file__).resolve().parent
 _lib: ctypes.CDLL | None = None
@@ -82,6 +82,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ob_max_pool2d_nhwc": (i32, [p] + [i32] * 12 + [p, p, i32]),
         "ob_avg_pool2d": (i32, [p, i64] + [i32] * 12 + [p, i32]),
         "ob_float_conv2d": (i32, [p] + [i32] * 4 + [p] + [i32] * 7 + [p] + [i32] * 3 + [p, i32]),
+        "ob_float_conv1x1": (i32, [p] + [i32] * 5 + [p, i32, p, i32, p, i32]),
         "ob_dependent_adds": (i64, [i64]),
         "ob_popcount_loop": (i64, [i64]),
         "ob_task_transform": (i32, [i32]),

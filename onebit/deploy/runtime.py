@@ -21,7 +21,7 @@ from onebit.deploy.bitconv import BinaryConvKernel, BitPlanes, unpack_signs
 from onebit.deploy.exactness import ExactnessCheck
 from onebit.deploy.kernels import get_kernel
 from onebit.deploy.ops import FUNCTIONS, METHODS, batch_norm_affine
-from onebit.deploy.pooling import max_pool2d, signed_max_pool2d
+from onebit.deploy.pooling import avg_pool2d, max_pool2d, signed_max_pool2d
 
 __all__ = ["OnebitModel", "load"]
 
@@ -115,9 +115,19 @@ def _conv_batch_norm_pool(x: torch.Tensor, weight: torch.Tensor, bias, stride, p
         _max_pool_of_batch_norm(_channels_last_conv2d(v, weight, bias, stride, padding, dilation, groups), affine, *pool)))
 
 
+def _avg_pool_conv_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation, groups,
+                              affine: torch.Tensor, *avg_pool) -> torch.Tensor:
+    """``batch_norm_affine(conv2d(avg_pool2d(x, *avg_pool), ...), affine)`` (a downsampling shortcut), in one pass
+    on the kernels where that gives PyTorch's results (:mod:`onebit.deploy.floatconv`)."""
+    return floatconv.conv2d(x, weight, bias, stride, padding, dilation, groups, affine, avg_pool=avg_pool,
+                            reference=lambda v: batch_norm_affine(
+                                F.conv2d(avg_pool2d(v, *avg_pool), weight, bias, stride, padding, dilation, groups), affine))
+
+
 # built by _fuse, never read from a file
 _FUSED = {"runtime.max_pool_of_batch_norm": _max_pool_of_batch_norm, "runtime.channels_last_conv2d": _channels_last_conv2d,
-          "runtime.conv_batch_norm": _conv_batch_norm, "runtime.conv_batch_norm_pool": _conv_batch_norm_pool}
+          "runtime.conv_batch_norm": _conv_batch_norm, "runtime.conv_batch_norm_pool": _conv_batch_norm_pool,
+          "runtime.avg_pool_conv_batch_norm": _avg_pool_conv_batch_norm}
 
 
 def _reads(node: dict) -> list[str]:
@@ -145,7 +155,7 @@ _FRESH_CALLS = {
     "conv2d", "linear", "batch_norm", "onebit.batch_norm_affine", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
     "add", "sub", "mul", "truediv", "torch.add", "torch.sub", "torch.mul", "torch.cat", "onebit.add_channel",
     "onebit.rprelu", "onebit.learned_scale", "runtime.max_pool_of_batch_norm", "runtime.channels_last_conv2d",
-    "runtime.conv_batch_norm", "runtime.conv_batch_norm_pool",
+    "runtime.conv_batch_norm", "runtime.conv_batch_norm_pool", "runtime.avg_pool_conv_batch_norm",
 }
 
 
@@ -161,8 +171,9 @@ def _fresh(node: dict) -> bool:
 def _fuse(nodes: list[dict]) -> list[dict]:
     """The graph with ``batch_norm_affine -> max_pool2d`` (the stem of a ResNet on ImageNet) as one
     pool-first step, where nothing else reads the normalised values; a ``conv2d`` read only by such a
-    step or by a ``batch_norm_affine`` as one step with it; a ``conv2d`` read only by a max pool
-    computes channels-last (the pool reads NHWC and writes NCHW)."""
+    step or by a ``batch_norm_affine`` as one step with it, and an ``avg_pool2d`` read only by such a
+    ``conv2d -> batch_norm_affine`` step (a downsampling shortcut) as one step with them; a ``conv2d``
+    read only by a max pool computes channels-last (the pool reads NHWC and writes NCHW)."""
     nodes = _fuse_conv_batch_norm(_fuse_batch_norm_pool(nodes))
     counts = _read_counts(nodes)
     pooled = {node["args"][0]["node"] for node in nodes
@@ -184,43 +195,45 @@ def _read_counts(nodes: list[dict]) -> dict[str, int]:
 _CONV2D_DEFAULTS = [None, 1, 0, 1, 1]  # bias, stride, padding, dilation, groups
 
 
+def _fuse_batch_norm_pool(nodes: list[dict]) -> list[dict]:
+    return _fold(nodes, {"max_pool2d": "runtime.max_pool_of_batch_norm"},
+                 lambda bn, pool: (bn.get("fn") == "onebit.batch_norm_affine" and not bn.get("kwargs") and len(bn["args"]) == 2
+                                   and not ((len(pool["args"]) > 6 and pool["args"][6])
+                                            or pool.get("kwargs", {}).get("return_indices"))),
+                 lambda bn, pool: [*bn["args"], *pool["args"][1:]])
+
+
 def _fuse_conv_batch_norm(nodes: list[dict]) -> list[dict]:
-    """``conv2d -> batch_norm_affine`` as ``runtime.conv_batch_norm`` and ``conv2d -> max_pool_of_batch_norm``
-    as ``runtime.conv_batch_norm_pool``, where nothing else reads the conv's output."""
+    """``conv2d -> batch_norm_affine`` as ``runtime.conv_batch_norm`` (and that after an ``avg_pool2d`` as
+    ``runtime.avg_pool_conv_batch_norm``), ``conv2d -> max_pool_of_batch_norm`` as ``runtime.conv_batch_norm_pool``."""
+    nodes = _fold(nodes, {"onebit.batch_norm_affine": "runtime.conv_batch_norm",
+                          "runtime.max_pool_of_batch_norm": "runtime.conv_batch_norm_pool"},
+                  lambda conv, node: (conv.get("fn") == "conv2d" and not conv.get("kwargs") and not node.get("kwargs")
+                                      and 2 <= len(conv.get("args") or []) <= 7),
+                  lambda conv, node: [*conv["args"], *_CONV2D_DEFAULTS[len(conv["args"]) - 2:], *node["args"][1:]])
+    return _fold(nodes, {"runtime.conv_batch_norm": "runtime.avg_pool_conv_batch_norm"},
+                 lambda pool, node: pool.get("fn") == "avg_pool2d" and not pool.get("kwargs") and len(pool.get("args") or []) > 1,
+                 lambda pool, node: [pool["args"][0], *node["args"][1:], *pool["args"][1:]])
+
+
+def _fold(nodes: list[dict], consumers: dict[str, str], accepts: Callable[[dict, dict], bool],
+          merged_args: Callable[[dict, dict], list]) -> list[dict]:
+    """Each call whose fn is a key of ``consumers`` and whose first argument is a call that nothing else reads and
+    that ``accepts(producer, consumer)``, as one call of ``consumers[fn]`` on ``merged_args(producer, consumer)`` in
+    the consumer's place (its name and keyword arguments); the producer goes."""
     counts = _read_counts(nodes)
     by_name = {node["name"]: node for node in nodes}
-    fused = {"onebit.batch_norm_affine": "runtime.conv_batch_norm",
-             "runtime.max_pool_of_batch_norm": "runtime.conv_batch_norm_pool"}
     removed, replaced = set(), {}
     for node in nodes:
         args = node.get("args") or []
-        if node["op"] != "call" or node.get("fn") not in fused or node.get("kwargs") or not args or not isinstance(args[0], dict):
+        if node["op"] != "call" or node.get("fn") not in consumers or not args or not isinstance(args[0], dict):
             continue
-        conv = by_name.get(args[0].get("node"))
-        if (conv is None or conv["op"] != "call" or conv.get("fn") != "conv2d" or conv.get("kwargs")
-                or not 2 <= len(conv.get("args") or []) <= 7 or counts.get(conv["name"]) != 1):
+        producer = by_name.get(args[0].get("node"))
+        if (producer is None or producer["op"] != "call" or counts.get(producer["name"]) != 1
+                or not accepts(producer, node)):
             continue
-        removed.add(conv["name"])
-        conv_args = [*conv["args"], *_CONV2D_DEFAULTS[len(conv["args"]) - 2:]]
-        replaced[node["name"]] = {**node, "fn": fused[node["fn"]], "args": [*conv_args, *args[1:]]}
-    return [replaced.get(node["name"], node) for node in nodes if node["name"] not in removed]
-
-
-def _fuse_batch_norm_pool(nodes: list[dict]) -> list[dict]:
-    counts = _read_counts(nodes)
-    by_name = {node["name"]: node for node in nodes}
-    removed, replaced = set(), {}  # the batch norm nodes; the pool nodes -> the fused step
-    for node in nodes:
-        args = node.get("args") or []
-        if node["op"] != "call" or node.get("fn") != "max_pool2d" or not args or not isinstance(args[0], dict):
-            continue
-        bn = by_name.get(args[0].get("node"))
-        indices = (len(args) > 6 and args[6]) or node.get("kwargs", {}).get("return_indices")
-        if (bn is None or bn["op"] != "call" or bn.get("fn") != "onebit.batch_norm_affine" or bn.get("kwargs")
-                or len(bn["args"]) != 2 or counts.get(bn["name"]) != 1 or indices):
-            continue
-        removed.add(bn["name"])
-        replaced[node["name"]] = {**node, "fn": "runtime.max_pool_of_batch_norm", "args": [*bn["args"], *args[1:]]}
+        removed.add(producer["name"])
+        replaced[node["name"]] = {**node, "fn": consumers[node["fn"]], "args": merged_args(producer, node)}
     return [replaced.get(node["name"], node) for node in nodes if node["name"] not in removed]
 
 
@@ -323,7 +336,7 @@ _PER_SAMPLE_CALLS = {
     "conv2d", "linear", "onebit.batch_norm_affine", "onebit.add_channel", "onebit.rprelu", "onebit.learned_scale",
     "onebit.sign_threshold", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
     "runtime.max_pool_of_batch_norm", "runtime.channels_last_conv2d", "runtime.conv_batch_norm",
-    "runtime.conv_batch_norm_pool", "relu", "relu6", "hardtanh", "prelu",
+    "runtime.conv_batch_norm_pool", "runtime.avg_pool_conv_batch_norm", "relu", "relu6", "hardtanh", "prelu",
     "leaky_relu", "gelu", "silu", "add", "sub", "mul", "truediv", "neg", "torch.add", "torch.sub", "torch.mul",
     "torch.sigmoid", "torch.tanh", "torch.relu", "torch.clamp", "torch.where", "onebit.thermometer",
     "onebit.sign_step", "onebit.level_step", "onebit.fixed_point",
@@ -599,7 +612,8 @@ class OnebitModel:
         floats = sum(n["op"] in ("call", "method") for n in nodes) - steps
         lines = [f"{len(binary)} binary layers on the {get_kernel()} kernels ({bits} write bit-packed outputs "
                  f"for the next one), {floats} float steps on PyTorch"]
-        convs = sum(n.get("fn") in ("runtime.conv_batch_norm", "runtime.conv_batch_norm_pool") for n in self._nodes)
+        convs = sum(n.get("fn") in ("runtime.conv_batch_norm", "runtime.conv_batch_norm_pool", "runtime.avg_pool_conv_batch_norm")
+                    for n in self._nodes)
         if convs:
             lines[0] += (f"; {convs} float convs among them, with the BatchNorm (and max pool) after them, on the kernels "
                          "where that gives PyTorch's results")

@@ -149,9 +149,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "eagerly)")
     g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
                    help="train in channels-last memory format (default on)")
-    g.add_argument("--amp", "--half", dest="amp", action="store_true",
-                   help="mixed precision: autocast to bfloat16 on CUDA and on CPUs with native bfloat16 "
-                        "(AVX-512 BF16 or AMX; elsewhere float32, logged) (seed 003's --half; weights stay float32)")
+    g.add_argument("--amp", "--half", dest="amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision: autocast to bfloat16, weights stay float32 (default: on where the device "
+                        "computes bfloat16 natively, CUDA and CPUs with AVX-512 BF16 or AMX, unless --eager; "
+                        "elsewhere float32, logged; seed 003's --half is --amp)")
     g.add_argument("--eager", action="store_true",
                    help="the plain path, as the seeds' code runs: no compile, NCHW, loss checked and metrics read "
                         "every batch (with --amp: bfloat16 all the same). Every mode resumes bit-identically on the "

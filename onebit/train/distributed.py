@@ -248,6 +248,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         c = x.shape[1]
         dims = [0] + list(range(2, x.dim()))
+        dtype = x.dtype
+        x = x.float()  # statistics in float32 also under bfloat16 autocast, as nn.BatchNorm computes them
         count = torch.tensor([x.numel() // c], dtype=x.dtype, device=x.device)
         stats = _ShardSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]), shards)
         n = stats[-1]
@@ -262,7 +264,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+        return y.to(dtype)
 
 
 def convert_global_batchnorm(model: nn.Module) -> nn.Module:

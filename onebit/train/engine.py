@@ -99,7 +99,7 @@ class Trainer:
         self.stage1 = load_stage1(self.model, config["stage1"]) if config["stage1"] and not config["resume"] else None
         self.frozen_layers = self._start_bn_retrain() if config["bn_retrain"] and not config["resume"] else None
         self.loss = ClassificationLoss(config["labelsmooth"], config["mixup"])
-        self.precision = MixedPrecision(config.get("amp", False), self.device)
+        self.precision = MixedPrecision(config.get("amp"), self.device, eager=config.get("eager", False))
         self.student_features: FeatureHooks | None = None
         self.teacher, self.distill = self._build_teacher() if config["teacher"] else (None, None)
         self.stop_signal: int | None = None
@@ -352,7 +352,7 @@ class Trainer:
         for note in self.speed.notes:
             log.info(note)
         log.info(self.speed.describe())
-        if self.precision.enabled or self.precision.fallback:
+        if self.precision.describe():
             log.info(self.precision.describe())
         if self.stage1:
             log.info(f"initialised from stage 1 {c['stage1']}: {len(self.stage1.loaded)} tensors loaded"

@@ -11,7 +11,7 @@
 
 #include "onebit_kernels.h"
 
-#define OB_ABI_VERSION 8 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
+#define OB_ABI_VERSION 9 /* bump when a struct of onebit_kernels.h or an ob_ signature changes */
 
 #define POP4(x) (((x) & 1) + (((x) >> 1) & 1) + (((x) >> 2) & 1) + (((x) >> 3) & 1))
 #define ROW(b)                                                                               \

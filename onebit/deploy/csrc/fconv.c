@@ -1,10 +1,16 @@
 /* Float convolutions with the rounding of PyTorch's x86 CPU convolution (oneDNN): each output is one chain of
- * fma over its taps in (ky, kx, c) order, from 0 (padded taps add fma(w, 0, acc) = acc); then, optionally, an
- * eval BatchNorm as fma(v, alpha, beta) (PyTorch's CPU batch norm with mean 0, variance 1, eps 0) and a max
- * pool. The runtime checks once per shape and thread count that the results equal PyTorch's before it uses
- * them. Only the avx512 code path has the row kernel (fconv_avx512.c). */
+ * fma over its taps in (ky, kx, c) order, from 0 (padded taps add fma(w, 0, acc) = acc), or for a 1x1
+ * convolution the sum, in order, of such chains over reduce blocks of the input channels (oneDNN's 1x1 kernel
+ * adds each block's chain to the sum so far; it picks the block size by shape and thread count); then,
+ * optionally, an eval BatchNorm as fma(v, alpha, beta) (PyTorch's CPU batch norm with mean 0, variance 1, eps 0)
+ * and a max pool. A 1x1 convolution may read the 2x2/2 average pool of its input (a downsampling shortcut). The
+ * runtime checks once per shape and thread count that the results equal PyTorch's before it uses them. Only the
+ * avx512 code path has these kernels (fconv_avx512.c). */
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "onebit_kernels.h"
 
@@ -31,57 +37,37 @@ int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt,
         pho = (ho + 2 * pp - pk) / ps + 1;
         pwo = (wo + 2 * pp - pk) / ps + 1;
     }
-    if (kh == 1 && kw == 1 && sh == 1 && sw == 1 && !ph && !pw && !pk) {
-#if defined(__x86_64__)
-        /* positions on the vector lanes: NCHW in and out with no transposition; jobs of 64 positions x 96 channels */
-        const int64_t plane = (int64_t)h * w, pblocks = (plane + 63) / 64, oblocks = (cout + 95) / 96;
-        for (int b = 0; b < n; b++) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-            for (int64_t job = 0; job < pblocks * oblocks; job++) {
-                const int64_t p0 = 64 * (job % pblocks), o0 = 96 * (job / pblocks);
-                ob_fconv1x1_avx512(x + (int64_t)b * c * plane, plane, c, wt, cout, affine, p0,
-                                   (int)(plane - p0 < 64 ? plane - p0 : 64), (int)o0, (int)(o0 + 96 < cout ? o0 + 96 : cout),
-                                   out + (int64_t)b * cout * plane, plane);
-            }
-        }
-        return 0;
-#endif
-    }
     const int padded = ph || pw;
     const int64_t cstride = (int64_t)hp * wp;
     float* xp = padded ? (float*)malloc(sizeof(float) * c * cstride) : NULL;
-    float* ones = (float*)malloc(sizeof(float) * cout);
     int64_t* off = (int64_t*)malloc(sizeof(int64_t) * kh * kw * c);
-    if ((padded && !xp) || !ones || !off) {
+    if ((padded && !xp) || !off) {
         free(xp);
-        free(ones);
         free(off);
         return -3;
     }
-    for (int o = 0; o < cout; o++) ones[o] = 1.0f;
     for (int ky = 0, t = 0; ky < kh; ky++)
         for (int kx = 0; kx < kw; kx++)
             for (int ci = 0; ci < c; ci++, t++) off[t] = (int64_t)ky * wp + kx + ci * cstride;
     const ob_fconv_row r = {wt, affine, off, kh * kw * c, cout, sw, wo};
-    const ob_float_ops* ops = ob_current_float_ops();
     const int blocks = (cout + 63) / 64;
     int failed = 0;
     for (int b = 0; b < n && !failed; b++) {
         const float* src = x + (int64_t)b * c * h * w;
 #pragma omp parallel num_threads(threads) if (threads > 1)
         {
-            if (padded) {
+            if (padded) { /* by padded rows (an image has few channels: a ResNet stem's 3 over 2 threads) */
 #pragma omp for schedule(static)
-                for (int ci = 0; ci < c; ci++) {
-                    float* dp = xp + ci * cstride;
-                    memset(dp, 0, sizeof(float) * ((int64_t)ph * wp));
-                    for (int iy = 0; iy < h; iy++) {
-                        float* row = dp + (int64_t)(iy + ph) * wp;
-                        memset(row, 0, sizeof(float) * pw);
-                        memcpy(row + pw, src + ((int64_t)ci * h + iy) * w, sizeof(float) * w);
-                        memset(row + pw + w, 0, sizeof(float) * pw);
+                for (int64_t job = 0; job < (int64_t)c * hp; job++) {
+                    const int64_t ci = job / hp, iy = job % hp - ph;
+                    float* row = xp + ci * cstride + (iy + ph) * wp;
+                    if (iy < 0 || iy >= h) {
+                        memset(row, 0, sizeof(float) * wp);
+                        continue;
                     }
-                    memset(dp + (int64_t)(h + ph) * wp, 0, sizeof(float) * ((int64_t)ph * wp));
+                    memset(row, 0, sizeof(float) * pw);
+                    memcpy(row + pw, src + (ci * h + iy) * w, sizeof(float) * w);
+                    memset(row + pw + w, 0, sizeof(float) * pw);
                 }
             }
             const float* in = padded ? xp : src;
@@ -120,8 +106,10 @@ int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt,
                         }
                         rows[nr++] = slot;
                     }
-                    ops->max_pool_row_nhwc(rows, nr, wo, cout, pk, ps, pp, pwo, ones, ring + (int64_t)pk * wo * cout,
-                                           out + (int64_t)b * cout * plane + (int64_t)py * pwo, plane);
+#if defined(__x86_64__) /* (fn exists on the avx512 path only) */
+                    ob_max_pool_row_nhwc_avx512(rows, nr, wo, cout, pk, ps, pp, pwo, ring + (int64_t)pk * wo * cout,
+                                                out + (int64_t)b * cout * plane + (int64_t)py * pwo, plane);
+#endif
                 }
                 free(ring);
                 free(tag);
@@ -129,7 +117,51 @@ int ob_float_conv2d(const float* x, int n, int c, int h, int w, const float* wt,
         }
     }
     free(xp);
-    free(ones);
     free(off);
+    return failed ? -3 : 0;
+}
+
+/* x NCHW [n][c][h][w]; avg: convolve the 2x2/2 average pool of x (h / 2 x w / 2, floor) instead of x; wt [cout][c];
+ * affine [2][cout] or NULL; kb: input channels per reduce block, 0 for one chain. out NCHW. -1: a bad shape, -2: the
+ * code path in use has no float convolution, -3: out of memory. */
+int ob_float_conv1x1(const float* x, int n, int c, int h, int w, int avg, const float* wt, int cout,
+                     const float* affine, int kb, float* out, int threads) {
+    if (!ob_current_fconv_row()) return -2;
+    if (n < 1 || c < 1 || cout < 1 || kb < 0 || (avg != 0 && avg != 1) || h < 1 + avg || w < 1 + avg) return -1;
+    int failed = 0;
+#if defined(__x86_64__)
+    const int64_t plane = (int64_t)(h >> avg) * (w >> avg), vectors = (plane + 15) / 16;
+    /* Work units: 16 positions of an image with all output channels, each thread a contiguous run of them (the
+     * positions a thread wrote in the layer before, on a split by positions); where there are too few positions
+     * to give each thread two units, the output channels are split in one part per thread too. */
+    const int64_t parts = (int64_t)n * vectors >= 2 * threads ? 1 : threads;
+    const int64_t units = n * parts * vectors;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#ifdef _OPENMP
+        const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int64_t t = 0, nt = 1;
+#endif
+        float* tile = (float*)aligned_alloc(64, sizeof(float) * OB_1X1_POSITIONS * c);
+        if (!tile) failed = 1;
+        for (int64_t u = units * t / nt, end = units * (t + 1) / nt; tile && u < end;) {
+            const int64_t b = u / (parts * vectors), part = u / vectors % parts, vec = u % vectors;
+            int64_t take = OB_1X1_POSITIONS / 16; /* vectors of this tile: in one image and part */
+            if (take > end - u) take = end - u;
+            if (take > vectors - vec) take = vectors - vec;
+            const int64_t p0 = 16 * vec;
+            const int count = (int)(16 * take < plane - p0 ? 16 * take : plane - p0);
+            ob_fconv1x1_tile_avx512(x + b * c * (int64_t)h * w, c, h, w, avg, p0, count, tile);
+            ob_fconv1x1_avx512(tile, c, kb ? kb : c, wt, cout, affine, count, (int)(cout * part / parts / 4 * 4),
+                               (int)(part + 1 == parts ? cout : cout * (part + 1) / parts / 4 * 4),
+                               out + b * cout * plane + p0, plane);
+            u += take;
+        }
+        free(tile);
+    }
+#else
+    (void)x, (void)wt, (void)affine, (void)out, (void)threads;
+#endif
     return failed ? -3 : 0;
 }

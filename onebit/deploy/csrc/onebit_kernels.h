@@ -194,6 +194,8 @@ extern const ob_float_ops ob_float_ops_scalar;
 extern const ob_float_ops ob_float_ops_avx2;
 #endif
 
+#define OB_1X1_POSITIONS 32 /* positions of a tile of the float 1x1 convolution */
+
 /* One output row of a float convolution (fconv.c): its weights [taps][cout] (taps in (ky, kx, c) order), the
  * optional batch norm [2][cout] (alpha, beta), and where each tap reads its input (off[t] floats from the
  * window's first input, column 0: ky * row pitch + kx + c * channel pitch of the padded input). */
@@ -209,8 +211,11 @@ typedef struct {
 typedef void (*ob_fconv_row_fn)(const ob_fconv_row* r, const float* in, int o_first, int o_last, float* dst, int ld);
 #if defined(__x86_64__)
 void ob_fconv_row_avx512(const ob_fconv_row* r, const float* in, int o_first, int o_last, float* dst, int ld);
-void ob_fconv1x1_avx512(const float* x, int64_t plane_in, int c, const float* wt, int cout, const float* affine,
-                        int64_t p0, int count, int o_first, int o_last, float* out, int64_t plane_out);
+void ob_max_pool_row_nhwc_avx512(const float* const* rows, int n, int w, int c, int kw, int sw, int pw, int wo,
+                                 float* acc, float* out, int64_t plane);
+void ob_fconv1x1_tile_avx512(const float* x, int c, int h, int w, int avg, int64_t p0, int count, float* tile);
+void ob_fconv1x1_avx512(const float* tile, int c, int kb, const float* wt, int cout, const float* affine, int count,
+                        int o_first, int o_last, float* out, int64_t plane_out);
 #endif
 
 /* the float convolution row of the selected code path (NULL: it has none) */
