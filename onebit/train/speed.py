@@ -21,7 +21,8 @@ rotate, sign, surrogate gradients) that eager PyTorch runs one at a time. The de
   epoch: no host synchronisation per step (the engine's loop).
 
 ``--eager`` turns all of it off: the plain path, as the seeds' code runs (and as onebit did
-before), to check a result against. ``--amp`` (precision.py) adds bfloat16 autocast.
+before), to check a result against. bfloat16 autocast (onebit.train.precision) is part of the
+default path where the device computes bfloat16 natively (``--no-amp`` turns it off).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def hardtanh_backward(grad: torch.Tensor, x: torch.Tensor, min_val: float, max_v
     return grad * torch.clamp_min(torch.sign(x - min_val) * torch.sign(max_val - x), 0.0)
 
 
-def use_float_hardtanh_backward() -> None:
+def use_float_hardtanh_backward() -> bool:
     """Make inductor decompose ``hardtanh_backward`` with :func:`hardtanh_backward` in this process.
 
     Its own decomposition is a ``where`` on a boolean mask, which the partitioner computes in the
@@ -54,13 +55,18 @@ def use_float_hardtanh_backward() -> None:
     binary ResNets put a hardtanh after every block. Used where quantizers run compiled kernels
     (RBNN: the step gets ~20% faster; its kernel saves the hardtanh's output anyway); on IR-Net's graph
     it measured 0-9% slower, so not there. Compiled graphs only (eager runs aten's kernel); takes
-    effect for graphs compiled afterwards in the process.
+    effect for graphs compiled afterwards in the process. The tables are inductor internals (torch
+    2.14): where a torch version lacks them, nothing changes and this returns False.
     """
     from torch._inductor import decomposition
 
+    tables = getattr(decomposition, "decompositions", None), getattr(decomposition, "fast_random_decomps", None)
+    if not isinstance(tables[0], dict) or not callable(tables[1]):
+        return False
     op = torch.ops.aten.hardtanh_backward.default
-    decomposition.decompositions[op] = hardtanh_backward
-    decomposition.fast_random_decomps()[op] = hardtanh_backward  # the table inductor reads, built once
+    tables[0][op] = hardtanh_backward
+    tables[1]()[op] = hardtanh_backward  # the table inductor reads, built once
+    return True
 
 
 class SpeedOptions:
