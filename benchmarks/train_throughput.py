@@ -11,7 +11,10 @@ takes its turn in every round, so a busy machine slows them alike; the table giv
 over the rounds.
 
 Also per row: the peak memory a step allocates (tensors, from the profiler's allocator
-events: activations, gradients, temporaries; not the weights), the one-time compilation
+events: activations, gradients, temporaries; not the weights), the memory a step touches
+afresh (minor page faults; the default path keeps freed memory for reuse,
+onebit.train.speed.keep_freed_cpu_memory, a setting of the whole process: the eager rows
+measured here get it too, which ``onebit train --eager`` does not), the one-time compilation
 (the first call, minus a steady step; ``--cold`` bypasses torch's on-disk compile caches,
 as a first run on a machine), and a whole epoch of ``--epoch_images`` images with that
 compilation counted (the epoch's last, smaller batch runs eagerly on the default path).
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -122,20 +126,24 @@ def compare_paths(model_name: str, size: int, batch: int, methods: list[str], pa
         first[row] = time.perf_counter() - start
     memory = {row: peak_step_memory(step) for row, step in steps.items()}
     wall = {row: [] for row in rows}
+    faults = {row: 0 for row in rows}
     for _ in range(args.rounds):
         for row, step in steps.items():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             for _ in range(args.steps):
                 step()
             wall[row].append((time.perf_counter() - start) / args.steps)
+            faults[row] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
     images = args.epoch_images or EPOCH_IMAGES.get(size, 50_000)
     full, tail = divmod(images, batch)
     print(f"\n{model_name}, {size}x{size}, batch {batch}, {args.threads} thread(s), {args.rounds} rounds x "
           f"{args.steps} steps; epoch = {images} images ({full} full batches + {tail} images)")
-    print("| method | path | s/step, median | img/s | speed-up | peak step memory (MiB) | compilation (s) "
-          "| epoch (s), compilation included | epoch speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| method | path | s/step, median | img/s | speed-up | peak step memory (MiB) | page faults/step (MiB) "
+          "| compilation (s) | epoch (s), compilation included | epoch speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    page = resource.getpagesize()
     for method in methods:
         eager = statistics.median(wall[(method, "eager")])
         eager_epoch = (full + tail / batch) * eager
@@ -144,8 +152,9 @@ def compare_paths(model_name: str, size: int, batch: int, methods: list[str], pa
             compiled = options.get("compile", False)
             compile_s = max(first[(method, path)] - t, 0.0) if compiled else 0.0
             epoch = compile_s + full * t + tail / batch * eager if compiled else eager_epoch
+            touched = faults[(method, path)] * page / (args.rounds * args.steps) / 2**20
             print(f"| {method} | {path} | {t:.3f} | {batch / t:.0f} | {eager / t:.2f}x | "
-                  f"{memory[(method, path)] / 2**20:.0f} | {compile_s:.1f} | {epoch:.0f} | "
+                  f"{memory[(method, path)] / 2**20:.0f} | {touched:.0f} | {compile_s:.1f} | {epoch:.0f} | "
                   f"{eager_epoch / epoch:.2f}x |")
 
 

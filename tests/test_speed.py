@@ -7,7 +7,9 @@ compilation back on, on the smallest networks that exercise it.
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
+import sys
 import time
 
 import pytest
@@ -203,3 +205,33 @@ def test_a_non_finite_loss_is_caught_where_the_metrics_are_read():
     # indices from 0 (epoch 2, step 7), named from 1 as the log counts them
     with pytest.raises(FloatingPointError, match=r"by epoch 3, batch 8: the training loss is nan"):
         Trainer._read_sums(torch.tensor([float("nan"), 2.0], dtype=torch.float64), 4, 2, 7)
+
+
+CHURN = """
+import ctypes, resource, torch
+from onebit.train.speed import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, SpeedOptions
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def churn():  # a training step's pattern: activation-sized buffers allocated, freed, allocated again
+    start = faults()
+    for _ in range(5):
+        buffers = [torch.ones(n << 20) for n in (4, 3, 2)]  # 36 MiB
+        del buffers
+    return faults() - start
+mallopt = ctypes.CDLL(None).mallopt
+mallopt(M_MMAP_THRESHOLD, 128 << 10), mallopt(M_TRIM_THRESHOLD, 128 << 10)  # glibc's initial values, held
+churn()
+plain = churn()
+speed = SpeedOptions({}, torch.device("cpu"))
+churn()
+print(plain, churn(), speed.kept_memory, "freed CPU memory kept" in speed.describe())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_cpu_memory sets glibc's malloc")
+def test_default_path_reuses_freed_memory_instead_of_touching_new_pages():
+    assert not SpeedOptions({"eager": True}, torch.device("cpu")).kept_memory
+    out = subprocess.run([sys.executable, "-c", CHURN], capture_output=True, text=True, check=True).stdout.split()
+    plain, kept = int(out[0]), int(out[1])
+    assert out[2:] == ["True", "True"]
+    assert plain > 5 * 4096 and kept < plain / 20, (plain, kept)  # 16 MiB = 4096 pages of 4 KiB
