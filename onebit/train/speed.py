@@ -82,10 +82,11 @@ def keep_freed_cpu_memory() -> bool:
     PyTorch's CPU tensors come from malloc. By default glibc serves blocks above a threshold that
     adapts up to 32 MiB with fresh memory maps and returns freed memory at the top of its heap to
     the kernel, so a training step, which frees and allocates the same activation-sized buffers
-    every step, touches new pages over and over: 186 MiB of page faults per resnet20_1w1a step at
-    batch 256, about 15% of the step. With a fixed 32 MiB threshold and no trimming the buffers
-    are reused; the process keeps the memory of its largest step. Blocks above 32 MiB are still
-    mapped afresh. Returns False where the C library has no ``mallopt`` (not glibc).
+    every step, touches new pages over and over (IR-Net's compiled resnet20_1w1a step at batch 256:
+    ~220 MiB of page faults, the step 1.29x slower; BENCHMARKS.md). With a fixed 32 MiB threshold
+    and no trimming the buffers are reused; the process keeps the memory of its largest step.
+    Blocks above 32 MiB are still mapped afresh. Returns False where the C library has no
+    ``mallopt`` (not glibc).
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
