@@ -6,8 +6,8 @@ setting (process-wide) reaches the eager rows too. Here every measurement is a f
 running one path's training step (built as train_throughput.py builds it) with the setting as
 onebit applies it ("kept") or without it ("glibc default"), the two alternating over the rounds.
 ``--epoch DATA_PATH`` measures whole ``onebit train`` runs instead (one compiled epoch of
-``--config``'s model on real CIFAR-10, evaluation included, the default path), the wall time
-and peak resident memory of each process.
+``--config``'s model on real CIFAR-10, evaluation included, the default path): the wall time,
+peak resident memory and test top-1 of each process.
 
     python benchmarks/train_memory_reuse.py --methods irnet rbnn --paths default eager
     python benchmarks/train_memory_reuse.py --methods irnet --epoch ../shared/data
@@ -47,7 +47,7 @@ print(json.dumps([seconds, touched]))
 
 
 EPOCH_CHILD = """
-import resource, sys, time
+import resource, time
 from onebit.train import speed
 if not {kept}:
     speed.keep_freed_cpu_memory = lambda: False
