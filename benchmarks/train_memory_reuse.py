@@ -79,6 +79,15 @@ def run(args, method: str, path: str, kept: bool) -> tuple[float, float]:
     return tuple(json.loads(out.strip().splitlines()[-1]))
 
 
+def alternating(rounds: int, measure) -> dict[bool, list]:
+    """``measure(kept)`` without and with the setting, taking turns for ``rounds`` rounds: {kept: [results]}."""
+    results = {False: [], True: []}
+    for _ in range(rounds):
+        for kept in results:
+            results[kept].append(measure(kept))
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="resnet20_1w1a:32:256", metavar="MODEL:SIZE:BATCH")
@@ -102,10 +111,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for method in args.methods:
         for path in args.paths:
-            results = {True: [], False: []}
-            for _ in range(args.rounds):
-                for kept in (False, True):
-                    results[kept].append(run(args, method, path, kept))
+            results = alternating(args.rounds, lambda kept: run(args, method, path, kept))
             plain = statistics.median(r[0] for r in results[False])
             for kept in (False, True):
                 t = statistics.median(r[0] for r in results[kept])
@@ -122,10 +128,7 @@ def epochs(args) -> None:
     with tempfile.TemporaryDirectory() as results_dir:
         for method in args.methods:
             run_epoch(args, method, True, results_dir)
-            results = {True: [], False: []}
-            for _ in range(args.rounds):
-                for kept in (False, True):
-                    results[kept].append(run_epoch(args, method, kept, results_dir))
+            results = alternating(args.rounds, lambda kept: run_epoch(args, method, kept, results_dir))
             plain = statistics.median(r[0] for r in results[False])
             for kept in (False, True):
                 wall = [r[0] for r in results[kept]]
