@@ -19,11 +19,16 @@ measured here get it too, which ``onebit train --eager`` does not), the one-time
 as a first run on a machine), and a whole epoch of ``--epoch_images`` images with that
 compilation counted (the epoch's last, smaller batch runs eagerly on the default path).
 
+``--breakdown`` profiles ``--rounds`` more steps per row (default and eager alternating) and splits them
+into the convolution kernels and the rest (quantizers, BatchNorm, activations, optimizer), with the ceiling
+the default path could reach if the rest took no time at all.
+
 RBNN's rotation update (three alternating Procrustes iterations over every binary layer) runs
 once per epoch, outside the step; it is timed separately per model on a warmed-up process.
 
     python benchmarks/train_throughput.py --cold                     # the table of BENCHMARKS.md
     python benchmarks/train_throughput.py --configs resnet20_1w1a:32:256 --methods rbnn irnet --rounds 5
+    python benchmarks/train_throughput.py --configs resnet20_1w1a:32:256 --methods irnet rbnn --breakdown
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from onebit.analysis.summary import summary
 from onebit.models import create_model
 from onebit.quant.rbnn import RbnnWeight
 from onebit.quant.schedules import after_step_hooks, set_epoch_temperature
@@ -84,6 +90,47 @@ def peak_step_memory(step) -> int:
         level += e.self_cpu_memory_usage
         peak = max(peak, level)
     return peak
+
+
+CONVOLUTION_FORWARD = ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::thnn_conv2d")
+CONVOLUTION_BACKWARD = ("aten::convolution_backward", "aten::_slow_conv2d_backward")  # kernels, not their wrappers
+
+
+def convolution_times(step) -> tuple[float, float, float]:
+    """Of one profiled ``step``: (seconds in forward convolution kernels, in backward ones, the whole step)."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        step()
+        total = time.perf_counter() - start
+    events = prof.key_averages()
+    forward = sum(e.self_cpu_time_total for e in events if e.key.startswith(CONVOLUTION_FORWARD))
+    backward = sum(e.self_cpu_time_total for e in events if e.key.startswith(CONVOLUTION_BACKWARD))
+    return forward / 1e6, backward / 1e6, total
+
+
+def print_breakdown(model_name: str, size: int, batch: int, methods: list[str], steps: dict, repeats: int) -> None:
+    """Where the default path's step goes: convolutions against the rest, and what 3x would leave the rest."""
+    print(f"\nConvolutions in profiled steps (torch.profiler, mean of {repeats} steps per row, the two paths "
+          "alternating). Forward GFLOP/s: 2 x the model's multiply-accumulates (onebit.analysis.summary) x batch "
+          "over the forward convolutions' time. Ceiling: the profiled eager step over the default path's "
+          "convolutions alone. Rest at 3x: what a 3x step leaves for everything but the convolutions.")
+    print("| method | path | step (s), profiled | conv forward (s) | conv backward (s) | forward GFLOP/s | rest (s) "
+          "| ceiling | rest at 3x (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for method in methods:
+        totals = summary(create_model(model_name, 10, image_size=size, method=method), (1, 3, size, size)).totals
+        flops = 2 * (totals["bops"] + totals["flops"]) * batch
+        times = {path: [0.0, 0.0, 0.0] for path in ("default", "eager")}
+        for _ in range(repeats):
+            for path, sums in times.items():
+                for i, t in enumerate(convolution_times(steps[(method, path)])):
+                    sums[i] += t / repeats
+        eager = times["eager"][2]
+        for path, (forward, backward, total) in times.items():
+            conv = forward + backward
+            line = (f"| {method} | {path} | {total:.3f} | {forward:.3f} | {backward:.3f} | {flops / forward / 1e9:.0f} "
+                    f"| {total - conv:.3f} |")
+            print(line + (f" {eager / conv:.1f}x | {eager / 3 - conv:.3f} |" if path == "default" else " | |"))
 
 
 def cpu_description() -> str:
@@ -156,6 +203,8 @@ def compare_paths(model_name: str, size: int, batch: int, methods: list[str], pa
             print(f"| {method} | {path} | {t:.3f} | {batch / t:.0f} | {eager / t:.2f}x | "
                   f"{memory[(method, path)] / 2**20:.0f} | {touched:.0f} | {compile_s:.1f} | {epoch:.0f} | "
                   f"{eager_epoch / epoch:.2f}x |")
+    if args.breakdown:
+        print_breakdown(model_name, size, batch, methods, steps, args.rounds)
 
 
 def main() -> None:
@@ -170,6 +219,8 @@ def main() -> None:
                    help="images of the whole-epoch figure (default: 50,000 at 32x32, 1,281,167 at 224x224)")
     p.add_argument("--cold", action="store_true", help="bypass torch's on-disk compile caches (a first run)")
     p.add_argument("--no_rotation", action="store_true", help="skip the rotation-update table")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also profile --rounds steps per row: time in convolutions against the rest")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.cold:
