@@ -120,13 +120,13 @@ def print_breakdown(model_name: str, size: int, batch: int, methods: list[str], 
     for method in methods:
         totals = summary(create_model(model_name, 10, image_size=size, method=method), (1, 3, size, size)).totals
         flops = 2 * (totals["bops"] + totals["flops"]) * batch
-        times = {path: [0.0, 0.0, 0.0] for path in ("default", "eager")}
+        samples = {path: [] for path in ("default", "eager")}
         for _ in range(repeats):
-            for path, sums in times.items():
-                for i, t in enumerate(convolution_times(steps[(method, path)])):
-                    sums[i] += t / repeats
-        eager = times["eager"][2]
-        for path, (forward, backward, total) in times.items():
+            for path, rows in samples.items():
+                rows.append(convolution_times(steps[(method, path)]))
+        means = {path: [statistics.mean(column) for column in zip(*rows)] for path, rows in samples.items()}
+        eager = means["eager"][2]
+        for path, (forward, backward, total) in means.items():
             conv = forward + backward
             line = (f"| {method} | {path} | {total:.3f} | {forward:.3f} | {backward:.3f} | {flops / forward / 1e9:.0f} "
                     f"| {total - conv:.3f} |")
